@@ -1,0 +1,355 @@
+//! Command-line definitions (clap derive) and nothing else: parsing, not behaviour.
+//!
+//! Every setting that kapsync.toml or the environment can also give is an `Option` here, so
+//! "not given" stays distinct from "given the default" when the layers are merged in
+//! [`crate::config`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config;
+
+/// Text shown after `--help`: the exit codes are part of the contract.
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  all rows done and succeeded (or nothing to do)
+  1  finished, but some rows failed or were invalid
+  2  usage or configuration error
+  3  halted: the API key is invalid, expired or lacks permission
+  4  stopped early (Ctrl-C, SIGTERM, --max-duration) with work left; run again to resume
+  5  internal error (database, I/O)
+
+The API token is read from the KAPTURE_TOKEN environment variable or from --token-file,
+never from a flag value.";
+
+/// Moves ticket updates from CSV and JSONL files into Kapture CRM, durably.
+///
+/// Rows are ingested into a SQLite job table, drained through a rate-limited pool of workers
+/// with backoff, and every outcome and attempt is recorded. Re-running a command resumes it.
+#[derive(Debug, Parser)]
+#[command(name = "kapsync", version, after_help = AFTER_HELP, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags accepted by every subcommand.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// SQLite database holding runs, rows and attempts [default: ./kapsync.db]
+    #[arg(long, global = true, value_name = "PATH", env = "KAPSYNC_DB")]
+    pub db: Option<PathBuf>,
+
+    /// Settings file [default: ./kapsync.toml when it exists]
+    #[arg(long, global = true, value_name = "PATH", env = "KAPSYNC_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Less log output (-q warnings only, -qq errors only)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
+
+    /// Log line format on stderr
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// Never draw progress bars or progress lines
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines
+    Text,
+    /// One JSON object per line
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read CSV or JSONL files into a run's job table, validating every row
+    Ingest(IngestArgs),
+    /// Send a run's pending rows to Kapture
+    Run(RunArgs),
+    /// Ingest files, then run: the one command for cron
+    Sync(SyncArgs),
+    /// Counts per state for a run (default: the latest)
+    Status(StatusArgs),
+    /// List runs with their counts
+    Runs(JsonArg),
+    /// Put failed rows back to pending so the next `run` sends them again
+    Retry(RetryArgs),
+    /// Write rows (with their errors) as CSV or JSONL
+    Export(ExportArgs),
+    /// Serve a local Kapture stand-in to rehearse a migration against
+    Simulate(SimulateArgs),
+    /// Sync the built-in sample data into a local simulator and show the result
+    Demo(DemoArgs),
+}
+
+/// `--json` alone.
+#[derive(Debug, Args)]
+pub struct JsonArg {
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Input file kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputFormat {
+    /// Comma-separated values with a header row
+    Csv,
+    /// One JSON object per line (also .ndjson)
+    Jsonl,
+}
+
+/// Flags shared by `ingest` and `sync`.
+#[derive(Debug, Args)]
+pub struct IngestOptions {
+    /// Files to read; `-` reads standard input
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+
+    /// Input format [default: from the extension: .csv, .jsonl, .ndjson]
+    #[arg(long, value_enum)]
+    pub format: Option<InputFormat>,
+
+    /// Mapping file (TOML): source columns to Kapture fields, value maps, defaults, extra keys
+    #[arg(long, value_name = "FILE", env = "KAPSYNC_MAPPING")]
+    pub mapping: Option<PathBuf>,
+
+    /// Largest accepted record in bytes; larger ones are stored as invalid [default: 1048576]
+    #[arg(long, value_name = "BYTES", env = "KAPSYNC_MAX_RECORD_BYTES")]
+    pub max_record_bytes: Option<u64>,
+}
+
+/// `kapsync ingest`.
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    #[command(flatten)]
+    pub input: IngestOptions,
+
+    /// Run to add the rows to (created if missing) [default: a new run named from the time]
+    #[arg(long, value_name = "NAME")]
+    pub run: Option<String>,
+
+    /// Print the summary as one JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags shared by `run` and `sync`.
+#[derive(Debug, Args)]
+pub struct RunOptions {
+    /// Kapture subdomain: sends to https://NAME.kapturecrm.com
+    #[arg(long, value_name = "NAME", env = "KAPSYNC_SUBDOMAIN")]
+    pub subdomain: Option<String>,
+
+    /// Base URL instead of the subdomain (a simulator, a proxy); plain http only to loopback
+    #[arg(long, value_name = "URL", env = "KAPSYNC_BASE_URL", conflicts_with = "subdomain")]
+    pub base_url: Option<String>,
+
+    /// File whose first line is the API token (instead of KAPTURE_TOKEN)
+    #[arg(long, value_name = "PATH", env = "KAPSYNC_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Requests per second, 0 for no limit [default: 5]
+    #[arg(long, value_name = "N", env = "KAPSYNC_RATE")]
+    pub rate: Option<u32>,
+
+    /// Requests allowed at once above the rate [default: 1]
+    #[arg(long, value_name = "N", env = "KAPSYNC_BURST")]
+    pub burst: Option<u32>,
+
+    /// Requests in flight at most [default: 4]
+    #[arg(long, value_name = "N", env = "KAPSYNC_CONCURRENCY")]
+    pub concurrency: Option<u32>,
+
+    /// Attempts per row before it is failed [default: 8]
+    #[arg(long, value_name = "N", env = "KAPSYNC_MAX_ATTEMPTS")]
+    pub max_attempts: Option<u32>,
+
+    /// Seconds a request may take in all [default: 30]
+    #[arg(long, value_name = "SECS", env = "KAPSYNC_TIMEOUT")]
+    pub timeout: Option<u64>,
+
+    /// Stop gracefully after this long, e.g. 6h or 90m (for nightly windows)
+    #[arg(long, value_name = "DURATION", env = "KAPSYNC_MAX_DURATION", value_parser = parse_duration)]
+    pub max_duration: Option<std::time::Duration>,
+
+    /// Send nothing: show the first rows as they would be sent, the count and the estimated time
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `kapsync run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Drain only this run [default: every run, oldest first]
+    #[arg(long, value_name = "NAME")]
+    pub run: Option<String>,
+
+    #[command(flatten)]
+    pub options: RunOptions,
+
+    /// Print the summary as one JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `kapsync sync`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub input: IngestOptions,
+
+    /// Run to add the rows to and drain [default: a new run named from the time]
+    #[arg(long, value_name = "NAME")]
+    pub run: Option<String>,
+
+    #[command(flatten)]
+    pub options: RunOptions,
+
+    /// Print the summaries as one JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `kapsync status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Run to report on [default: the latest]
+    #[arg(long, value_name = "NAME")]
+    pub run: Option<String>,
+
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `kapsync retry`.
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// Run whose failed rows to retry [default: the latest]
+    #[arg(long, value_name = "NAME")]
+    pub run: Option<String>,
+
+    /// Only rows whose last error has this class (rejected, transient, ...)
+    #[arg(long, value_name = "CLASS")]
+    pub class: Option<String>,
+
+    /// Only rows whose last error message contains this text
+    #[arg(long, value_name = "TEXT")]
+    pub grep: Option<String>,
+
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Export file kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// Comma-separated values, formulas defused
+    Csv,
+    /// One JSON object per line
+    Jsonl,
+}
+
+/// `kapsync export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Run to export [default: the latest]
+    #[arg(long, value_name = "NAME")]
+    pub run: Option<String>,
+
+    /// Only rows in this state (pending, in_flight, succeeded, failed, invalid, skipped)
+    #[arg(long, value_name = "STATE")]
+    pub state: Option<String>,
+
+    /// Output format
+    #[arg(long, value_enum, default_value = "csv")]
+    pub format: ExportFormat,
+
+    /// Write to this file instead of standard output
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// `kapsync simulate`.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Port to listen on (0 picks a free one)
+    #[arg(long, default_value_t = config::DEFAULT_SIM_PORT)]
+    pub port: u16,
+
+    /// Address to bind
+    #[arg(long, default_value = config::DEFAULT_SIM_BIND)]
+    pub bind: std::net::IpAddr,
+
+    /// Token the simulator expects (or KAPTURE_TOKEN); with none it accepts any
+    #[arg(long, value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Accepted sub_status keys, comma-separated
+    #[arg(long, value_name = "KEYS", default_value = config::DEFAULT_SUB_STATUSES)]
+    pub sub_statuses: String,
+
+    /// Seed for fault injection, so runs repeat
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Share of requests answered 500/502/503 with an HTML body
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub fail_rate: f64,
+
+    /// Share of requests answered 429 with Retry-After
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub throttle_rate: f64,
+
+    /// Requests per second served before answering 429 (0: no limit)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub rate_limit: u32,
+
+    /// Added latency: fixed (20ms) or a range (5ms..200ms)
+    #[arg(long, value_name = "DURATION")]
+    pub latency: Option<String>,
+
+    /// Share of requests answered only after a long delay
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub hang_rate: f64,
+
+    /// Share of requests whose connection is closed without a reply
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    pub drop_rate: f64,
+
+    /// Answer "Invalid Auth Key" to every request after the first N
+    #[arg(long, value_name = "N")]
+    pub auth_fail_after: Option<u64>,
+}
+
+/// `kapsync demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Print the summary as one JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses a human duration such as `6h`, `90m` or `1h 30m`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 6h, 90m, 45s)"))
+}

@@ -1,0 +1,289 @@
+//! Settings: built-in defaults < kapsync.toml < environment < flags, merged once and validated.
+//!
+//! clap already folds each `KAPSYNC_*` variable into its flag's `Option`, so the merge here is
+//! "the flag-or-environment value if given, else the file's, else the default".
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cli::{GlobalArgs, IngestOptions, RunOptions};
+
+/// Database file used when neither `--db`, `KAPSYNC_DB` nor kapsync.toml names one.
+pub const DEFAULT_DB: &str = "kapsync.db";
+/// Settings file read from the working directory when it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "kapsync.toml";
+/// Environment variable holding the API token.
+pub const TOKEN_ENV: &str = "KAPTURE_TOKEN";
+/// Largest accepted input record, in bytes.
+pub const DEFAULT_MAX_RECORD_BYTES: u64 = 1024 * 1024;
+/// Requests per second: public Kapture clients pace themselves at 3 to 6.
+pub const DEFAULT_RATE: u32 = 5;
+/// Requests allowed at once above the rate.
+pub const DEFAULT_BURST: u32 = 1;
+/// Requests in flight at most.
+pub const DEFAULT_CONCURRENCY: u32 = 4;
+/// Attempts per row before it is failed.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+/// Seconds a whole request may take.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
+/// Port `kapsync simulate` listens on.
+pub const DEFAULT_SIM_PORT: u16 = 8787;
+/// Address `kapsync simulate` binds.
+pub const DEFAULT_SIM_BIND: &str = "127.0.0.1";
+/// `sub_status` keys the simulator accepts, as seen in public Kapture tenants.
+pub const DEFAULT_SUB_STATUSES: &str = "P,CL,OP,IN,RS,PE,CRS,CO";
+
+/// A settings file or value that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("failed to read settings file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys.
+    #[error("failed to parse settings file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A value is out of range.
+    #[error("invalid setting {name}: {message}")]
+    Invalid { name: &'static str, message: String },
+}
+
+/// The contents of kapsync.toml. Every key is optional; unknown keys are an error so a typo
+/// does not pass silently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub db: Option<PathBuf>,
+    pub mapping: Option<PathBuf>,
+    pub max_record_bytes: Option<u64>,
+    pub subdomain: Option<String>,
+    pub base_url: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub rate: Option<u32>,
+    pub burst: Option<u32>,
+    pub concurrency: Option<u32>,
+    pub max_attempts: Option<u32>,
+    pub timeout: Option<u64>,
+    pub max_duration: Option<String>,
+}
+
+impl FileConfig {
+    /// Reads the settings file named by `--config`, or `./kapsync.toml` when it exists.
+    ///
+    /// Relative paths inside the file are taken relative to the file's directory.
+    pub fn load(explicit: Option<&Path>) -> Result<Self, ConfigError> {
+        let path = match explicit {
+            Some(path) => path.to_path_buf(),
+            None => {
+                let default = PathBuf::from(DEFAULT_CONFIG_FILE);
+                if !default.exists() {
+                    return Ok(Self::default());
+                }
+                default
+            }
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let mut config: Self = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        for slot in [&mut config.db, &mut config.mapping, &mut config.token_file] {
+            if let Some(p) = slot.as_mut()
+                && p.is_relative()
+            {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// Settings every command shares.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The SQLite database file.
+    pub db: PathBuf,
+    /// Whether progress may be drawn at all.
+    pub progress: bool,
+    file: std::sync::Arc<FileConfig>,
+}
+
+impl Settings {
+    /// Merges the global flags over the settings file.
+    pub fn resolve(global: &GlobalArgs) -> Result<Self, ConfigError> {
+        let file = FileConfig::load(global.config.as_deref())?;
+        let db = global
+            .db
+            .clone()
+            .or_else(|| file.db.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DB));
+        Ok(Self {
+            db,
+            progress: !global.no_progress,
+            file: std::sync::Arc::new(file),
+        })
+    }
+
+    /// Resolves the ingest settings.
+    pub fn ingest(&self, options: &IngestOptions) -> Result<IngestSettings, ConfigError> {
+        let max_record_bytes = options
+            .max_record_bytes
+            .or(self.file.max_record_bytes)
+            .unwrap_or(DEFAULT_MAX_RECORD_BYTES);
+        if max_record_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                name: "max-record-bytes",
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(IngestSettings {
+            mapping: options.mapping.clone().or_else(|| self.file.mapping.clone()),
+            max_record_bytes,
+        })
+    }
+
+    /// Resolves the run settings.
+    pub fn run(&self, options: &RunOptions) -> Result<RunSettings, ConfigError> {
+        let file = &self.file;
+        let positive = |name: &'static str, value: u32| {
+            if value == 0 {
+                Err(ConfigError::Invalid {
+                    name,
+                    message: "must be at least 1".into(),
+                })
+            } else {
+                Ok(value)
+            }
+        };
+        let (subdomain, base_url) = match (&options.subdomain, &options.base_url) {
+            (None, None) => (file.subdomain.clone(), file.base_url.clone()),
+            (flag_sub, flag_url) => (flag_sub.clone(), flag_url.clone()),
+        };
+        let max_duration = match (options.max_duration, &file.max_duration) {
+            (Some(d), _) => Some(d),
+            (None, Some(text)) => Some(crate::cli::parse_duration(text).map_err(|message| {
+                ConfigError::Invalid {
+                    name: "max_duration",
+                    message,
+                }
+            })?),
+            (None, None) => None,
+        };
+        let timeout = options
+            .timeout
+            .or(file.timeout)
+            .unwrap_or(DEFAULT_TIMEOUT_SECS);
+        if timeout == 0 {
+            return Err(ConfigError::Invalid {
+                name: "timeout",
+                message: "must be at least 1 second".into(),
+            });
+        }
+        Ok(RunSettings {
+            subdomain,
+            base_url,
+            token_file: options
+                .token_file
+                .clone()
+                .or_else(|| file.token_file.clone()),
+            rate: options.rate.or(file.rate).unwrap_or(DEFAULT_RATE),
+            burst: positive(
+                "burst",
+                options.burst.or(file.burst).unwrap_or(DEFAULT_BURST),
+            )?,
+            concurrency: positive(
+                "concurrency",
+                options
+                    .concurrency
+                    .or(file.concurrency)
+                    .unwrap_or(DEFAULT_CONCURRENCY),
+            )?,
+            max_attempts: positive(
+                "max-attempts",
+                options
+                    .max_attempts
+                    .or(file.max_attempts)
+                    .unwrap_or(DEFAULT_MAX_ATTEMPTS),
+            )?,
+            timeout: Duration::from_secs(timeout),
+            max_duration,
+            dry_run: options.dry_run,
+        })
+    }
+}
+
+/// Resolved ingest settings.
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    /// Mapping file, if any.
+    pub mapping: Option<PathBuf>,
+    /// Largest accepted record.
+    pub max_record_bytes: u64,
+}
+
+/// Resolved run settings. The token itself is not here: it is read only where it is used.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    pub subdomain: Option<String>,
+    pub base_url: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// Requests per second; 0 means no limit.
+    pub rate: u32,
+    pub burst: u32,
+    pub concurrency: u32,
+    pub max_attempts: u32,
+    pub timeout: Duration,
+    pub max_duration: Option<Duration>,
+    pub dry_run: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_config_rejects_unknown_keys() {
+        let err = toml::from_str::<FileConfig>("rat = 5").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_file_and_defaults_fill_the_rest() {
+        let file = FileConfig {
+            rate: Some(9),
+            concurrency: Some(3),
+            ..FileConfig::default()
+        };
+        let settings = Settings {
+            db: PathBuf::from("x.db"),
+            progress: false,
+            file: std::sync::Arc::new(file),
+        };
+        let options = RunOptions {
+            subdomain: None,
+            base_url: None,
+            token_file: None,
+            rate: Some(2),
+            burst: None,
+            concurrency: None,
+            max_attempts: None,
+            timeout: None,
+            max_duration: None,
+            dry_run: false,
+        };
+        let run = settings.run(&options).unwrap();
+        assert_eq!(run.rate, 2);
+        assert_eq!(run.concurrency, 3);
+        assert_eq!(run.max_attempts, DEFAULT_MAX_ATTEMPTS);
+        assert_eq!(run.timeout, Duration::from_secs(DEFAULT_TIMEOUT_SECS));
+    }
+}

@@ -1,0 +1,1 @@
+//! The drain engine: dispatcher, workers, rate limiting, retry schedule and shutdown.

@@ -1,0 +1,37 @@
+//! Logging set-up: tracing to stderr, level from -v/-q, `RUST_LOG` overrides, text or JSON.
+
+use std::io::Write;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{GlobalArgs, LogFormat};
+
+/// Installs the global subscriber. Called once by `main`; tests call the library directly.
+pub fn init(global: &GlobalArgs) {
+    let level = match (global.verbose, global.quiet) {
+        (0, 0) => "info",
+        (1, _) => "debug",
+        (v, _) if v >= 2 => "trace",
+        (_, 1) => "warn",
+        _ => "error",
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("kapsync={level},warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match global.log_format.unwrap_or(LogFormat::Text) {
+        LogFormat::Text => builder.without_time().try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Reports a command's error on stderr with its chain of causes.
+pub fn report_error(error: &anyhow::Error) {
+    let mut message = format!("error: {error}");
+    for cause in error.chain().skip(1) {
+        message.push_str(&format!("\n  caused by: {cause}"));
+    }
+    let _ = writeln!(std::io::stderr(), "{message}");
+}

@@ -1,0 +1,1 @@
+//! Status, progress display, exports and run summaries.
