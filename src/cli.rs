@@ -159,7 +159,12 @@ pub struct RunOptions {
     pub subdomain: Option<String>,
 
     /// Base URL instead of the subdomain (a simulator, a proxy); plain http only to loopback
-    #[arg(long, value_name = "URL", env = "KAPSYNC_BASE_URL", conflicts_with = "subdomain")]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "KAPSYNC_BASE_URL",
+        conflicts_with = "subdomain"
+    )]
     pub base_url: Option<String>,
 
     /// File whose first line is the API token (instead of KAPTURE_TOKEN)

@@ -146,7 +146,10 @@ impl Settings {
             });
         }
         Ok(IngestSettings {
-            mapping: options.mapping.clone().or_else(|| self.file.mapping.clone()),
+            mapping: options
+                .mapping
+                .clone()
+                .or_else(|| self.file.mapping.clone()),
             max_record_bytes,
         })
     }
@@ -170,12 +173,14 @@ impl Settings {
         };
         let max_duration = match (options.max_duration, &file.max_duration) {
             (Some(d), _) => Some(d),
-            (None, Some(text)) => Some(crate::cli::parse_duration(text).map_err(|message| {
-                ConfigError::Invalid {
-                    name: "max_duration",
-                    message,
-                }
-            })?),
+            (None, Some(text)) => {
+                Some(
+                    crate::cli::parse_duration(text).map_err(|message| ConfigError::Invalid {
+                        name: "max_duration",
+                        message,
+                    })?,
+                )
+            }
             (None, None) => None,
         };
         let timeout = options

@@ -25,6 +25,9 @@ pub struct UsageError(pub String);
 pub fn code_for(error: &anyhow::Error) -> u8 {
     let usage = error.chain().any(|cause| {
         cause.is::<UsageError>()
+            || cause
+                .downcast_ref::<crate::ingest::IngestError>()
+                .is_some_and(|e| e.is_usage())
             || cause.is::<crate::config::ConfigError>()
             || cause.is::<crate::ingest::MappingError>()
             || cause.is::<crate::kapture::TargetError>()

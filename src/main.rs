@@ -8,7 +8,10 @@ use kapsync::{cli::Cli, commands, exit, logging};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(&cli.global);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!("failed to start the async runtime: {error}");

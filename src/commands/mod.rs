@@ -6,8 +6,12 @@ mod runs;
 mod simulate;
 mod status;
 
+use anyhow::Context as _;
+
 use crate::cli::{Cli, Command};
 use crate::config::Settings;
+use crate::exit::UsageError;
+use crate::store::Store;
 
 /// Runs the parsed command line and returns the process exit code.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
@@ -21,6 +25,26 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         | Command::Sync(_)
         | Command::Retry(_)
         | Command::Export(_)
-        | Command::Demo(_) => Err(crate::exit::UsageError("this command is not built yet".into()).into()),
+        | Command::Demo(_) => Err(UsageError("this command is not built yet".into()).into()),
     }
+}
+
+/// Opens (creating when missing) the database named by the settings.
+async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    Store::open(&settings.db)
+        .await
+        .with_context(|| format!("failed to open the database {}", settings.db.display()))
+}
+
+/// Opens the database for a command that only reads or updates existing runs: a missing file
+/// is a usage error (a wrong `--db` or directory), not a new empty database.
+async fn open_existing_store(settings: &Settings) -> anyhow::Result<Store> {
+    if !settings.db.exists() {
+        return Err(UsageError(format!(
+            "no database at {}: ingest a file first, or pass --db",
+            settings.db.display()
+        ))
+        .into());
+    }
+    open_store(settings).await
 }

@@ -1,1 +1,95 @@
-//! Every SQL statement lives here.
+//! The SQLite job table: every SQL statement of kapsync lives in this module.
+
+mod ingest;
+mod open;
+mod reports;
+mod runs;
+
+pub use ingest::{IngestWriter, NewJob, SourceProgress, SourceStart};
+pub use open::Store;
+pub use reports::{Counts, RunSummary, SourceSummary};
+pub use runs::Run;
+
+/// A database operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database file could not be created or opened.
+    #[error("failed to open database {path}: {source}")]
+    Open {
+        path: std::path::PathBuf,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The database file could not be created with owner-only permissions.
+    #[error("failed to create database file {path}: {source}")]
+    Create {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The embedded migrations could not be applied.
+    #[error("failed to apply database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A query failed.
+    #[error("failed to query the database: {0}")]
+    Query(#[from] sqlx::Error),
+    /// A named run does not exist.
+    #[error("no run named {0:?} (see `kapsync runs`)")]
+    NoSuchRun(String),
+    /// The database holds no runs yet.
+    #[error("the database has no runs yet: ingest a file first (`kapsync ingest FILE`)")]
+    NoRuns,
+}
+
+/// Milliseconds since the Unix epoch, the time unit of every integer timestamp in the store.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The current time as RFC 3339 text, for timestamps people read.
+pub fn now_text() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// The row states. `as_str` is the value stored in `jobs.state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobState {
+    Pending,
+    InFlight,
+    Succeeded,
+    Failed,
+    Invalid,
+    Skipped,
+}
+
+impl JobState {
+    /// Every state, in the order reports list them.
+    pub const ALL: [JobState; 6] = [
+        JobState::Pending,
+        JobState::InFlight,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Invalid,
+        JobState::Skipped,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::InFlight => "in_flight",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Invalid => "invalid",
+            JobState::Skipped => "skipped",
+        }
+    }
+
+    /// Parses a stored or user-given name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}

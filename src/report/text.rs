@@ -1,0 +1,142 @@
+//! Human-readable summaries and tables, as plain strings so tests can snapshot them, and the
+//! one place that writes to standard output.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use crate::ingest::FileSummary;
+use crate::store::{Counts, JobState, Run, RunSummary, SourceSummary};
+
+/// Writes `text` to standard output. A closed pipe (`kapsync status | head`) is not an error.
+pub fn print(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// Writes one JSON document (pretty) and a newline to standard output.
+pub fn print_json(value: &impl serde::Serialize) -> std::io::Result<()> {
+    let mut text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+    text.push('\n');
+    print(&text)
+}
+
+/// The summary of an ingest.
+pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary]) -> String {
+    let mut out = String::new();
+    let how = if created { "new run" } else { "run" };
+    let _ = writeln!(out, "Ingested into {how} {}", run.name);
+    let (mut read, mut valid, mut invalid, mut added) = (0, 0, 0, 0);
+    for file in files {
+        read += file.rows_read;
+        valid += file.valid;
+        invalid += file.invalid;
+        added += file.added;
+        let note = match file.outcome {
+            "already_ingested" => " (already ingested into this run: nothing added)",
+            "resumed" => " (an interrupted ingest was finished)",
+            _ => "",
+        };
+        let _ = writeln!(
+            out,
+            "  {}: {} rows read, {} valid, {} invalid{note}",
+            file.path, file.rows_read, file.valid, file.invalid
+        );
+        if !file.ignored_columns.is_empty() {
+            let _ = writeln!(
+                out,
+                "    ignored columns: {}",
+                file.ignored_columns.join(", ")
+            );
+        }
+        for sample in &file.invalid_samples {
+            let _ = writeln!(out, "    line {}: {}", sample.line, sample.reason);
+        }
+        if file.invalid > file.invalid_samples.len() as i64 && !file.invalid_samples.is_empty() {
+            let _ = writeln!(
+                out,
+                "    ... and {} more (kapsync export --run {} --state invalid)",
+                file.invalid - file.invalid_samples.len() as i64,
+                shell_word(&run.name)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "Total: {read} rows read, {valid} valid, {invalid} invalid, {added} added"
+    );
+    out
+}
+
+/// A run's counts and source files.
+pub fn status(run: &Run, counts: &Counts, sources: &[SourceSummary]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Run {} (created {})", run.name, run.created_at);
+    for state in JobState::ALL {
+        let _ = writeln!(out, "  {:<10} {:>9}", state.as_str(), counts.get(state));
+    }
+    let _ = writeln!(out, "  {:<10} {:>9}", "total", counts.total());
+    if !sources.is_empty() {
+        let _ = writeln!(out, "Sources:");
+        for source in sources {
+            let partial = if source.complete {
+                ""
+            } else {
+                " (ingest interrupted)"
+            };
+            let _ = writeln!(
+                out,
+                "  {} ({}): {} rows, {} valid, {} invalid{partial}",
+                source.path,
+                source.format,
+                source.rows_read,
+                source.rows_valid,
+                source.rows_invalid
+            );
+        }
+    }
+    out
+}
+
+/// The list of runs.
+pub fn runs(list: &[RunSummary]) -> String {
+    if list.is_empty() {
+        return "No runs yet: ingest a file first (kapsync ingest FILE)\n".to_owned();
+    }
+    let width = list
+        .iter()
+        .map(|r| r.run.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "RUN", "PENDING", "IN_FLIGHT", "SUCCEEDED", "FAILED", "INVALID", "SKIPPED"
+    );
+    for item in list {
+        let c = &item.counts;
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            item.run.name, c.pending, c.in_flight, c.succeeded, c.failed, c.invalid, c.skipped
+        );
+    }
+    out
+}
+
+/// Quotes a word for a shell command line when it needs it.
+pub fn shell_word(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:/@+".contains(c))
+    {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
