@@ -50,10 +50,15 @@ CREATE TABLE jobs (
     replayed         INTEGER NOT NULL DEFAULT 0,
     updated_at       INTEGER
 );
--- "next claimable rows of a run in id order"
-CREATE INDEX jobs_by_state ON jobs(run_id, state, id);
--- "earlier rows of the same ticket"
-CREATE INDEX jobs_by_ticket ON jobs(run_id, ticket_id, id);
+-- Fresh rows (never claimed, next_attempt_at NULL) are claimed by walking the primary key
+-- from the dispatcher's cursor, so ingest maintains no index for them. Every pending row
+-- behind the cursor (a retry, a row waiting for an earlier row of its ticket, a row put back
+-- after a crash or by `kapsync retry`) has next_attempt_at set and is found through this
+-- small partial index.
+CREATE INDEX jobs_waiting ON jobs(run_id, next_attempt_at)
+    WHERE state = 'pending' AND next_attempt_at IS NOT NULL;
+-- "earlier rows of the same ticket" (SQLite appends the id to every index entry)
+CREATE INDEX jobs_by_ticket ON jobs(run_id, ticket_id);
 
 -- One request sent for a job.
 CREATE TABLE attempts (

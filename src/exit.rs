@@ -29,6 +29,10 @@ pub fn code_for(error: &anyhow::Error) -> u8 {
                 .downcast_ref::<crate::ingest::IngestError>()
                 .is_some_and(|e| e.is_usage())
             || cause.is::<crate::config::ConfigError>()
+            || matches!(
+                cause.downcast_ref::<crate::store::StoreError>(),
+                Some(crate::store::StoreError::NoSuchRun(_) | crate::store::StoreError::NoRuns)
+            )
             || cause.is::<crate::ingest::MappingError>()
             || cause.is::<crate::kapture::TargetError>()
     });

@@ -7,7 +7,7 @@ mod runs;
 
 pub use ingest::{IngestWriter, NewJob, SourceProgress, SourceStart};
 pub use open::Store;
-pub use reports::{Counts, RunSummary, SourceSummary};
+pub use reports::{Counts, JobRow, RunSummary, SourceSummary};
 pub use runs::Run;
 
 /// A database operation that failed.

@@ -103,3 +103,45 @@ impl Store {
         Ok(out)
     }
 }
+
+/// One job as `export` and the tests see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct JobRow {
+    pub id: i64,
+    pub source: String,
+    pub line: i64,
+    pub ticket_id: Option<String>,
+    pub payload: Option<String>,
+    pub state: String,
+    pub attempts: i64,
+    pub error_class: Option<String>,
+    pub error_message: Option<String>,
+    pub http_status: Option<i64>,
+    pub replayed: bool,
+}
+
+impl Store {
+    /// A page of a run's jobs in id order after `after_id`, optionally of one state. Paging
+    /// by id keeps memory flat and holds no read transaction open between pages.
+    pub async fn job_rows(
+        &self,
+        run_id: i64,
+        state: Option<JobState>,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<JobRow>, StoreError> {
+        Ok(sqlx::query_as::<_, JobRow>(
+            "SELECT j.id, s.path AS source, j.line, j.ticket_id, j.payload, j.state, j.attempts,
+                    j.error_class, j.error_message, j.http_status, j.replayed
+             FROM jobs j JOIN source_files s ON s.id = j.source_id
+             WHERE j.run_id = ?1 AND j.id > ?2 AND (?3 IS NULL OR j.state = ?3)
+             ORDER BY j.id LIMIT ?4",
+        )
+        .bind(run_id)
+        .bind(after_id)
+        .bind(state.map(JobState::as_str))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
