@@ -1,9 +1,61 @@
 //! `kapsync simulate`: serve the local Kapture stand-in until Ctrl-C.
 
+use std::io::Write;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+
 use crate::cli::SimulateArgs;
 use crate::config::Settings;
+use crate::exit::{self, UsageError};
+use crate::simulator::{SimConfig, Simulator};
 
-/// Serves the simulator.
-pub async fn run(_settings: &Settings, _args: SimulateArgs) -> anyhow::Result<u8> {
-    Err(crate::exit::UsageError("simulate is not built yet".into()).into())
+/// Serves the simulator. The first stdout line is `listening on http://ADDR`, so scripts can
+/// start it with `--port 0` and read the address.
+pub async fn run(_settings: &Settings, args: SimulateArgs) -> anyhow::Result<u8> {
+    let config = SimConfig::from_args(&args).map_err(|e| UsageError(e.to_string()))?;
+    let policy = config.token_policy();
+    let addr = SocketAddr::new(args.bind, args.port);
+    let handle = Simulator::start(config, addr)
+        .await
+        .with_context(|| format!("failed to listen on {addr}"))?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {}", handle.base_url())?;
+        writeln!(out, "{policy}")?;
+        writeln!(
+            out,
+            "ledger: {url}/_sim/ledger  stats: {url}/_sim/stats  (Ctrl-C stops)",
+            url = handle.base_url()
+        )?;
+        out.flush()?;
+    }
+    shutdown_signal().await?;
+    let stats = handle.stats();
+    handle.shutdown().await;
+    tracing::info!(
+        requests = stats.requests,
+        succeeded = stats.succeeded,
+        tickets = stats.tickets,
+        "simulator stopped"
+    );
+    Ok(exit::OK)
+}
+
+/// Waits for Ctrl-C, or SIGTERM on Unix.
+async fn shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("failed to listen for SIGTERM")?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result.context("failed to listen for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("failed to listen for Ctrl-C")?;
+    Ok(())
 }

@@ -1,6 +1,21 @@
 //! Talking to Kapture: the target URL, the secret token, requests and response classification.
 
-/// A Kapture target that cannot be used (bad URL, plain http to a non-loopback host).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct TargetError(pub String);
+mod classify;
+mod client;
+mod target;
+mod token;
+
+pub use classify::{Answer, Class, classify, excerpt, parse_retry_after};
+pub use client::{Client, ClientError, Reply};
+pub use target::{Target, TargetError};
+pub(crate) use token::strip_basic;
+pub use token::{Token, TokenError};
+
+/// Path of the Update Ticket API, below the target's base URL.
+pub const UPDATE_TICKET_PATH: &str = "/update-ticket-from-other-source.html/v.2.0";
+/// Path of the Get Ticket API, below the target's base URL.
+pub const GET_TICKET_PATH: &str = "/search-ticket-by-ticket-id.html/v.2.0";
+/// Most ticket ids one Get Ticket request may name.
+pub const MAX_GET_TICKET_IDS: usize = 50;
+/// Largest excerpt of a response body kept for the attempts log, in bytes.
+pub const EXCERPT_BYTES: usize = 512;

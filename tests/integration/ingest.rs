@@ -31,23 +31,43 @@ async fn zendesk_sample_with_its_mapping() {
         .arg(format!("{root}/sample_data/zendesk_export.csv"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1), "two rows are invalid: {}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "two rows are invalid: {}",
+        stderr(&out)
+    );
     let report = json_of(&out);
     assert_eq!(report["run"], "zd");
     assert_eq!(report["valid"], 40);
     assert_eq!(report["invalid"], 2);
     let files = &report["files"][0];
-    assert_eq!(files["ignored_columns"], serde_json::json!(["Subject", "Requester", "Updated at"]));
+    assert_eq!(
+        files["ignored_columns"],
+        serde_json::json!(["Subject", "Requester", "Updated at"])
+    );
     let jobs = ws.jobs(Some("zd")).await;
     let first: Value = serde_json::from_str(jobs[0].payload.as_deref().unwrap()).unwrap();
     assert_eq!(first["ticket_id"], "500000100000");
     assert_eq!(first["sub_status"], "P", "Zendesk 'pending' maps to P");
     assert_eq!(first["queue"], "Zendesk migration");
     assert_eq!(first["legacy_group"], "Logistics");
-    assert_eq!(first["callback_time"], "2026-12-13 18:00:00", "ISO form rewritten");
+    assert_eq!(
+        first["callback_time"], "2026-12-13 18:00:00",
+        "ISO form rewritten"
+    );
     // The quoted newline in row 12 does not shift the ticket ids of later rows.
-    let quoted = jobs.iter().find(|j| j.ticket_id.as_deref() == Some("500000100077")).unwrap();
-    assert!(quoted.payload.as_deref().unwrap().contains("it still fails\\\",\\nsee"));
+    let quoted = jobs
+        .iter()
+        .find(|j| j.ticket_id.as_deref() == Some("500000100077"))
+        .unwrap();
+    assert!(
+        quoted
+            .payload
+            .as_deref()
+            .unwrap()
+            .contains("it still fails\\\",\\nsee")
+    );
 }
 
 #[tokio::test]
@@ -62,7 +82,11 @@ async fn freshdesk_and_jsonl_samples() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stdout(&out).contains("30 rows read, 30 valid, 0 invalid"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("30 rows read, 30 valid, 0 invalid"),
+        "{}",
+        stdout(&out)
+    );
 
     let out = ws
         .kapsync()
@@ -72,12 +96,26 @@ async fn freshdesk_and_jsonl_samples() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let report = json_of(&out);
-    assert_eq!((report["valid"].as_i64(), report["invalid"].as_i64()), (Some(20), Some(1)));
+    assert_eq!(
+        (report["valid"].as_i64(), report["invalid"].as_i64()),
+        (Some(20), Some(1))
+    );
     let jobs = ws.jobs(Some("js")).await;
     let second: Value = serde_json::from_str(jobs[1].payload.as_deref().unwrap()).unwrap();
-    assert_eq!(second["ticket_id"], "900000300003", "a JSON number becomes its digits");
-    assert!(jobs.iter().any(|j| j.payload.as_deref().is_some_and(|p| p.contains("legacy_source"))));
-    assert_eq!(jobs.last().unwrap().line, 22, "the blank line is counted, not stored");
+    assert_eq!(
+        second["ticket_id"], "900000300003",
+        "a JSON number becomes its digits"
+    );
+    assert!(jobs.iter().any(|j| {
+        j.payload
+            .as_deref()
+            .is_some_and(|p| p.contains("legacy_source"))
+    }));
+    assert_eq!(
+        jobs.last().unwrap().line,
+        22,
+        "the blank line is counted, not stored"
+    );
 }
 
 #[tokio::test]
@@ -125,12 +163,20 @@ async fn every_bad_csv_row_is_stored_invalid_with_line_and_reason() {
     assert_eq!(got.len(), expect.len(), "{got:?}");
     for ((line, reason), (want_line, want)) in got.iter().zip(expect.iter()) {
         assert_eq!(line, want_line, "{got:?}");
-        assert!(reason.contains(want), "line {line}: {reason:?} lacks {want:?}");
+        assert!(
+            reason.contains(want),
+            "line {line}: {reason:?} lacks {want:?}"
+        );
     }
     let jobs = ws.jobs(None).await;
     assert_eq!(jobs[0].ticket_id.as_deref(), Some("000123456789"));
     let iso = jobs.iter().find(|j| j.line == 6).unwrap();
-    assert!(iso.payload.as_deref().unwrap().contains("2026-01-02 03:04:05"));
+    assert!(
+        iso.payload
+            .as_deref()
+            .unwrap()
+            .contains("2026-01-02 03:04:05")
+    );
     assert_eq!(jobs.last().unwrap().line, 14);
     assert_eq!(jobs.last().unwrap().state, "pending");
 }
@@ -146,9 +192,19 @@ async fn every_bad_jsonl_line_is_stored_invalid_with_line_and_reason() {
     input.extend_from_slice(b"{\"ticket_id\":\"5\",\"sub_status\":\"\xFF\"}\n"); // 5
     input.extend_from_slice(b"{\"sub_status\":\"CL\"}\n"); // 6
     input.extend_from_slice(b"{\"ticket_id\":7.5,\"sub_status\":\"CL\"}\n"); // 7
-    input.extend_from_slice(format!("{{\"ticket_id\":\"8\",\"sub_status\":\"CL\",\"c\":\"{}\"}}\n", "y".repeat(5000)).as_bytes()); // 8
-    input.extend_from_slice(b"{\"ticket_id\":\"9\",\"sub_status\":\"P\",\"callback_time\":\"2026-02-30 10:00:00\"}\r\n"); // 9
-    input.extend_from_slice(b"{\"ticket_id\":10,\"sub_status\":\"P\",\"callback_time\":\"2026-02-03T10:00:00\"}"); // 10 valid, no final newline
+    input.extend_from_slice(
+        format!(
+            "{{\"ticket_id\":\"8\",\"sub_status\":\"CL\",\"c\":\"{}\"}}\n",
+            "y".repeat(5000)
+        )
+        .as_bytes(),
+    ); // 8
+    input.extend_from_slice(
+        b"{\"ticket_id\":\"9\",\"sub_status\":\"P\",\"callback_time\":\"2026-02-30 10:00:00\"}\r\n",
+    ); // 9
+    input.extend_from_slice(
+        b"{\"ticket_id\":10,\"sub_status\":\"P\",\"callback_time\":\"2026-02-03T10:00:00\"}",
+    ); // 10 valid, no final newline
     let path = ws.file("bad.ndjson", &input);
     let out = ws
         .kapsync()
@@ -170,14 +226,25 @@ async fn every_bad_jsonl_line_is_stored_invalid_with_line_and_reason() {
     assert_eq!(got.len(), expect.len(), "{got:?}");
     for ((line, reason), (want_line, want)) in got.iter().zip(expect.iter()) {
         assert_eq!(line, want_line, "{got:?}");
-        assert!(reason.contains(want), "line {line}: {reason:?} lacks {want:?}");
+        assert!(
+            reason.contains(want),
+            "line {line}: {reason:?} lacks {want:?}"
+        );
     }
     let summary = stdout(&out);
-    assert!(summary.contains("line 2: line is a JSON array"), "{summary}");
+    assert!(
+        summary.contains("line 2: line is a JSON array"),
+        "{summary}"
+    );
     let jobs = ws.jobs(None).await;
     let last = jobs.last().unwrap();
     assert_eq!((last.line, last.state.as_str()), (10, "pending"));
-    assert!(last.payload.as_deref().unwrap().contains("\"ticket_id\":\"10\""));
+    assert!(
+        last.payload
+            .as_deref()
+            .unwrap()
+            .contains("\"ticket_id\":\"10\"")
+    );
 }
 
 #[tokio::test]
@@ -185,10 +252,23 @@ async fn same_content_twice_adds_nothing_and_says_so() {
     let ws = Workspace::new();
     let path = ws.file("a.csv", "ticket_id,sub_status\n1,CL\n2,P\n");
     let copy = ws.file("copy.csv", "ticket_id,sub_status\n1,CL\n2,P\n");
-    ws.kapsync().args(["ingest", "--run", "r"]).arg(&path).assert().code(0);
-    let out = ws.kapsync().args(["ingest", "--run", "r"]).arg(&copy).output().unwrap();
+    ws.kapsync()
+        .args(["ingest", "--run", "r"])
+        .arg(&path)
+        .assert()
+        .code(0);
+    let out = ws
+        .kapsync()
+        .args(["ingest", "--run", "r"])
+        .arg(&copy)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
-    assert!(stdout(&out).contains("already ingested"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("already ingested"),
+        "{}",
+        stdout(&out)
+    );
     assert_eq!(ws.jobs(Some("r")).await.len(), 2);
     // Standard input with the same content is recognised at its end.
     let out = ws
@@ -197,17 +277,30 @@ async fn same_content_twice_adds_nothing_and_says_so() {
         .write_stdin("ticket_id,sub_status\n1,CL\n2,P\n")
         .output()
         .unwrap();
-    assert!(stdout(&out).contains("already ingested"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("already ingested"),
+        "{}",
+        stdout(&out)
+    );
     assert_eq!(ws.jobs(Some("r")).await.len(), 2);
     // Another run takes the same file again.
-    ws.kapsync().args(["ingest", "--run", "other"]).arg(&path).assert().code(0);
+    ws.kapsync()
+        .args(["ingest", "--run", "other"])
+        .arg(&path)
+        .assert()
+        .code(0);
     assert_eq!(ws.jobs(Some("other")).await.len(), 2);
 }
 
 #[tokio::test]
 async fn stdin_needs_a_format_and_runs_get_time_names() {
     let ws = Workspace::new();
-    let out = ws.kapsync().args(["ingest", "-"]).write_stdin("x").output().unwrap();
+    let out = ws
+        .kapsync()
+        .args(["ingest", "-"])
+        .write_stdin("x")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--format"), "{}", stderr(&out));
     let out = ws
@@ -225,25 +318,59 @@ async fn stdin_needs_a_format_and_runs_get_time_names() {
 #[tokio::test]
 async fn unusable_inputs_are_usage_errors_that_name_the_file() {
     let ws = Workspace::new();
-    let out = ws.kapsync().args(["ingest", "missing.csv"]).output().unwrap();
+    let out = ws
+        .kapsync()
+        .args(["ingest", "missing.csv"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("missing.csv"), "{}", stderr(&out));
-    assert!(!ws.db().exists() || ws.kapsync().arg("runs").output().unwrap().stdout.starts_with(b"No runs"));
+    assert!(
+        !ws.db().exists()
+            || ws
+                .kapsync()
+                .arg("runs")
+                .output()
+                .unwrap()
+                .stdout
+                .starts_with(b"No runs")
+    );
 
     let path = ws.file("notes.txt", "hello");
     let out = ws.kapsync().arg("ingest").arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("cannot tell the format"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot tell the format"),
+        "{}",
+        stderr(&out)
+    );
 
     let csv = ws.file("a.csv", "Id,Status\n1,CL\n");
     let mapping = ws.file("m.toml", "[columns]\ncomment = \"Latest Comment\"\n");
-    let out = ws.kapsync().arg("ingest").arg(&csv).arg("--mapping").arg(&mapping).output().unwrap();
+    let out = ws
+        .kapsync()
+        .arg("ingest")
+        .arg(&csv)
+        .arg("--mapping")
+        .arg(&mapping)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("a.csv") && err.contains("Latest Comment"), "{err}");
+    assert!(
+        err.contains("a.csv") && err.contains("Latest Comment"),
+        "{err}"
+    );
 
     let bad_mapping = ws.file("bad.toml", "[columns]\nticket = \"Id\"\n");
-    let out = ws.kapsync().arg("ingest").arg(&csv).arg("--mapping").arg(&bad_mapping).output().unwrap();
+    let out = ws
+        .kapsync()
+        .arg("ingest")
+        .arg(&csv)
+        .arg("--mapping")
+        .arg(&bad_mapping)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("bad.toml"), "{}", stderr(&out));
 
@@ -259,7 +386,13 @@ async fn empty_and_header_only_files_ingest_nothing() {
     let empty = ws.file("empty.csv", "");
     let header = ws.file("header.csv", "ticket_id,sub_status\r\n");
     let blank = ws.file("blank.jsonl", "\n\n");
-    let out = ws.kapsync().arg("ingest").args([&empty, &header, &blank]).arg("--json").output().unwrap();
+    let out = ws
+        .kapsync()
+        .arg("ingest")
+        .args([&empty, &header, &blank])
+        .arg("--json")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(json_of(&out)["rows_read"], 0);
 }
@@ -268,7 +401,11 @@ async fn empty_and_header_only_files_ingest_nothing() {
 async fn status_and_runs_report_every_state() {
     let ws = Workspace::new();
     let path = ws.file("a.csv", "ticket_id,sub_status\n1,CL\n2,\n");
-    ws.kapsync().args(["ingest", "--run", "nightly"]).arg(&path).assert().code(1);
+    ws.kapsync()
+        .args(["ingest", "--run", "nightly"])
+        .arg(&path)
+        .assert()
+        .code(1);
     let out = ws.kapsync().args(["status", "--json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let status = json_of(&out);
@@ -280,16 +417,27 @@ async fn status_and_runs_report_every_state() {
     );
     assert_eq!(status["sources"][0]["path"], path.display().to_string());
     let text = stdout(&ws.kapsync().arg("status").output().unwrap());
-    assert!(text.contains("Run nightly") && text.contains("invalid"), "{text}");
+    assert!(
+        text.contains("Run nightly") && text.contains("invalid"),
+        "{text}"
+    );
 
     let out = ws.kapsync().args(["runs", "--json"]).output().unwrap();
     let runs = json_of(&out);
     assert_eq!(runs["runs"][0]["name"], "nightly");
     assert_eq!(runs["runs"][0]["counts"]["pending"], 1);
 
-    let out = ws.kapsync().args(["status", "--run", "nope"]).output().unwrap();
+    let out = ws
+        .kapsync()
+        .args(["status", "--run", "nope"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("no run named \"nope\""), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no run named \"nope\""),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[cfg(unix)]
@@ -309,8 +457,15 @@ fn settings_file_and_environment_layer_under_flags() {
     let path = ws.file("a.csv", "ticket_id,sub_status\n1,CL\n");
     ws.file("kapsync.toml", "db = \"from-file.db\"\n");
     let mut cmd = assert_cmd::Command::cargo_bin("kapsync").unwrap();
-    cmd.current_dir(ws.dir.path()).args(["--no-progress", "ingest"]).arg(&path).assert().code(0);
-    assert!(ws.dir.path().join("from-file.db").exists(), "kapsync.toml names the database");
+    cmd.current_dir(ws.dir.path())
+        .args(["--no-progress", "ingest"])
+        .arg(&path)
+        .assert()
+        .code(0);
+    assert!(
+        ws.dir.path().join("from-file.db").exists(),
+        "kapsync.toml names the database"
+    );
     let mut cmd = assert_cmd::Command::cargo_bin("kapsync").unwrap();
     cmd.current_dir(ws.dir.path())
         .env("KAPSYNC_DB", "from-env.db")
@@ -318,7 +473,10 @@ fn settings_file_and_environment_layer_under_flags() {
         .arg(&path)
         .assert()
         .code(0);
-    assert!(ws.dir.path().join("from-env.db").exists(), "the environment beats the file");
+    assert!(
+        ws.dir.path().join("from-env.db").exists(),
+        "the environment beats the file"
+    );
     ws.file("broken.toml", "rate = \"fast\"\n");
     let mut cmd = assert_cmd::Command::cargo_bin("kapsync").unwrap();
     let out = cmd

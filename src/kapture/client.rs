@@ -1,0 +1,283 @@
+//! HTTP requests to Kapture: Update Ticket and Get Ticket, with every outcome classified.
+
+use std::error::Error as _;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION, RETRY_AFTER};
+use serde_json::Value;
+
+use super::classify::{Answer, BodyFields, Class, classify, classify_http, excerpt};
+use super::{GET_TICKET_PATH, MAX_GET_TICKET_IDS, Target, Token, UPDATE_TICKET_PATH};
+
+/// Connect timeout: a reachable server accepts quickly, whatever the request timeout is.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest response body read; Kapture's answers are small, a runaway page is cut.
+const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// A Kapture API client. Cheap to clone: clones share one connection pool.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    target: Target,
+    update_url: String,
+    get_url: String,
+    auth: HeaderValue,
+}
+
+/// A client that cannot be built or a Get Ticket that did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The HTTP client could not be set up (TLS roots, for instance).
+    #[error("failed to build the HTTP client")]
+    Build(#[source] reqwest::Error),
+    /// More ids than one Get Ticket request accepts.
+    #[error("failed to read tickets: {count} ids given, at most {MAX_GET_TICKET_IDS} per request")]
+    TooManyIds { count: usize },
+    /// Get Ticket was answered with something other than success.
+    #[error("failed to read tickets: Kapture answered {class}{status}{message}",
+        class = class.as_str(),
+        status = http_status.map(|s| format!(" (HTTP {s})")).unwrap_or_default(),
+        message = message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    Answer {
+        class: Class,
+        http_status: Option<u16>,
+        message: Option<String>,
+    },
+    /// Get Ticket succeeded but its body holds no list of tickets.
+    #[error("failed to read tickets: the answer holds no ticket list: {excerpt}")]
+    Shape { excerpt: String },
+}
+
+/// The outcome of one Update Ticket request.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// What the engine should do.
+    pub class: Class,
+    /// The HTTP status, when an answer came back.
+    pub http_status: Option<u16>,
+    /// The body's message, the refused redirect, or the transport error; never the token.
+    pub message: Option<String>,
+    /// The ticket snapshot a success carries.
+    pub ticket: Option<Value>,
+    /// At most [`super::EXCERPT_BYTES`] bytes of the body, for the attempts log.
+    pub excerpt: String,
+    /// Time from sending to the classified answer.
+    pub elapsed: Duration,
+}
+
+impl Client {
+    /// Builds a client for `target`: rustls, connection reuse, a connect timeout, `timeout`
+    /// for each whole request, redirects refused, and a `kapsync/<version>` User-Agent.
+    pub fn new(target: Target, token: Token, timeout: Duration) -> Result<Client, ClientError> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("kapsync/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(ClientError::Build)?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                update_url: target.url_for(UPDATE_TICKET_PATH),
+                get_url: target.url_for(GET_TICKET_PATH),
+                target,
+                auth: token.header_value(),
+            }),
+        })
+    }
+
+    /// The target this client sends to.
+    pub fn target(&self) -> &Target {
+        &self.inner.target
+    }
+
+    /// Sends one update: `payload` is the JSON object text of the update, sent as-is inside
+    /// `[` `]`. Never fails: transport errors come back classified.
+    pub async fn update_ticket(&self, payload: &str) -> Reply {
+        let mut body = Vec::with_capacity(payload.len() + 2);
+        body.push(b'[');
+        body.extend_from_slice(payload.as_bytes());
+        body.push(b']');
+        self.post(&self.inner.update_url, body).await.0
+    }
+
+    /// Reads tickets back with Get Ticket (at most [`MAX_GET_TICKET_IDS`] ids per call).
+    pub async fn get_tickets(&self, ids: &[&str]) -> Result<Vec<Value>, ClientError> {
+        if ids.len() > MAX_GET_TICKET_IDS {
+            return Err(ClientError::TooManyIds { count: ids.len() });
+        }
+        let body = serde_json::json!({ "ticket_ids": ids.join(",") });
+        let (reply, json) = self
+            .post(&self.inner.get_url, body.to_string().into_bytes())
+            .await;
+        if reply.class != Class::Success {
+            return Err(ClientError::Answer {
+                class: reply.class,
+                http_status: reply.http_status,
+                message: reply.message,
+            });
+        }
+        // Kapture's exact Get Ticket shape is not documented: take the first list under a
+        // ticket-ish key.
+        let list = match json {
+            Some(Value::Object(map)) => map.into_iter().find_map(|(key, value)| match value {
+                Value::Array(list) if is_ticket_list_key(&key) => Some(list),
+                _ => None,
+            }),
+            _ => None,
+        };
+        list.ok_or(ClientError::Shape {
+            excerpt: reply.excerpt,
+        })
+    }
+
+    /// Posts a JSON body and classifies the answer; a success also gives the parsed body.
+    async fn post(&self, url: &str, body: Vec<u8>) -> (Reply, Option<Value>) {
+        let started = Instant::now();
+        let sent = self
+            .inner
+            .http
+            .post(url)
+            .header(AUTHORIZATION, self.inner.auth.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, "application/json")
+            .body(body)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => return (transport_reply(&error, None, started), None),
+        };
+        let status = response.status().as_u16();
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let retry_after = header(RETRY_AFTER);
+        let location = header(LOCATION);
+        let body = match read_body(response).await {
+            Ok(body) => body,
+            Err(error) => return (transport_reply(&error, Some(status), started), None),
+        };
+        let fields = BodyFields::parse(&body);
+        let class = classify_http(status, retry_after.as_deref(), &fields, SystemTime::now());
+        let message = if (300..400).contains(&status) && class == Class::Rejected {
+            Some(format!(
+                "refused to follow a redirect: HTTP {status} to {}; check --subdomain or \
+                 --base-url",
+                location.as_deref().unwrap_or("(no Location header)")
+            ))
+        } else {
+            fields.message
+        };
+        let (ticket, json) = match class {
+            Class::Success => (fields.ticket, fields.json),
+            _ => (None, None),
+        };
+        let reply = Reply {
+            class,
+            http_status: Some(status),
+            message,
+            ticket,
+            excerpt: excerpt(&body),
+            elapsed: started.elapsed(),
+        };
+        (reply, json)
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("target", &self.inner.target.base_url())
+            .finish_non_exhaustive()
+    }
+}
+
+fn is_ticket_list_key(key: &str) -> bool {
+    [
+        "tickets",
+        "ticket",
+        "data",
+        "ticket_details",
+        "ticketdetails",
+    ]
+    .iter()
+    .any(|k| key.eq_ignore_ascii_case(k))
+}
+
+/// Reads the body up to [`MAX_BODY_BYTES`]; a longer one is cut (and will not parse).
+async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = MAX_BODY_BYTES - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() == MAX_BODY_BYTES {
+            break;
+        }
+    }
+    Ok(body)
+}
+
+/// A reply for a request that got no complete answer.
+fn transport_reply(error: &reqwest::Error, status: Option<u16>, started: Instant) -> Reply {
+    let answer = if status.is_none() && !was_sent(error) {
+        Answer::NotSent
+    } else {
+        Answer::InDoubt
+    };
+    Reply {
+        class: classify(&answer, SystemTime::now()),
+        http_status: status,
+        message: Some(error_text(error)),
+        ticket: None,
+        excerpt: String::new(),
+        elapsed: started.elapsed(),
+    }
+}
+
+/// Whether the request may have reached the server. Only failures known to happen before the
+/// request went out (connect errors, a request hyper cancelled before dispatch) count as not
+/// sent; everything else is in doubt.
+fn was_sent(error: &reqwest::Error) -> bool {
+    if error.is_connect() || error.is_builder() {
+        return false;
+    }
+    let mut source = error.source();
+    while let Some(cause) = source {
+        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>()
+            && hyper_error.is_canceled()
+        {
+            return false;
+        }
+        source = cause.source();
+    }
+    true
+}
+
+/// The error and its causes on one line, repeated texts dropped. reqwest's texts name the URL
+/// but never a header, so the token cannot appear.
+fn error_text(error: &reqwest::Error) -> String {
+    let mut parts: Vec<String> = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ")
+}

@@ -1,0 +1,620 @@
+//! The simulated Kapture endpoints: request checks, seeded faults and the in-memory tickets.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use super::config::{SimConfig, normalize_token};
+use super::ledger::{Books, Outcome, Seen};
+use crate::kapture::{GET_TICKET_PATH, MAX_GET_TICKET_IDS, UPDATE_TICKET_PATH};
+
+/// Marks a response whose connection must be closed without sending it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DropConnection;
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub(crate) struct Sim {
+    pub config: SimConfig,
+    pub books: Books,
+    pub tickets: Mutex<HashMap<String, Map<String, Value>>>,
+    pub cancel: CancellationToken,
+    next_seq: AtomicU64,
+    window: Mutex<(u64, u32)>,
+}
+
+impl Sim {
+    pub fn new(config: SimConfig, cancel: CancellationToken) -> Sim {
+        Sim {
+            config,
+            books: Books::new(),
+            tickets: Mutex::new(HashMap::new()),
+            cancel,
+            next_seq: AtomicU64::new(0),
+            window: Mutex::new((0, 0)),
+        }
+    }
+
+    pub fn ticket_count(&self) -> u64 {
+        lock(&self.tickets).len() as u64
+    }
+
+    /// Sleeps, unless the simulator shuts down first (then `false`).
+    async fn pause(&self, delay: Duration) -> bool {
+        if delay.is_zero() {
+            return true;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => true,
+            () = self.cancel.cancelled() => false,
+        }
+    }
+
+    /// Takes a slot in this second's `--rate-limit` window, or says how long until the next.
+    fn take_rate_slot(&self) -> Result<(), Duration> {
+        let limit = self.config.rate_limit;
+        if limit == 0 {
+            return Ok(());
+        }
+        let now = self.books.elapsed();
+        let mut window = lock(&self.window);
+        if window.0 != now.as_secs() {
+            *window = (now.as_secs(), 0);
+        }
+        if window.1 < limit {
+            window.1 += 1;
+            Ok(())
+        } else {
+            Err(Duration::from_secs(1) - Duration::from_nanos(u64::from(now.subsec_nanos())))
+        }
+    }
+
+    /// `None` when the request may pass; else the reason it is unauthorised and its status.
+    fn check_auth(&self, headers: &HeaderMap, seq: u64) -> Option<(StatusCode, &'static str)> {
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Some((StatusCode::UNAUTHORIZED, "Authorization header missing"));
+        };
+        if let Some(expected) = &self.config.token {
+            let given = value.to_str().map(normalize_token).unwrap_or("");
+            if given != expected {
+                return Some((StatusCode::OK, "Invalid Auth Key"));
+            }
+        }
+        match self.config.auth_fail_after {
+            Some(n) if seq > n => Some((StatusCode::OK, "Invalid Auth Key")),
+            _ => None,
+        }
+    }
+}
+
+/// The routes: the two Kapture APIs and the `/_sim/` inspection endpoints.
+pub(crate) fn router(sim: Arc<Sim>) -> Router {
+    Router::new()
+        .route(UPDATE_TICKET_PATH, post(update_ticket))
+        .route(GET_TICKET_PATH, post(get_ticket))
+        .route("/_sim/ledger", get(ledger))
+        .route("/_sim/stats", get(stats))
+        .with_state(sim)
+}
+
+/// Random draws for one request, all taken up front so changing one rate leaves the other
+/// decisions of a seeded run where they were.
+struct Draws {
+    latency: Duration,
+    drop: f64,
+    hang: f64,
+    fail: f64,
+    throttle: f64,
+    fail_status: u16,
+}
+
+impl Draws {
+    fn new(config: &SimConfig, seq: u64) -> Draws {
+        let mut rng = fastrand::Rng::with_seed(mix(config.seed, seq));
+        Draws {
+            latency: config.latency.map(|l| l.draw(&mut rng)).unwrap_or_default(),
+            drop: rng.f64(),
+            hang: rng.f64(),
+            fail: rng.f64(),
+            throttle: rng.f64(),
+            fail_status: [500, 502, 503][rng.usize(0..3)],
+        }
+    }
+}
+
+async fn update_ticket(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+    let seq = sim.next_seq.fetch_add(1, Relaxed) + 1;
+    sim.books.requests.fetch_add(1, Relaxed);
+    let config = &sim.config;
+    let draws = Draws::new(config, seq);
+    let (update, seen) = parse_update(&body, seq);
+
+    if !sim.pause(draws.latency).await {
+        sim.books.record(seen, Outcome::Drop, None);
+        return drop_connection();
+    }
+    if draws.drop < config.drop_rate {
+        sim.books.record(seen, Outcome::Drop, None);
+        return drop_connection();
+    }
+    if draws.hang < config.hang_rate {
+        sim.books.hung.fetch_add(1, Relaxed);
+        if !sim.pause(config.hang_for).await {
+            sim.books.record(seen, Outcome::Hang, None);
+            return drop_connection();
+        }
+    }
+    if draws.fail < config.fail_rate {
+        sim.books
+            .record(seen, Outcome::Fail5xx, Some(draws.fail_status));
+        return html_error(draws.fail_status);
+    }
+    let throttled = if draws.throttle < config.throttle_rate {
+        Some(Duration::from_secs(1))
+    } else {
+        sim.take_rate_slot().err()
+    };
+    if let Some(wait) = throttled {
+        sim.books.record(seen, Outcome::Throttled, Some(429));
+        return too_many_requests(wait);
+    }
+    if let Some((status, message)) = sim.check_auth(&headers, seq) {
+        sim.books.record(seen, Outcome::Auth, Some(status.as_u16()));
+        return failed(status, message);
+    }
+    let update = match update.and_then(|u| validate(u, &config.sub_statuses)) {
+        Ok(update) => update,
+        Err(message) => {
+            sim.books.record(seen, Outcome::Rejected, Some(200));
+            return failed(StatusCode::OK, &message);
+        }
+    };
+    let snapshot = apply(&sim, update);
+    sim.books.record(seen, Outcome::Success, Some(200));
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "status": "success",
+            "message": "Ticket updated successfully",
+            "ticket": snapshot,
+        }),
+    )
+}
+
+async fn get_ticket(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> Response {
+    sim.books.reads.fetch_add(1, Relaxed);
+    let seq = sim.next_seq.load(Relaxed);
+    if let Some((status, message)) = sim.check_auth(&headers, seq) {
+        sim.books.count_auth();
+        return failed(status, message);
+    }
+    let ids = match parse_ticket_ids(&body) {
+        Ok(ids) => ids,
+        Err(message) => return failed(StatusCode::OK, &message),
+    };
+    let tickets: Vec<Value> = {
+        let store = lock(&sim.tickets);
+        ids.iter()
+            .filter_map(|id| store.get(id).cloned().map(Value::Object))
+            .collect()
+    };
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "status": "success",
+            "message": format!("{} ticket(s) found", tickets.len()),
+            "tickets": tickets,
+        }),
+    )
+}
+
+async fn ledger(State(sim): State<Arc<Sim>>) -> Response {
+    let mut text = Vec::new();
+    for entry in sim.books.ledger() {
+        serde_json::to_writer(&mut text, &entry).expect("a ledger entry always serializes");
+        text.push(b'\n');
+    }
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], text).into_response()
+}
+
+async fn stats(State(sim): State<Arc<Sim>>) -> Response {
+    json_response(StatusCode::OK, &json!(sim.books.stats(sim.ticket_count())))
+}
+
+/// Parses the body far enough for the ledger; the object is validated later, after the faults.
+fn parse_update(body: &[u8], seq: u64) -> (Result<Map<String, Value>, String>, Seen) {
+    let mut seen = Seen {
+        seq,
+        ticket_id: None,
+        digest: String::new(),
+        comment: None,
+    };
+    let shape = "Invalid Format: the body must be a JSON array holding one ticket object";
+    let parsed = match serde_json::from_slice::<Value>(body) {
+        Err(_) => Err("Invalid Format: the body is not JSON".to_owned()),
+        Ok(Value::Array(mut items)) if items.len() == 1 => match items.pop() {
+            Some(Value::Object(object)) => Ok(object),
+            _ => Err(shape.to_owned()),
+        },
+        Ok(Value::Array(items)) => Err(format!("{shape} (it holds {})", items.len())),
+        Ok(_) => Err(shape.to_owned()),
+    };
+    match &parsed {
+        Ok(object) => {
+            seen.digest = digest_map(object);
+            seen.ticket_id = object.get("ticket_id").and_then(|v| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            });
+            seen.comment = object
+                .get("comment")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+        }
+        Err(_) => seen.digest = hex(&Sha256::digest(body)),
+    }
+    (parsed, seen)
+}
+
+/// Kapture's rules for one update object; the error is the message Kapture would give.
+fn validate(
+    object: Map<String, Value>,
+    sub_statuses: &[String],
+) -> Result<Map<String, Value>, String> {
+    match object.get("ticket_id") {
+        None | Some(Value::Null) => return Err("ticket_id missing".into()),
+        Some(Value::String(s)) if s.trim().is_empty() => return Err("ticket_id missing".into()),
+        Some(Value::String(_)) => {}
+        Some(_) => return Err("Invalid Format: ticket_id must be a string".into()),
+    }
+    match object.get("sub_status") {
+        None | Some(Value::Null) => return Err("sub_status missing".into()),
+        Some(Value::String(s)) if s.is_empty() => return Err("sub_status missing".into()),
+        Some(Value::String(s)) if !sub_statuses.contains(s) => {
+            return Err(format!(
+                "Invalid sub_status: {s} (accepted: {})",
+                sub_statuses.join(", ")
+            ));
+        }
+        Some(Value::String(_)) => {}
+        Some(_) => return Err("Invalid Format: sub_status must be a string".into()),
+    }
+    match object.get("callback_time") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if s.is_empty() || is_callback_time(s) => {}
+        Some(_) => {
+            return Err("Invalid Format: callback_time must be yyyy-MM-dd HH:mm:ss".into());
+        }
+    }
+    Ok(object)
+}
+
+/// Writes an update over the stored ticket (creating it) and returns the new snapshot.
+fn apply(sim: &Sim, update: Map<String, Value>) -> Value {
+    let now = format_datetime(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs(),
+    );
+    let ticket_id = update
+        .get("ticket_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let mut store = lock(&sim.tickets);
+    let next_id = store.len() as u64 + 1;
+    let ticket = store.entry(ticket_id).or_insert_with(|| {
+        let mut fresh = Map::new();
+        fresh.insert("id".into(), json!(next_id));
+        fresh.insert("created_date".into(), json!(now));
+        fresh.insert("update_count".into(), json!(0));
+        fresh
+    });
+    let count = ticket["update_count"].as_u64().unwrap_or(0) + 1;
+    ticket.extend(update);
+    ticket.insert("update_count".into(), json!(count));
+    ticket.insert("last_modified_date".into(), json!(now));
+    Value::Object(ticket.clone())
+}
+
+fn parse_ticket_ids(body: &[u8]) -> Result<Vec<String>, String> {
+    let shape = "Invalid Format: the body must be {\"ticket_ids\": \"id1,id2\"}";
+    let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(body) else {
+        return Err(shape.into());
+    };
+    let Some(Value::String(list)) = object.get("ticket_ids") else {
+        return Err("ticket_ids missing".into());
+    };
+    let ids: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if ids.is_empty() {
+        return Err("ticket_ids missing".into());
+    }
+    if ids.len() > MAX_GET_TICKET_IDS {
+        return Err(format!(
+            "Invalid Format: at most {MAX_GET_TICKET_IDS} ticket_ids per request"
+        ));
+    }
+    Ok(ids)
+}
+
+/// The digest the ledger records for an update object: SHA-256 (hex) of its compact JSON.
+///
+/// Tests compute it for the payloads they sent to match them with ledger entries.
+pub fn digest(object: &Value) -> String {
+    hex(&Sha256::digest(object.to_string().as_bytes()))
+}
+
+fn digest_map(object: &Map<String, Value>) -> String {
+    let mut hasher = Sha256::new();
+    serde_json::to_writer(HashWriter(&mut hasher), object).expect("a JSON map always serializes");
+    hex(&hasher.finalize())
+}
+
+/// Feeds serialized bytes straight into the hasher, without an intermediate string.
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(64), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response {
+    let body = serde_json::to_vec(value).expect("a JSON value always serializes");
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+fn failed(status: StatusCode, message: &str) -> Response {
+    json_response(status, &json!({ "status": "failed", "message": message }))
+}
+
+fn too_many_requests(wait: Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = failed(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many requests, retry later",
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    response
+}
+
+fn html_error(status: u16) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let page = format!(
+        "<html><head><title>{code} {reason}</title></head><body><center><h1>{code} {reason}\
+         </h1></center><hr><center>nginx</center></body></html>\n",
+        code = status.as_u16()
+    );
+    (status, [(header::CONTENT_TYPE, "text/html")], page).into_response()
+}
+
+fn drop_connection() -> Response {
+    let mut response = Response::new(Body::empty());
+    response.extensions_mut().insert(DropConnection);
+    response
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Spreads a seed and a sequence number into an independent generator seed (splitmix64).
+fn mix(seed: u64, seq: u64) -> u64 {
+    let mut z = seed ^ seq.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Whether `text` is `yyyy-MM-dd HH:mm:ss` naming a real date and time.
+fn is_callback_time(text: &str) -> bool {
+    let b = text.as_bytes();
+    if b.len() != 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b' '
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return false;
+    }
+    let num = |range: std::ops::Range<usize>| -> Option<u32> {
+        let part = &text[range];
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    let (Some(year), Some(month), Some(day), Some(hour), Some(minute), Some(second)) = (
+        num(0..4),
+        num(5..7),
+        num(8..10),
+        num(11..13),
+        num(14..16),
+        num(17..19),
+    ) else {
+        return false;
+    };
+    (1..=12).contains(&month)
+        && day >= 1
+        && day <= days_in_month(year, month)
+        && hour < 24
+        && minute < 60
+        && second < 60
+}
+
+fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        4 | 6 | 9 | 11 => 30,
+        2 if (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400) => {
+            29
+        }
+        2 => 28,
+        _ => 31,
+    }
+}
+
+/// Formats Unix seconds as `yyyy-MM-dd HH:mm:ss` (UTC), Kapture's date format.
+fn format_datetime(unix_secs: u64) -> String {
+    let days = unix_secs / 86_400;
+    let secs = unix_secs % 86_400;
+    // Howard Hinnant's civil_from_days, for days since 1970-01-01.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subs() -> Vec<String> {
+        SimConfig::default().sub_statuses
+    }
+
+    fn check(body: &str) -> Result<Map<String, Value>, String> {
+        parse_update(body.as_bytes(), 1)
+            .0
+            .and_then(|o| validate(o, &subs()))
+    }
+
+    #[test]
+    fn accepts_a_documented_update() {
+        let ok = check(
+            r#"[{"ticket_id":"123456789012","sub_status":"CL","comment":"done",
+                "callback_time":"2024-02-29 23:59:59","queue":"L1","x_extra":"kept"}]"#,
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn refuses_bad_bodies_with_kapture_messages() {
+        let cases = [
+            ("not json", "not JSON"),
+            (r#"{"ticket_id":"1","sub_status":"P"}"#, "JSON array"),
+            ("[]", "JSON array"),
+            (
+                r#"[{"ticket_id":"1","sub_status":"P"},{"ticket_id":"2","sub_status":"P"}]"#,
+                "holds 2",
+            ),
+            (r#"[{"sub_status":"P"}]"#, "ticket_id missing"),
+            (
+                r#"[{"ticket_id":"","sub_status":"P"}]"#,
+                "ticket_id missing",
+            ),
+            (
+                r#"[{"ticket_id":123456789012,"sub_status":"P"}]"#,
+                "must be a string",
+            ),
+            (r#"[{"ticket_id":"1"}]"#, "sub_status missing"),
+            (
+                r#"[{"ticket_id":"1","sub_status":"XX"}]"#,
+                "Invalid sub_status: XX",
+            ),
+            (
+                r#"[{"ticket_id":"1","sub_status":"P","callback_time":"2024-13-01 10:00:00"}]"#,
+                "callback_time",
+            ),
+            (
+                r#"[{"ticket_id":"1","sub_status":"P","callback_time":"2023-02-29 10:00:00"}]"#,
+                "callback_time",
+            ),
+            (
+                r#"[{"ticket_id":"1","sub_status":"P","callback_time":"2024-01-01T10:00:00"}]"#,
+                "callback_time",
+            ),
+            (
+                r#"[{"ticket_id":"1","sub_status":"P","callback_time":"2024-01-01 10:00"}]"#,
+                "callback_time",
+            ),
+        ];
+        for (body, expected) in cases {
+            let err = check(body).unwrap_err();
+            assert!(err.contains(expected), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_digest_ignores_key_order_and_matches_the_public_helper() {
+        let (a, seen_a) = parse_update(br#"[{"ticket_id":"1","sub_status":"P"}]"#, 1);
+        let (_, seen_b) = parse_update(br#"[{"sub_status":"P","ticket_id":"1"}]"#, 2);
+        assert_eq!(seen_a.digest, seen_b.digest);
+        assert_eq!(seen_a.digest, digest(&Value::Object(a.unwrap())));
+        assert_eq!(seen_a.digest.len(), 64);
+    }
+
+    #[test]
+    fn formats_kapture_dates() {
+        assert_eq!(format_datetime(0), "1970-01-01 00:00:00");
+        assert_eq!(format_datetime(951_825_600), "2000-02-29 12:00:00");
+        assert_eq!(format_datetime(1_709_251_199), "2024-02-29 23:59:59");
+        assert!(is_callback_time(&format_datetime(1_709_251_199)));
+    }
+
+    #[test]
+    fn seeded_draws_repeat() {
+        let config = SimConfig {
+            seed: 42,
+            ..SimConfig::default()
+        };
+        let a: Vec<f64> = (1..50).map(|seq| Draws::new(&config, seq).fail).collect();
+        let b: Vec<f64> = (1..50).map(|seq| Draws::new(&config, seq).fail).collect();
+        assert_eq!(a, b);
+        let other = SimConfig { seed: 43, ..config };
+        assert_ne!(a[0], Draws::new(&other, 1).fail);
+    }
+}
