@@ -1,10 +1,15 @@
 //! One file per subcommand: each wires settings, store, engine and display together. This is
 //! the only layer that uses `anyhow`.
 
+mod demo;
+mod export;
 mod ingest;
+mod retry;
+mod run;
 mod runs;
 mod simulate;
 mod status;
+mod sync;
 
 use anyhow::Context as _;
 
@@ -21,11 +26,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Status(args) => status::run(&settings, args).await,
         Command::Runs(args) => runs::run(&settings, args).await,
         Command::Simulate(args) => simulate::run(&settings, args).await,
-        Command::Run(_)
-        | Command::Sync(_)
-        | Command::Retry(_)
-        | Command::Export(_)
-        | Command::Demo(_) => Err(UsageError("this command is not built yet".into()).into()),
+        Command::Run(args) => run::run(&settings, args).await,
+        Command::Sync(args) => sync::run(&settings, args).await,
+        Command::Retry(args) => retry::run(&settings, args).await,
+        Command::Export(args) => export::run(&settings, args).await,
+        Command::Demo(args) => demo::run(&settings, args).await,
     }
 }
 
