@@ -133,6 +133,11 @@ impl Settings {
         })
     }
 
+    /// The same settings with another database file.
+    pub fn with_db(&self, db: PathBuf) -> Self {
+        Self { db, ..self.clone() }
+    }
+
     /// Resolves the ingest settings.
     pub fn ingest(&self, options: &IngestOptions) -> Result<IngestSettings, ConfigError> {
         let max_record_bytes = options

@@ -1,8 +1,238 @@
-//! `kapsync run`.
+//! `kapsync run`: drain pending rows into Kapture; also the drain half of `sync` and `demo`.
 
-use crate::config::Settings;
+use std::time::Duration;
 
-/// Runs the command.
-pub async fn run(_settings: &Settings, _args: impl std::fmt::Debug) -> anyhow::Result<u8> {
-    Err(crate::exit::UsageError("`run` is not built yet".into()).into())
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::cli::RunArgs;
+use crate::config::{RunSettings, Settings};
+use crate::engine::{self, DrainReport, EngineConfig, Halt, RetryPolicy, RunnerLock, Shutdown};
+use crate::exit::{self, UsageError};
+use crate::kapture::{Client, Target, Token, UPDATE_TICKET_PATH};
+use crate::report::progress::DrainDisplay;
+use crate::report::text;
+use crate::store::{JobState, Run, Store};
+
+/// Extra time, beyond the request timeout, that in-flight requests get after a stop.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Rows a dry run shows.
+const DRY_RUN_ROWS: i64 = 3;
+
+/// Runs `kapsync run`.
+pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
+    let resolved = settings.run(&args.options)?;
+    let store = super::open_existing_store(settings).await?;
+    let runs = match &args.run {
+        Some(name) => vec![store.resolve_run(Some(name)).await?],
+        None => store.all_runs().await?,
+    };
+    if resolved.dry_run {
+        let code = dry_run(&store, &resolved, &runs, args.json).await?;
+        store.close().await;
+        return Ok(code);
+    }
+    let client = client_for(&resolved)?;
+    let reports = drain_runs(&store, settings, &resolved, &client, &runs).await?;
+    if args.json {
+        text::print_json(&serde_json::json!({ "runs": reports }))?;
+    } else {
+        text::print(&text::drain_summary(&reports))?;
+    }
+    store.close().await;
+    Ok(exit_code(&reports))
+}
+
+/// The client for the configured target and token; both are usage errors when missing.
+pub fn client_for(resolved: &RunSettings) -> anyhow::Result<Client> {
+    let target = Target::resolve(resolved.subdomain.as_deref(), resolved.base_url.as_deref())?;
+    let token =
+        Token::load(resolved.token_file.as_deref()).map_err(|e| UsageError(e.to_string()))?;
+    Ok(Client::new(target, token, resolved.timeout)?)
+}
+
+/// The engine's knobs from the resolved settings.
+pub fn engine_config(resolved: &RunSettings) -> EngineConfig {
+    EngineConfig {
+        concurrency: resolved.concurrency as usize,
+        rate: resolved.rate,
+        burst: resolved.burst,
+        max_attempts: resolved.max_attempts,
+        retry: RetryPolicy::default(),
+        throttle_cap: engine::THROTTLE_CAP,
+        stop_deadline: resolved.timeout + STOP_GRACE,
+    }
+}
+
+/// Drains each run in turn under the runner lock, with signal handling and the progress
+/// display; stops at the first run that halts or is stopped.
+pub async fn drain_runs(
+    store: &Store,
+    settings: &Settings,
+    resolved: &RunSettings,
+    client: &Client,
+    runs: &[Run],
+) -> anyhow::Result<Vec<DrainReport>> {
+    let _lock = RunnerLock::acquire(store.path()).map_err(|e| match e {
+        engine::LockError::Held { .. } => anyhow::Error::new(UsageError(e.to_string())),
+        other => anyhow::Error::new(other),
+    })?;
+    let shutdown = Shutdown::default();
+    let signals = tokio::spawn(watch_signals(shutdown.clone()));
+    let window = resolved.max_duration.map(|limit| {
+        let graceful = shutdown.graceful.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(limit).await;
+            tracing::info!("the --max-duration window has ended; stopping gracefully");
+            graceful.cancel();
+        })
+    });
+    let config = engine_config(resolved);
+    let mut reports = Vec::new();
+    for run in runs {
+        if store.open_rows(run.id).await? == 0 {
+            continue;
+        }
+        let (sender, receiver) = tokio::sync::watch::channel(engine::Progress::default());
+        let display = DrainDisplay::start(&run.name, receiver, settings.progress);
+        let report = engine::drain(store, client, run, &config, &shutdown, sender).await;
+        display.finish();
+        let report = report.with_context(|| format!("failed to drain run {}", run.name))?;
+        let stop = report.halt.is_some() || report.stopped;
+        reports.push(report);
+        if stop {
+            break;
+        }
+    }
+    signals.abort();
+    if let Some(window) = window {
+        window.abort();
+    }
+    Ok(reports)
+}
+
+/// First Ctrl-C or SIGTERM: graceful stop. Second: abort.
+async fn watch_signals(shutdown: Shutdown) {
+    for token in [shutdown.graceful, shutdown.abort] {
+        if wait_for_signal().await.is_err() {
+            return;
+        }
+        if !token.is_cancelled() {
+            tracing::warn!("stop requested: finishing requests in flight (again to stop at once)");
+        }
+        token.cancel();
+    }
+}
+
+async fn wait_for_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await
+}
+
+/// The exit code of a drain: halts and stops outrank row failures.
+pub fn exit_code(reports: &[DrainReport]) -> u8 {
+    let mut code = exit::OK;
+    for r in reports {
+        match &r.halt {
+            Some(Halt::Auth { .. } | Halt::Forbidden { .. }) => return exit::AUTH_HALT,
+            Some(Halt::Config { .. }) => return exit::USAGE,
+            None => {}
+        }
+        if r.stopped && r.counts.pending + r.counts.in_flight > 0 {
+            return exit::STOPPED;
+        }
+        if r.counts.failed + r.counts.invalid > 0 || r.counts.pending + r.counts.in_flight > 0 {
+            code = exit::ROWS_FAILED;
+        }
+    }
+    code
+}
+
+#[derive(Debug, Serialize)]
+struct DryRun {
+    run: String,
+    pending: i64,
+    url: Option<String>,
+    first: Vec<serde_json::Value>,
+    estimated_seconds: Option<f64>,
+}
+
+/// Shows what would be sent, without sending or claiming anything.
+async fn dry_run(
+    store: &Store,
+    resolved: &RunSettings,
+    runs: &[Run],
+    json: bool,
+) -> anyhow::Result<u8> {
+    let url = Target::resolve(resolved.subdomain.as_deref(), resolved.base_url.as_deref())
+        .ok()
+        .map(|t| format!("{}{UPDATE_TICKET_PATH}", t.base_url()));
+    let mut plans = Vec::new();
+    for run in runs {
+        let counts = store.counts(run.id).await?;
+        if counts.pending == 0 {
+            continue;
+        }
+        let rows = store
+            .job_rows(run.id, Some(JobState::Pending), 0, DRY_RUN_ROWS)
+            .await?;
+        let first = rows
+            .iter()
+            .filter_map(|r| r.payload.as_deref())
+            .map(|p| serde_json::from_str(&format!("[{p}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        plans.push(DryRun {
+            run: run.name.clone(),
+            pending: counts.pending,
+            url: url.clone(),
+            first,
+            estimated_seconds: (resolved.rate > 0)
+                .then(|| counts.pending as f64 / f64::from(resolved.rate)),
+        });
+    }
+    if json {
+        text::print_json(&serde_json::json!({ "dry_run": true, "runs": plans }))?;
+        return Ok(exit::OK);
+    }
+    let mut out = String::from("Dry run: nothing is sent.\n");
+    if plans.is_empty() {
+        out.push_str("No run has pending rows.\n");
+    }
+    for plan in &plans {
+        out.push_str(&format!(
+            "Run {}: {} rows would be sent",
+            plan.run, plan.pending
+        ));
+        match plan.estimated_seconds {
+            Some(secs) => out.push_str(&format!(
+                ", about {} at {} requests/s\n",
+                humantime::format_duration(Duration::from_secs(secs.ceil() as u64)),
+                resolved.rate
+            )),
+            None => out.push_str(" (no rate limit: as fast as Kapture answers)\n"),
+        }
+        let target = plan
+            .url
+            .as_deref()
+            .unwrap_or("(no --subdomain or --base-url yet)");
+        for body in &plan.first {
+            out.push_str(&format!(
+                "  POST {target}\n  Authorization: Basic [token]\n  {}\n",
+                serde_json::to_string(body)?
+            ));
+        }
+    }
+    text::print(&out)?;
+    Ok(exit::OK)
 }

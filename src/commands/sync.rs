@@ -1,8 +1,49 @@
-//! `kapsync sync`.
+//! `kapsync sync`: ingest files into a run, then drain it. The one command for cron.
 
+use crate::cli::SyncArgs;
 use crate::config::Settings;
+use crate::exit;
+use crate::report::text;
 
-/// Runs the command.
-pub async fn run(_settings: &Settings, _args: impl std::fmt::Debug) -> anyhow::Result<u8> {
-    Err(crate::exit::UsageError("`sync` is not built yet".into()).into())
+/// Runs `kapsync sync`.
+pub async fn run(settings: &Settings, args: SyncArgs) -> anyhow::Result<u8> {
+    // Settings and target are checked before anything is ingested, so a typo costs nothing.
+    let resolved = settings.run(&args.options)?;
+    let client = if resolved.dry_run {
+        None
+    } else {
+        Some(super::run::client_for(&resolved)?)
+    };
+    let store = super::open_store(settings).await?;
+    let (run, ingested) =
+        super::ingest::ingest_into(&store, settings, &args.input, args.run.as_deref()).await?;
+    if !args.json {
+        text::print(&ingested.text(&run))?;
+    }
+    let Some(client) = client else {
+        let code = super::run::run(
+            settings,
+            crate::cli::RunArgs {
+                run: Some(run.name.clone()),
+                options: args.options,
+                json: args.json,
+            },
+        )
+        .await?;
+        store.close().await;
+        return Ok(code);
+    };
+    let reports = super::run::drain_runs(&store, settings, &resolved, &client, &[run]).await?;
+    if args.json {
+        text::print_json(&serde_json::json!({ "ingest": ingested, "runs": reports }))?;
+    } else {
+        text::print(&text::drain_summary(&reports))?;
+    }
+    store.close().await;
+    let code = super::run::exit_code(&reports);
+    Ok(if code == exit::OK {
+        ingested.exit_code()
+    } else {
+        code
+    })
 }

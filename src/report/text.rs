@@ -140,3 +140,70 @@ pub fn shell_word(word: &str) -> String {
         format!("'{}'", word.replace('\'', r"'\''"))
     }
 }
+
+/// The summary of a drain, one block per run.
+pub fn drain_summary(reports: &[crate::engine::DrainReport]) -> String {
+    let mut out = String::new();
+    if reports.is_empty() {
+        out.push_str("Nothing to send: no run has pending rows.\n");
+        return out;
+    }
+    for r in reports {
+        let secs = r.duration_ms as f64 / 1000.0;
+        let c = &r.counts;
+        let _ = writeln!(
+            out,
+            "Run {}: {} succeeded, {} failed in this run of the engine ({} requests in {}, {:.1}/s)",
+            r.run,
+            r.succeeded,
+            r.failed,
+            r.requests,
+            humantime::format_duration(std::time::Duration::from_secs(secs.round() as u64)),
+            r.mean_rate()
+        );
+        let _ = writeln!(
+            out,
+            "  rows now: {} succeeded, {} failed, {} invalid, {} pending, {} in flight",
+            c.succeeded, c.failed, c.invalid, c.pending, c.in_flight
+        );
+        if r.replayed > 0 {
+            let _ = writeln!(
+                out,
+                "  replayed: {} rows were in flight when an earlier runner died and were sent again",
+                r.replayed
+            );
+        }
+        if r.throttle_events > 0 {
+            let _ = writeln!(
+                out,
+                "  throttled: the server asked to slow down {} times",
+                r.throttle_events
+            );
+        }
+        if !r.top_errors.is_empty() {
+            let _ = writeln!(out, "  most frequent errors:");
+            for e in &r.top_errors {
+                let _ = writeln!(out, "    {:>6} x {}: {}", e.count, e.class, e.message);
+            }
+        }
+        if let Some(halt) = &r.halt {
+            let _ = writeln!(out, "  HALTED: {halt}");
+        } else if r.stopped && c.pending + c.in_flight > 0 {
+            let _ = writeln!(
+                out,
+                "  stopped early with {} rows left: run `kapsync run --run {}` to resume",
+                c.pending + c.in_flight,
+                shell_word(&r.run)
+            );
+        }
+        if c.failed > 0 {
+            let _ = writeln!(
+                out,
+                "  next: kapsync export --run {name} --state failed -o failed.csv   \
+                 (fix, then kapsync retry --run {name})",
+                name = shell_word(&r.run)
+            );
+        }
+    }
+    out
+}

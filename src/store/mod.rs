@@ -1,13 +1,17 @@
 //! The SQLite job table: every SQL statement of kapsync lives in this module.
 
+mod claim;
 mod ingest;
 mod open;
 mod reports;
+mod results;
 mod runs;
 
+pub use claim::{Claimed, Cursor};
 pub use ingest::{IngestWriter, NewJob, SourceProgress, SourceStart};
 pub use open::Store;
 pub use reports::{Counts, JobRow, RunSummary, SourceSummary};
+pub use results::{AttemptRecord, Next, Outcome};
 pub use runs::Run;
 
 /// A database operation that failed.

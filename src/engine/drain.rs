@@ -1,0 +1,638 @@
+//! The drain loop: claim rows, send each through the rate limiter, classify, record.
+//!
+//! One dispatcher claims rows in id order (the store keeps each ticket's rows in order) and
+//! starts a task per row under a semaphore of `concurrency` permits; each task awaits the rate
+//! limiter right before its request. Outcomes go to one writer task that stores them in
+//! batched transactions. Nothing that matters lives only in memory: a row is `in_flight` in
+//! the table before its request goes out, and its outcome is committed before it counts.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::policy::{RateControl, RetryPolicy};
+use crate::kapture::{Class, Client, Reply};
+use crate::store::{
+    AttemptRecord, Claimed, Counts, Cursor, Next, Outcome, Run, Store, StoreError, now_ms,
+};
+
+/// Rows claimed per store round trip, at most.
+const CLAIM_BATCH: usize = 256;
+/// Outcomes written per transaction, at most.
+const WRITE_BATCH: usize = 2000;
+/// Longest the dispatcher sleeps before looking at the table again.
+const IDLE_POLL: Duration = Duration::from_millis(500);
+/// 404/405 answers before any success that mean the target is wrong, not the rows.
+const CONFIG_STREAK_BEFORE_SUCCESS: u32 = 3;
+/// 404/405 answers in a row, after successes, that halt the run.
+const CONFIG_STREAK: u32 = 10;
+/// Most distinct errors tracked for the summary.
+const ERROR_KINDS: usize = 100;
+
+/// How the engine runs: the knobs, as resolved settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Requests in flight at most.
+    pub concurrency: usize,
+    /// Requests per second; 0 means no limit.
+    pub rate: u32,
+    pub burst: u32,
+    /// Attempts per row before it is failed.
+    pub max_attempts: u32,
+    pub retry: RetryPolicy,
+    /// Longest pause a 429 can impose.
+    pub throttle_cap: Duration,
+    /// How long in-flight requests may take to finish after a stop.
+    pub stop_deadline: Duration,
+}
+
+/// Stop signals, owned by the caller so tests can trigger them: `graceful` stops claiming and
+/// lets in-flight requests finish; `abort` stops at once.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    pub graceful: CancellationToken,
+    pub abort: CancellationToken,
+}
+
+/// Why a run halted before its work was done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Halt {
+    /// Kapture refused the key (invalid or expired).
+    Auth { message: String },
+    /// Kapture refused permission.
+    Forbidden { message: String },
+    /// Every answer is 404/405: the subdomain or base URL is wrong.
+    Config { http_status: u16, message: String },
+}
+
+impl std::fmt::Display for Halt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Halt::Auth { message } => write!(
+                f,
+                "Kapture refused the API key ({message}): it is invalid or expired. Set a valid \
+                 KAPTURE_TOKEN (or --token-file) and run again; the run resumes where it stopped"
+            ),
+            Halt::Forbidden { message } => write!(
+                f,
+                "Kapture refused permission ({message}): the key lacks permission to update \
+                 tickets. Fix the key's role and run again; the run resumes where it stopped"
+            ),
+            Halt::Config {
+                http_status,
+                message,
+            } => write!(
+                f,
+                "every request is answered HTTP {http_status} ({message}): the subdomain or \
+                 --base-url is probably wrong. Fix it and run again; the affected rows are \
+                 pending again (rows failed before the halt: kapsync retry --class rejected)"
+            ),
+        }
+    }
+}
+
+/// A snapshot of a drain's progress, sent after every stored batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Progress {
+    /// Rows pending or in flight when the drain started.
+    pub total: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Rows scheduled to be sent again later.
+    pub waiting: u64,
+    /// Requests sent.
+    pub requests: u64,
+    /// The effective rate limit (None: no limit).
+    pub rate_limit: Option<f64>,
+}
+
+impl Progress {
+    /// Rows finished (succeeded or failed) in this drain.
+    pub fn done(&self) -> u64 {
+        self.succeeded + self.failed
+    }
+}
+
+/// One kind of error and how often it was seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ErrorCount {
+    pub class: String,
+    pub message: String,
+    pub count: u64,
+}
+
+/// The result of draining one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrainReport {
+    pub run: String,
+    pub duration_ms: u64,
+    pub requests: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Rows found in flight after a runner died and sent again.
+    pub replayed: u64,
+    pub throttle_events: u64,
+    pub halt: Option<Halt>,
+    /// Stopped by a signal or the time window.
+    pub stopped: bool,
+    /// The run's rows per state after the drain.
+    pub counts: Counts,
+    pub top_errors: Vec<ErrorCount>,
+}
+
+impl DrainReport {
+    /// Requests per second over the drain.
+    pub fn mean_rate(&self) -> f64 {
+        if self.duration_ms == 0 {
+            0.0
+        } else {
+            self.requests as f64 * 1000.0 / self.duration_ms as f64
+        }
+    }
+}
+
+/// A drain that could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the workers and the writer share.
+struct Shared {
+    client: Client,
+    rate: Arc<RateControl>,
+    config: EngineConfig,
+    /// Cancelled on a graceful stop or a halt: no request starts after it.
+    stop_sending: CancellationToken,
+    halt: Mutex<Option<Halt>>,
+    config_check: Mutex<ConfigCheck>,
+    results: mpsc::UnboundedSender<Outcome>,
+    requests: Arc<AtomicU64>,
+    errors: Mutex<HashMap<(String, String), u64>>,
+}
+
+/// Tells a wrong target (every answer 404/405) from rows Kapture rejects one by one.
+#[derive(Debug, Default)]
+struct ConfigCheck {
+    successes: u64,
+    streak: u32,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn halt(&self, halt: Halt) {
+        let mut slot = lock(&self.halt);
+        if slot.is_none() {
+            tracing::error!("halting: {halt}");
+            *slot = Some(halt);
+        }
+        self.stop_sending.cancel();
+    }
+
+    fn note_error(&self, class: &str, message: &str) {
+        let mut errors = lock(&self.errors);
+        let short: String = message.chars().take(160).collect();
+        let key = (class.to_owned(), short);
+        if let Some(n) = errors.get_mut(&key) {
+            *n += 1;
+        } else if errors.len() < ERROR_KINDS {
+            errors.insert(key, 1);
+        }
+    }
+
+    /// Turns a reply into the row's next state.
+    fn decide(&self, row: &Claimed, reply: Reply, started_ms: i64) -> Outcome {
+        let now = now_ms();
+        let status = reply.http_status;
+        let message = reply.message.clone().unwrap_or_else(|| match status {
+            Some(s) => format!("HTTP {s}"),
+            None => "no answer".to_owned(),
+        });
+        let attempt = u32::try_from(row.attempt).unwrap_or(u32::MAX);
+        let record = AttemptRecord {
+            attempt: row.attempt,
+            started_ms,
+            duration_ms: reply.elapsed.as_millis() as i64,
+            http_status: status,
+            class: reply.class.as_str(),
+            in_doubt: reply.class == Class::TransientInDoubt,
+            excerpt: reply.excerpt,
+        };
+        let later = |wait: Duration| now + wait.as_millis() as i64;
+        let next = match reply.class {
+            Class::Success => {
+                self.rate.on_accepted();
+                let mut check = lock(&self.config_check);
+                check.successes += 1;
+                check.streak = 0;
+                Next::Succeeded {
+                    response: reply.ticket.map(|t| t.to_string()),
+                }
+            }
+            Class::Rejected if matches!(status, Some(404 | 405)) => {
+                self.rate.on_accepted();
+                let (suspect, halt) = {
+                    let mut check = lock(&self.config_check);
+                    check.streak += 1;
+                    let suspect = check.successes == 0;
+                    let limit = if suspect {
+                        CONFIG_STREAK_BEFORE_SUCCESS
+                    } else {
+                        CONFIG_STREAK
+                    };
+                    (suspect, check.streak >= limit)
+                };
+                if halt {
+                    self.halt(Halt::Config {
+                        http_status: status.unwrap_or(404),
+                        message: message.clone(),
+                    });
+                }
+                self.note_error("rejected", &message);
+                if suspect {
+                    Next::Requeue {
+                        at_ms: 0,
+                        class: Some("rejected".into()),
+                        message: Some(message),
+                    }
+                } else {
+                    Next::Failed {
+                        class: "rejected".into(),
+                        message,
+                    }
+                }
+            }
+            Class::Rejected => {
+                self.rate.on_accepted();
+                lock(&self.config_check).streak = 0;
+                self.note_error("rejected", &message);
+                Next::Failed {
+                    class: "rejected".into(),
+                    message,
+                }
+            }
+            Class::Auth | Class::Forbidden => {
+                self.note_error(reply.class.as_str(), &message);
+                self.halt(if reply.class == Class::Auth {
+                    Halt::Auth {
+                        message: message.clone(),
+                    }
+                } else {
+                    Halt::Forbidden {
+                        message: message.clone(),
+                    }
+                });
+                Next::Requeue {
+                    at_ms: 0,
+                    class: Some(reply.class.as_str().into()),
+                    message: Some(message),
+                }
+            }
+            Class::Throttled { retry_after } => {
+                self.note_error("throttled", &message);
+                let wait = self
+                    .rate
+                    .on_throttled(retry_after, self.config.retry.delay(attempt));
+                Next::Requeue {
+                    at_ms: later(wait),
+                    class: Some("throttled".into()),
+                    message: Some(message),
+                }
+            }
+            Class::Transient | Class::TransientInDoubt => {
+                self.rate.on_accepted();
+                let class = reply.class.as_str();
+                self.note_error(class, &message);
+                if attempt >= self.config.max_attempts {
+                    Next::Failed {
+                        class: class.into(),
+                        message: format!("{message} (gave up after {attempt} attempts)"),
+                    }
+                } else {
+                    Next::Retry {
+                        at_ms: later(self.config.retry.delay(attempt)),
+                        class: class.into(),
+                        message,
+                    }
+                }
+            }
+        };
+        Outcome {
+            job_id: row.id,
+            http_status: status,
+            next,
+            attempt: Some(record),
+        }
+    }
+}
+
+/// A claimed row that is put back without being sent.
+fn unsent(row: &Claimed) -> Outcome {
+    Outcome {
+        job_id: row.id,
+        http_status: None,
+        next: Next::Requeue {
+            at_ms: 0,
+            class: None,
+            message: None,
+        },
+        attempt: None,
+    }
+}
+
+/// Sends one row when the rate allows, unless sending has stopped.
+async fn send_one(row: Claimed, shared: Arc<Shared>, permit: tokio::sync::OwnedSemaphorePermit) {
+    let _permit = permit;
+    tokio::select! {
+        biased;
+        () = shared.stop_sending.cancelled() => {
+            let _ = shared.results.send(unsent(&row));
+            return;
+        }
+        () = shared.rate.ready() => {}
+    }
+    if shared.stop_sending.is_cancelled() {
+        let _ = shared.results.send(unsent(&row));
+        return;
+    }
+    let started = now_ms();
+    shared.requests.fetch_add(1, Ordering::Relaxed);
+    let reply = shared.client.update_ticket(&row.payload).await;
+    let outcome = shared.decide(&row, reply, started);
+    let _ = shared.results.send(outcome);
+}
+
+/// Bookkeeping the writer keeps and the dispatcher reads.
+#[derive(Debug, Default)]
+struct Tally {
+    progress: Progress,
+    /// Rows claimed whose outcome is not stored yet.
+    outstanding: u64,
+    /// Rows scheduled to be sent again, by id.
+    waiting: HashSet<i64>,
+}
+
+/// Stores outcomes in batches until every sender is gone.
+async fn writer(
+    store: Store,
+    mut results: mpsc::UnboundedReceiver<Outcome>,
+    tally: Arc<Mutex<Tally>>,
+    stored: Arc<Notify>,
+    progress: watch::Sender<Progress>,
+    requests: Arc<AtomicU64>,
+    rate: Arc<RateControl>,
+) -> Result<(), StoreError> {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    while results.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+        store.record_outcomes(&batch).await?;
+        let snapshot = {
+            let mut tally = lock(&tally);
+            for outcome in &batch {
+                match &outcome.next {
+                    Next::Succeeded { .. } => tally.progress.succeeded += 1,
+                    Next::Failed { .. } => tally.progress.failed += 1,
+                    Next::Retry { .. } | Next::Requeue { .. } => {
+                        tally.waiting.insert(outcome.job_id);
+                    }
+                }
+                if matches!(outcome.next, Next::Succeeded { .. } | Next::Failed { .. }) {
+                    tally.waiting.remove(&outcome.job_id);
+                }
+            }
+            tally.outstanding = tally.outstanding.saturating_sub(batch.len() as u64);
+            tally.progress.waiting = tally.waiting.len() as u64;
+            tally.progress.requests = requests.load(Ordering::Relaxed);
+            tally.progress.rate_limit = rate.effective();
+            tally.progress
+        };
+        let _ = progress.send(snapshot);
+        stored.notify_one();
+        batch.clear();
+    }
+    Ok(())
+}
+
+/// Drains the pending rows of one run until none is left, the run halts, or `shutdown` fires.
+pub async fn drain(
+    store: &Store,
+    client: &Client,
+    run: &Run,
+    config: &EngineConfig,
+    shutdown: &Shutdown,
+    progress: watch::Sender<Progress>,
+) -> Result<DrainReport, EngineError> {
+    let started = Instant::now();
+    let replayed = store.requeue_orphans(run.id, now_ms()).await?;
+    if replayed > 0 {
+        tracing::warn!(
+            rows = replayed,
+            "rows were in flight when an earlier runner died; sending them again (replayed)"
+        );
+    }
+    let total = store.open_rows(run.id).await? as u64;
+    let (results_tx, results_rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        rate: Arc::new(RateControl::new(
+            config.rate,
+            config.burst,
+            config.throttle_cap,
+        )),
+        config: config.clone(),
+        stop_sending: shutdown.graceful.child_token(),
+        halt: Mutex::new(None),
+        config_check: Mutex::new(ConfigCheck::default()),
+        results: results_tx,
+        requests: Arc::new(AtomicU64::new(0)),
+        errors: Mutex::new(HashMap::new()),
+    });
+    let tally = Arc::new(Mutex::new(Tally {
+        progress: Progress {
+            total,
+            rate_limit: shared.rate.effective(),
+            ..Progress::default()
+        },
+        ..Tally::default()
+    }));
+    let _ = progress.send(lock(&tally).progress);
+    let stored = Arc::new(Notify::new());
+    let writer_task = tokio::spawn(writer(
+        store.clone(),
+        results_rx,
+        tally.clone(),
+        stored.clone(),
+        progress,
+        shared.requests.clone(),
+        shared.rate.clone(),
+    ));
+
+    let dispatched = dispatch(store, run, config, &shared, &tally, &stored).await;
+    let mut tasks = match dispatched {
+        Ok(tasks) => tasks,
+        Err((tasks, error)) => {
+            shared.stop_sending.cancel();
+            finish_tasks(tasks, config, shutdown).await;
+            drop(shared);
+            let _ = writer_task.await;
+            return Err(error.into());
+        }
+    };
+    if shutdown.graceful.is_cancelled() {
+        tracing::info!(
+            in_flight = tasks.len(),
+            "stopping: no new requests; waiting for those in flight"
+        );
+    }
+    shared.stop_sending.cancel();
+    tasks = finish_tasks(tasks, config, shutdown).await;
+    drop(tasks);
+
+    let requests = shared.requests.load(Ordering::Relaxed);
+    let halt = lock(&shared.halt).clone();
+    let throttle_events = shared.rate.throttle_events();
+    let mut top_errors: Vec<ErrorCount> = lock(&shared.errors)
+        .iter()
+        .map(|((class, message), count)| ErrorCount {
+            class: class.clone(),
+            message: message.clone(),
+            count: *count,
+        })
+        .collect();
+    top_errors.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.message.cmp(&b.message))
+    });
+    top_errors.truncate(5);
+    drop(shared);
+    match writer_task.await {
+        Ok(result) => result?,
+        Err(join) => {
+            return Err(EngineError::Store(StoreError::Query(
+                sqlx::Error::Protocol(format!("the result writer stopped: {join}")),
+            )));
+        }
+    }
+    let counts = store.counts(run.id).await?;
+    let progress = lock(&tally).progress;
+    Ok(DrainReport {
+        run: run.name.clone(),
+        duration_ms: started.elapsed().as_millis() as u64,
+        requests,
+        succeeded: progress.succeeded,
+        failed: progress.failed,
+        replayed,
+        throttle_events,
+        halt,
+        stopped: shutdown.graceful.is_cancelled(),
+        counts,
+        top_errors,
+    })
+}
+
+/// The dispatcher: claims rows and starts their tasks until the run is done or stops.
+async fn dispatch(
+    store: &Store,
+    run: &Run,
+    config: &EngineConfig,
+    shared: &Arc<Shared>,
+    tally: &Arc<Mutex<Tally>>,
+    stored: &Notify,
+) -> Result<JoinSet<()>, (JoinSet<()>, StoreError)> {
+    let permits = Arc::new(Semaphore::new(config.concurrency));
+    let mut tasks = JoinSet::new();
+    let mut cursor = Cursor::default();
+    let mut claimed: VecDeque<Claimed> = VecDeque::new();
+    loop {
+        while tasks.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            biased;
+            () = shared.stop_sending.cancelled() => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        if claimed.is_empty() {
+            let limit = (permits.available_permits() + 1).min(CLAIM_BATCH) as i64;
+            let rows = match store.claim(run.id, &mut cursor, limit, now_ms()).await {
+                Ok(rows) => rows,
+                Err(error) => return Err((tasks, error)),
+            };
+            let mut t = lock(tally);
+            t.outstanding += rows.len() as u64;
+            for row in &rows {
+                t.waiting.remove(&row.id);
+            }
+            drop(t);
+            claimed.extend(rows);
+        }
+        if let Some(row) = claimed.pop_front() {
+            tasks.spawn(send_one(row, shared.clone(), permit));
+            continue;
+        }
+        drop(permit);
+        // Nothing claimable now: finished, or waiting for retries or for earlier rows.
+        let outstanding = lock(tally).outstanding;
+        let next_due = match store.next_due(run.id).await {
+            Ok(due) => due,
+            Err(error) => return Err((tasks, error)),
+        };
+        if outstanding == 0 && cursor.exhausted && next_due.is_none() {
+            break;
+        }
+        let wait = match next_due {
+            Some(due) if outstanding == 0 => {
+                Duration::from_millis((due - now_ms()).clamp(1, 60_000) as u64)
+            }
+            _ => IDLE_POLL,
+        };
+        tokio::select! {
+            () = shared.stop_sending.cancelled() => break,
+            () = stored.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+    // Rows claimed but not started go back untouched.
+    for row in claimed.drain(..) {
+        let _ = shared.results.send(unsent(&row));
+    }
+    Ok(tasks)
+}
+
+/// Waits for in-flight requests: until they finish, the stop deadline passes, or an abort.
+async fn finish_tasks(
+    mut tasks: JoinSet<()>,
+    config: &EngineConfig,
+    shutdown: &Shutdown,
+) -> JoinSet<()> {
+    let deadline = tokio::time::sleep(config.stop_deadline);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            next = tasks.join_next() => if next.is_none() { break },
+            () = &mut deadline, if shutdown.graceful.is_cancelled() => {
+                tracing::warn!(left = tasks.len(), "stop deadline passed; abandoning requests in flight");
+                tasks.abort_all();
+                break;
+            }
+            () = shutdown.abort.cancelled() => {
+                tasks.abort_all();
+                break;
+            }
+        }
+    }
+    tasks
+}

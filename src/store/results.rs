@@ -1,0 +1,175 @@
+//! Storing request outcomes: one transaction per batch, set-wise statements.
+//!
+//! sqlx pays a thread hand-off per statement, so a batch of results is written with one
+//! multi-row INSERT into `attempts` and one `UPDATE ... FROM (VALUES ...)` into `jobs`,
+//! whatever mix of outcomes it holds. A row is completed only while it is still `in_flight`
+//! (the claim still matches).
+
+use super::{Store, StoreError};
+
+/// Rows per statement: 8 values a row stays far below SQLite's 32,766 limit.
+const ROWS_PER_STATEMENT: usize = 1000;
+
+/// What happens to a row after a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Applied: keep the ticket snapshot Kapture returned.
+    Succeeded { response: Option<String> },
+    /// Permanent: rejected, or attempts used up.
+    Failed { class: String, message: String },
+    /// Try again at `at_ms`; the attempt counts.
+    Retry {
+        at_ms: i64,
+        class: String,
+        message: String,
+    },
+    /// Back to pending at `at_ms` without using up an attempt (throttled, halted, stopped
+    /// before sending).
+    Requeue {
+        at_ms: i64,
+        class: Option<String>,
+        message: Option<String>,
+    },
+}
+
+/// One request's record for the attempts table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    pub attempt: i64,
+    pub started_ms: i64,
+    pub duration_ms: i64,
+    pub http_status: Option<u16>,
+    pub class: &'static str,
+    pub in_doubt: bool,
+    /// A bounded excerpt of the response; never the token.
+    pub excerpt: String,
+}
+
+/// The outcome of one claimed row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub job_id: i64,
+    pub http_status: Option<u16>,
+    pub next: Next,
+    /// The request sent, when one was.
+    pub attempt: Option<AttemptRecord>,
+}
+
+impl Store {
+    /// Writes a batch of outcomes in one transaction. Returns how many rows changed state
+    /// (rows no longer `in_flight` are left alone).
+    pub async fn record_outcomes(&self, outcomes: &[Outcome]) -> Result<u64, StoreError> {
+        if outcomes.is_empty() {
+            return Ok(0);
+        }
+        let now = super::now_ms();
+        let mut tx = self.pool.begin().await?;
+        let attempts: Vec<(i64, &AttemptRecord)> = outcomes
+            .iter()
+            .filter_map(|o| o.attempt.as_ref().map(|a| (o.job_id, a)))
+            .collect();
+        for chunk in attempts.chunks(ROWS_PER_STATEMENT) {
+            let sql = values_sql(
+                "INSERT INTO attempts (job_id, attempt, started_at, duration_ms, http_status, \
+                 class, in_doubt, excerpt) VALUES ",
+                chunk.len(),
+                8,
+                "",
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (job_id, a) in chunk {
+                query = query
+                    .bind(*job_id)
+                    .bind(a.attempt)
+                    .bind(a.started_ms)
+                    .bind(a.duration_ms)
+                    .bind(a.http_status.map(i64::from))
+                    .bind(a.class)
+                    .bind(a.in_doubt)
+                    .bind(a.excerpt.as_str());
+            }
+            query.execute(&mut *tx).await?;
+        }
+        let mut changed = 0;
+        for chunk in outcomes.chunks(ROWS_PER_STATEMENT) {
+            // charge: 1 when the attempt counts, 0 when the claim's count is given back.
+            let sql = values_sql(
+                "WITH r(id, state, charge, next_at, class, message, status, response) AS (VALUES ",
+                chunk.len(),
+                8,
+                ") UPDATE jobs SET state = r.state, attempts = jobs.attempts - 1 + r.charge,
+                   next_attempt_at = r.next_at, error_class = r.class, error_message = r.message,
+                   http_status = r.status, response = coalesce(r.response, jobs.response),
+                   updated_at = ?
+                 FROM r WHERE jobs.id = r.id AND jobs.state = 'in_flight'",
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for outcome in chunk {
+                let (state, charge, next_at, class, message, response) = match &outcome.next {
+                    Next::Succeeded { response } => {
+                        ("succeeded", 1, None, None, None, response.as_deref())
+                    }
+                    Next::Failed { class, message } => (
+                        "failed",
+                        1,
+                        None,
+                        Some(class.as_str()),
+                        Some(message.as_str()),
+                        None,
+                    ),
+                    Next::Retry {
+                        at_ms,
+                        class,
+                        message,
+                    } => (
+                        "pending",
+                        1,
+                        Some(*at_ms),
+                        Some(class.as_str()),
+                        Some(message.as_str()),
+                        None,
+                    ),
+                    Next::Requeue {
+                        at_ms,
+                        class,
+                        message,
+                    } => (
+                        "pending",
+                        0,
+                        Some(*at_ms),
+                        class.as_deref(),
+                        message.as_deref(),
+                        None,
+                    ),
+                };
+                query = query
+                    .bind(outcome.job_id)
+                    .bind(state)
+                    .bind(charge)
+                    .bind(next_at)
+                    .bind(class)
+                    .bind(message)
+                    .bind(outcome.http_status.map(i64::from))
+                    .bind(response);
+            }
+            changed += query.bind(now).execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+}
+
+/// `head (?,?,..),(?,?,..) tail` with `rows` groups of `columns` placeholders.
+fn values_sql(head: &str, rows: usize, columns: usize, tail: &str) -> String {
+    let group = format!("({})", vec!["?"; columns].join(","));
+    let mut sql = String::with_capacity(head.len() + tail.len() + rows * (group.len() + 1));
+    sql.push_str(head);
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&group);
+    }
+    sql.push_str(tail);
+    sql
+}
