@@ -3,11 +3,13 @@
 mod ingest;
 mod open;
 mod reports;
+mod retry;
 mod runs;
 
 pub use ingest::{IngestWriter, NewJob, SourceProgress, SourceStart};
 pub use open::Store;
 pub use reports::{Counts, JobRow, RunSummary, SourceSummary};
+pub use retry::ERROR_CLASSES;
 pub use runs::Run;
 
 /// A database operation that failed.
