@@ -22,6 +22,20 @@ pub async fn run(settings: &Settings, args: ExportArgs) -> anyhow::Result<u8> {
     let store = super::open_existing_store(settings).await?;
     let run = store.resolve_run(args.run.as_deref()).await?;
 
+    // The output is opened before the first pass, so a bad path fails at once. It is the
+    // user's to fix (a missing directory, no permission): a usage error.
+    let to_file = args.output.as_deref().filter(|p| *p != Path::new("-"));
+    let out: Box<dyn Write> = match to_file {
+        Some(path) => Box::new(create_private(path).map_err(|e| {
+            UsageError(format!(
+                "failed to create the export file {}: {e}",
+                path.display()
+            ))
+        })?),
+        None => Box::new(std::io::stdout()),
+    };
+    let out = BufWriter::with_capacity(64 * 1024, out);
+
     // CSV needs its columns before the first row: a first pass finds every extra key. The
     // second pass stops at the last row the first one saw, so rows ingested meanwhile do
     // not arrive without columns.
@@ -33,15 +47,6 @@ pub async fn run(settings: &Settings, args: ExportArgs) -> anyhow::Result<u8> {
         ExportFormat::Jsonl => (None, i64::MAX),
     };
 
-    let to_file = args.output.as_deref().filter(|p| *p != Path::new("-"));
-    let out: Box<dyn Write> = match to_file {
-        Some(path) => Box::new(
-            create_private(path)
-                .with_context(|| format!("failed to create the export file {}", path.display()))?,
-        ),
-        None => Box::new(std::io::stdout()),
-    };
-    let out = BufWriter::with_capacity(64 * 1024, out);
     let written = match write_rows(&store, run.id, state, last_id, shape, out).await {
         Ok(n) => n,
         Err(e)

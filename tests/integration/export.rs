@@ -282,7 +282,7 @@ async fn a_closed_stdout_pipe_is_not_an_error() {
 }
 
 #[tokio::test]
-async fn bad_state_and_bad_class_are_usage_errors_listing_the_names() {
+async fn bad_state_class_run_and_output_path_are_usage_errors() {
     let ws = Workspace::new();
     ingest(&ws, "u", "in.csv", INPUT, 1);
     let out = ws
@@ -297,6 +297,18 @@ async fn bad_state_and_bad_class_are_usage_errors_listing_the_names() {
         stderr(&out)
     );
     assert_eq!(stdout(&out), "");
+
+    let out = ws
+        .kapsync()
+        .args(["export", "-o", "no/such/dir/rows.csv"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("export file no/such/dir/rows.csv"),
+        "{}",
+        stderr(&out)
+    );
 
     let out = ws
         .kapsync()
