@@ -245,18 +245,19 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-/// `kapsync retry`.
+/// `kapsync retry`: the rows' attempt counts restart at 0; their attempt history is kept.
 #[derive(Debug, Args)]
 pub struct RetryArgs {
     /// Run whose failed rows to retry [default: the latest]
     #[arg(long, value_name = "NAME")]
     pub run: Option<String>,
 
-    /// Only rows whose last error has this class (rejected, transient, ...)
+    /// Only rows whose last error has this class: rejected, transient, transient_in_doubt,
+    /// auth, forbidden, throttled, invalid
     #[arg(long, value_name = "CLASS")]
     pub class: Option<String>,
 
-    /// Only rows whose last error message contains this text
+    /// Only rows whose last error message contains this text (case-sensitive, no wildcards)
     #[arg(long, value_name = "TEXT")]
     pub grep: Option<String>,
 
@@ -268,7 +269,8 @@ pub struct RetryArgs {
 /// Export file kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExportFormat {
-    /// Comma-separated values, formulas defused
+    /// Comma-separated values, formulas defused; extra keys in `extra.KEY` columns, so a
+    /// fixed export of failures can be ingested again without a mapping
     Csv,
     /// One JSON object per line
     Jsonl,
@@ -289,7 +291,8 @@ pub struct ExportArgs {
     #[arg(long, value_enum, default_value = "csv")]
     pub format: ExportFormat,
 
-    /// Write to this file instead of standard output
+    /// Write to this file instead of standard output (a new file is readable by its owner
+    /// only: exports hold customer data)
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 }

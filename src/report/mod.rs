@@ -1,4 +1,5 @@
 //! Status, progress display, exports and run summaries.
 
+pub mod export;
 pub mod progress;
 pub mod text;

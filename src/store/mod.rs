@@ -5,6 +5,7 @@ mod ingest;
 mod open;
 mod reports;
 mod results;
+mod retry;
 mod runs;
 
 pub use claim::{Claimed, Cursor};
@@ -12,6 +13,7 @@ pub use ingest::{IngestWriter, NewJob, SourceProgress, SourceStart};
 pub use open::Store;
 pub use reports::{Counts, JobRow, RunSummary, SourceSummary};
 pub use results::{AttemptRecord, Next, Outcome};
+pub use retry::ERROR_CLASSES;
 pub use runs::Run;
 
 /// A database operation that failed.

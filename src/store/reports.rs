@@ -123,6 +123,10 @@ pub struct JobRow {
 impl Store {
     /// A page of a run's jobs in id order after `after_id`, optionally of one state. Paging
     /// by id keeps memory flat and holds no read transaction open between pages.
+    ///
+    /// `NOT INDEXED` keeps SQLite on the primary key: left to itself (no `ANALYZE` statistics)
+    /// it picks `jobs_by_ticket` for `run_id` and sorts the whole run for every page, which
+    /// makes an export of a million rows quadratic.
     pub async fn job_rows(
         &self,
         run_id: i64,
@@ -133,7 +137,7 @@ impl Store {
         Ok(sqlx::query_as::<_, JobRow>(
             "SELECT j.id, s.path AS source, j.line, j.ticket_id, j.payload, j.state, j.attempts,
                     j.error_class, j.error_message, j.http_status, j.replayed
-             FROM jobs j JOIN source_files s ON s.id = j.source_id
+             FROM jobs j NOT INDEXED JOIN source_files s ON s.id = j.source_id
              WHERE j.run_id = ?1 AND j.id > ?2 AND (?3 IS NULL OR j.state = ?3)
              ORDER BY j.id LIMIT ?4",
         )

@@ -2,6 +2,7 @@
 //! simulator and scripted servers over loopback, in one test binary.
 
 mod engine;
+mod export;
 mod ingest;
 mod kapture;
 mod simulator;
