@@ -19,10 +19,18 @@ fn ingest_rows(ws: &Workspace, rows: usize, tickets: usize) {
     for i in 0..rows {
         let t = (i * 7919) % tickets;
         seq[t] += 1;
-        csv.push_str(&format!("{},CL,t{t}-{}\n", 100_000_000_000u64 + t as u64, seq[t]));
+        csv.push_str(&format!(
+            "{},CL,t{t}-{}\n",
+            100_000_000_000u64 + t as u64,
+            seq[t]
+        ));
     }
     let path = ws.file("rows.csv", csv);
-    ws.kapsync().args(["ingest", "--run", "r"]).arg(&path).assert().code(0);
+    ws.kapsync()
+        .args(["ingest", "--run", "r"])
+        .arg(&path)
+        .assert()
+        .code(0);
 }
 
 fn fast_config(concurrency: usize, rate: u32) -> EngineConfig {
@@ -45,9 +53,16 @@ async fn drain(db: &Path, base_url: &str, config: &EngineConfig, timeout: Durati
     let run = store.resolve_run(Some("r")).await.unwrap();
     let client = client_with(base_url, "secret-token", timeout);
     let (progress, _rx) = tokio::sync::watch::channel(engine::Progress::default());
-    let report = engine::drain(&store, &client, &run, config, &Shutdown::default(), progress)
-        .await
-        .unwrap();
+    let report = engine::drain(
+        &store,
+        &client,
+        &run,
+        config,
+        &Shutdown::default(),
+        progress,
+    )
+    .await
+    .unwrap();
     assert_eq!(store.integrity_check().await.unwrap(), "ok");
     store.close().await;
     report
@@ -59,13 +74,19 @@ fn assert_applied_once_in_order(ledger: &[LedgerEntry], rows: usize) {
     for entry in ledger.iter().filter(|e| e.outcome == "success") {
         let comment = entry.comment.as_deref().unwrap();
         let seq: u32 = comment.rsplit('-').next().unwrap().parse().unwrap();
-        per_ticket.entry(entry.ticket_id.clone().unwrap()).or_default().push(seq);
+        per_ticket
+            .entry(entry.ticket_id.clone().unwrap())
+            .or_default()
+            .push(seq);
     }
     let applied: usize = per_ticket.values().map(Vec::len).sum();
     assert_eq!(applied, rows, "every row applied exactly once");
     for (ticket, seqs) in per_ticket {
         let expected: Vec<u32> = (1..=seqs.len() as u32).collect();
-        assert_eq!(seqs, expected, "ticket {ticket} applied out of order or twice");
+        assert_eq!(
+            seqs, expected,
+            "ticket {ticket} applied out of order or twice"
+        );
     }
 }
 
@@ -84,13 +105,25 @@ async fn a_fault_storm_ends_with_every_row_applied_once_in_order() {
         ..SimConfig::default()
     })
     .await;
-    let report = drain(&ws.db(), &sim.base_url(), &fast_config(16, 0), Duration::from_millis(400)).await;
+    let report = drain(
+        &ws.db(),
+        &sim.base_url(),
+        &fast_config(16, 0),
+        Duration::from_millis(400),
+    )
+    .await;
     let ledger = sim.ledger();
     let stats = sim.stats();
     sim.shutdown().await;
     assert_eq!(report.counts.succeeded, 600, "{report:?}");
-    assert_eq!(report.counts.pending + report.counts.failed + report.counts.in_flight, 0);
-    assert!(stats.fail_5xx > 0 && stats.throttled > 0 && stats.dropped > 0 && stats.hung > 0, "{stats:?}");
+    assert_eq!(
+        report.counts.pending + report.counts.failed + report.counts.in_flight,
+        0
+    );
+    assert!(
+        stats.fail_5xx > 0 && stats.throttled > 0 && stats.dropped > 0 && stats.hung > 0,
+        "{stats:?}"
+    );
     assert_applied_once_in_order(&ledger, 600);
     // Throttled answers never use up attempts: only charged failures count.
     let jobs = ws.jobs(Some("r")).await;
@@ -106,28 +139,54 @@ async fn an_auth_halt_puts_rows_back_and_a_rerun_resumes() {
         ..SimConfig::default()
     })
     .await;
-    let report = drain(&ws.db(), &bad.base_url(), &fast_config(4, 0), Duration::from_secs(5)).await;
+    let report = drain(
+        &ws.db(),
+        &bad.base_url(),
+        &fast_config(4, 0),
+        Duration::from_secs(5),
+    )
+    .await;
     bad.shutdown().await;
-    assert!(matches!(report.halt, Some(Halt::Auth { .. })), "{:?}", report.halt);
-    assert!(report.halt.as_ref().unwrap().to_string().contains("invalid or expired"));
+    assert!(
+        matches!(report.halt, Some(Halt::Auth { .. })),
+        "{:?}",
+        report.halt
+    );
+    assert!(
+        report
+            .halt
+            .as_ref()
+            .unwrap()
+            .to_string()
+            .contains("invalid or expired")
+    );
     assert_eq!(report.counts.succeeded, 20);
     assert_eq!(report.counts.pending, 40, "{:?}", report.counts);
     assert_eq!(report.counts.failed + report.counts.in_flight, 0);
     let jobs = ws.jobs(Some("r")).await;
     assert!(
-        jobs.iter().filter(|j| j.state == "pending").all(|j| j.attempts == 0),
+        jobs.iter()
+            .filter(|j| j.state == "pending")
+            .all(|j| j.attempts == 0),
         "an auth refusal never uses up an attempt"
     );
 
     let good = start_sim(SimConfig::default()).await;
-    let report = drain(&ws.db(), &good.base_url(), &fast_config(4, 0), Duration::from_secs(5)).await;
+    let report = drain(
+        &ws.db(),
+        &good.base_url(),
+        &fast_config(4, 0),
+        Duration::from_secs(5),
+    )
+    .await;
     let ledger = good.ledger();
     good.shutdown().await;
     assert_eq!(report.counts.succeeded, 60);
     assert_eq!(ledger.iter().filter(|e| e.outcome == "success").count(), 40);
 }
 
-#[tokio::test]
+// The binary is waited for with blocking calls: the simulator needs its own threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_exits_3_on_an_auth_halt_with_advice() {
     let ws = Workspace::new();
     ingest_rows(&ws, 10, 10);
@@ -145,8 +204,14 @@ async fn the_binary_exits_3_on_an_auth_halt_with_advice() {
     sim.shutdown().await;
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("invalid or expired") && text.contains("resumes"), "{text}");
-    assert!(!text.contains("wrong") && !stderr(&out).contains("wrong"), "the token is never shown");
+    assert!(
+        text.contains("invalid or expired") && text.contains("resumes"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("wrong") && !stderr(&out).contains("wrong"),
+        "the token is never shown"
+    );
 }
 
 #[tokio::test]
@@ -180,7 +245,10 @@ async fn retry_after_is_honoured_and_a_429_uses_no_attempt() {
     assert_eq!(requests.len(), 2);
     let jobs = ws.jobs(Some("r")).await;
     assert_eq!(jobs[0].attempts, 1, "the 429 was not charged");
-    assert!(report.duration_ms >= 1000, "the second request waited for Retry-After");
+    assert!(
+        report.duration_ms >= 1000,
+        "the second request waited for Retry-After"
+    );
 }
 
 #[tokio::test]
@@ -190,14 +258,35 @@ async fn rejected_rows_fail_with_the_message_and_transient_ones_give_up_after_ma
         "rows.csv",
         "ticket_id,sub_status,comment\n100000000001,ZZ,unknown key\n100000000002,CL,fine\n",
     );
-    ws.kapsync().args(["ingest", "--run", "r"]).arg(&path).assert().code(0);
+    ws.kapsync()
+        .args(["ingest", "--run", "r"])
+        .arg(&path)
+        .assert()
+        .code(0);
     let sim = start_sim(SimConfig::default()).await;
-    let report = drain(&ws.db(), &sim.base_url(), &fast_config(2, 0), Duration::from_secs(5)).await;
+    let report = drain(
+        &ws.db(),
+        &sim.base_url(),
+        &fast_config(2, 0),
+        Duration::from_secs(5),
+    )
+    .await;
     sim.shutdown().await;
     assert_eq!((report.counts.succeeded, report.counts.failed), (1, 1));
-    let failed = ws.jobs(Some("r")).await.into_iter().find(|j| j.state == "failed").unwrap();
+    let failed = ws
+        .jobs(Some("r"))
+        .await
+        .into_iter()
+        .find(|j| j.state == "failed")
+        .unwrap();
     assert_eq!(failed.error_class.as_deref(), Some("rejected"));
-    assert!(failed.error_message.unwrap().to_lowercase().contains("sub_status"));
+    assert!(
+        failed
+            .error_message
+            .unwrap()
+            .to_lowercase()
+            .contains("sub_status")
+    );
 
     let ws = Workspace::new();
     ingest_rows(&ws, 3, 3);
@@ -215,7 +304,12 @@ async fn rejected_rows_fail_with_the_message_and_transient_ones_give_up_after_ma
     assert_eq!(stats.requests, 9, "three attempts per row");
     let job = &ws.jobs(Some("r")).await[0];
     assert_eq!(job.error_class.as_deref(), Some("transient"));
-    assert!(job.error_message.as_deref().unwrap().contains("after 3 attempts"));
+    assert!(
+        job.error_message
+            .as_deref()
+            .unwrap()
+            .contains("after 3 attempts")
+    );
 }
 
 #[tokio::test]
@@ -226,7 +320,17 @@ async fn a_wrong_path_halts_as_a_configuration_error() {
     let wrong = format!("{}/not-kapture", sim.base_url());
     let report = drain(&ws.db(), &wrong, &fast_config(1, 0), Duration::from_secs(5)).await;
     sim.shutdown().await;
-    assert!(matches!(report.halt, Some(Halt::Config { http_status: 404, .. })), "{:?}", report.halt);
+    assert!(
+        matches!(
+            report.halt,
+            Some(Halt::Config {
+                http_status: 404,
+                ..
+            })
+        ),
+        "{:?}",
+        report.halt
+    );
     assert_eq!(report.counts.pending, 20, "no row failed one by one");
 }
 
@@ -238,15 +342,22 @@ async fn rate_20_holds_within_5_percent_over_ten_seconds() {
     let base = sim.base_url();
     let db = ws.db();
     let config = fast_config(8, 20);
-    let drained = tokio::spawn(async move { drain(&db, &base, &config, Duration::from_secs(5)).await });
+    let drained =
+        tokio::spawn(async move { drain(&db, &base, &config, Duration::from_secs(5)).await });
     assert!(eventually(Duration::from_secs(30), || sim.stats().requests >= 215).await);
     let ledger = sim.ledger();
     drained.abort();
     sim.shutdown().await;
     // Requests answered in the ten seconds after the first second (past the initial burst).
     let start = ledger[0].at_ms + 1000;
-    let in_window = ledger.iter().filter(|e| e.at_ms >= start && e.at_ms < start + 10_000).count();
-    assert!((190..=210).contains(&in_window), "{in_window} requests in 10 s at --rate 20");
+    let in_window = ledger
+        .iter()
+        .filter(|e| e.at_ms >= start && e.at_ms < start + 10_000)
+        .count();
+    assert!(
+        (190..=210).contains(&in_window),
+        "{in_window} requests in 10 s at --rate 20"
+    );
 }
 
 #[tokio::test]
@@ -262,7 +373,8 @@ async fn against_a_server_limited_to_50_per_second_rate_200_uses_it_without_hamm
     let db = ws.db();
     let mut config = fast_config(16, 200);
     config.throttle_cap = Duration::from_secs(60);
-    let drained = tokio::spawn(async move { drain(&db, &base, &config, Duration::from_secs(5)).await });
+    let drained =
+        tokio::spawn(async move { drain(&db, &base, &config, Duration::from_secs(5)).await });
     assert!(eventually(Duration::from_secs(60), || sim.stats().succeeded >= 600).await);
     let ledger = sim.ledger();
     drained.abort();
@@ -274,18 +386,34 @@ async fn against_a_server_limited_to_50_per_second_rate_200_uses_it_without_hamm
     let throttled = ledger.iter().filter(|e| e.outcome == "throttled").count() as f64;
     let usage = succeeded / seconds / 50.0;
     let share = throttled / ledger.len() as f64;
-    assert!(usage >= 0.8, "used {:.0}% of the server's limit", usage * 100.0);
-    assert!(share <= 0.10, "{:.1}% of requests were answered 429", share * 100.0);
+    assert!(
+        usage >= 0.8,
+        "used {:.0}% of the server's limit",
+        usage * 100.0
+    );
+    assert!(
+        share <= 0.10,
+        "{:.1}% of requests were answered 429",
+        share * 100.0
+    );
 }
 
-#[tokio::test]
+// The binary is waited for with blocking calls: the simulator needs its own threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_sends_nothing_and_shows_the_body() {
     let ws = Workspace::new();
     ingest_rows(&ws, 5, 5);
     let sim = start_sim(SimConfig::default()).await;
     let out = ws
         .kapsync()
-        .args(["run", "--dry-run", "--rate", "5", "--base-url", &sim.base_url()])
+        .args([
+            "run",
+            "--dry-run",
+            "--rate",
+            "5",
+            "--base-url",
+            &sim.base_url(),
+        ])
         .output()
         .unwrap();
     let stats = sim.stats();
@@ -293,9 +421,22 @@ async fn dry_run_sends_nothing_and_shows_the_body() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stats.requests, 0);
     let text = stdout(&out);
-    assert!(text.contains("5 rows would be sent, about 1s at 5 requests/s"), "{text}");
-    assert!(text.contains(r#"[{"comment":"t0-1","sub_status":"CL","ticket_id":"100000000000"}]"#), "{text}");
-    assert_eq!(ws.jobs(Some("r")).await.iter().filter(|j| j.state == "pending").count(), 5);
+    assert!(
+        text.contains("5 rows would be sent, about 1s at 5 requests/s"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"[{"comment":"t0-1","sub_status":"CL","ticket_id":"100000000000"}]"#),
+        "{text}"
+    );
+    assert_eq!(
+        ws.jobs(Some("r"))
+            .await
+            .iter()
+            .filter(|j| j.state == "pending")
+            .count(),
+        5
+    );
 }
 
 #[cfg(unix)]
@@ -307,7 +448,8 @@ fn signal(child: &std::process::Child, sig: &str) {
 }
 
 #[cfg(unix)]
-#[tokio::test]
+// The binary is waited for with blocking calls: the simulator needs its own threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_run_then_resume_loses_nothing() {
     let ws = Workspace::new();
     ingest_rows(&ws, 400, 50);
@@ -321,7 +463,15 @@ async fn kill_9_mid_run_then_resume_loses_nothing() {
         std::process::Command::new(&bin)
             .args(["--db"])
             .arg(ws.db())
-            .args(["--no-progress", "-q", "run", "--rate", "100", "--concurrency", "8"])
+            .args([
+                "--no-progress",
+                "-q",
+                "run",
+                "--rate",
+                "100",
+                "--concurrency",
+                "8",
+            ])
             .args(["--base-url", &sim.base_url()])
             .env("KAPTURE_TOKEN", "t")
             .stdout(std::process::Stdio::null())
@@ -341,7 +491,10 @@ async fn kill_9_mid_run_then_resume_loses_nothing() {
     let jobs = ws.jobs(Some("r")).await;
     assert!(jobs.iter().all(|j| j.state == "succeeded"));
     let replayed = jobs.iter().filter(|j| j.replayed).count();
-    assert!(replayed <= 8 + 8, "at most the claimed rows are replayed: {replayed}");
+    assert!(
+        replayed <= 8 + 8,
+        "at most the claimed rows are replayed: {replayed}"
+    );
     let mut applied: HashMap<String, usize> = HashMap::new();
     for e in ledger.iter().filter(|e| e.outcome == "success") {
         *applied.entry(e.comment.clone().unwrap()).or_default() += 1;
@@ -354,7 +507,8 @@ async fn kill_9_mid_run_then_resume_loses_nothing() {
 }
 
 #[cfg(unix)]
-#[tokio::test]
+// The binary is waited for with blocking calls: the simulator needs its own threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_stops_gracefully_with_exit_4_and_a_second_runner_is_refused() {
     let ws = Workspace::new();
     ingest_rows(&ws, 200, 200);
@@ -363,7 +517,14 @@ async fn ctrl_c_stops_gracefully_with_exit_4_and_a_second_runner_is_refused() {
     let child = std::process::Command::new(&bin)
         .arg("--db")
         .arg(ws.db())
-        .args(["--no-progress", "run", "--rate", "10", "--base-url", &sim.base_url()])
+        .args([
+            "--no-progress",
+            "run",
+            "--rate",
+            "10",
+            "--base-url",
+            &sim.base_url(),
+        ])
         .env("KAPTURE_TOKEN", "t")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -377,7 +538,11 @@ async fn ctrl_c_stops_gracefully_with_exit_4_and_a_second_runner_is_refused() {
         .output()
         .unwrap();
     assert_eq!(second.status.code(), Some(2));
-    assert!(stderr(&second).contains(&format!("pid {}", child.id())), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains(&format!("pid {}", child.id())),
+        "{}",
+        stderr(&second)
+    );
     signal(&child, "-INT");
     let out = child.wait_with_output().unwrap();
     sim.shutdown().await;
