@@ -1,0 +1,95 @@
+//! The command-line contract: the README tells the truth about `--help`, usage errors exit 2.
+
+use crate::support::stderr;
+
+/// The README's usage block, without trailing spaces.
+fn readme_usage() -> String {
+    let readme = include_str!("../../README.md");
+    let start = readme.find("<!-- usage:start -->\n```text\n").expect("usage start marker");
+    let body = &readme[start..];
+    let body = &body[body.find("```text\n").unwrap() + 8..];
+    let end = body.find("```\n<!-- usage:end -->").expect("usage end marker");
+    trim_lines(&body[..end])
+}
+
+fn trim_lines(text: &str) -> String {
+    text.lines().map(str::trim_end).collect::<Vec<_>>().join("\n").trim_end().to_owned()
+}
+
+#[test]
+fn readme_usage_block_equals_help() {
+    let out = assert_cmd::Command::cargo_bin("kapsync")
+        .unwrap()
+        .env_clear()
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = trim_lines(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(
+        readme_usage(),
+        help,
+        "README.md's usage block differs from `kapsync --help`: paste the new help into it"
+    );
+}
+
+#[test]
+fn readme_starts_with_the_demo_and_the_tests() {
+    let readme = include_str!("../../README.md");
+    let first_block = readme.split("```sh\n").nth(1).unwrap();
+    let commands: Vec<&str> = first_block
+        .lines()
+        .take_while(|l| !l.starts_with("```"))
+        .map(|l| l.split('#').next().unwrap().trim())
+        .collect();
+    assert_eq!(commands, ["cargo run --release -- demo", "cargo test"]);
+}
+
+#[test]
+fn every_documented_exit_code_is_in_the_readme_and_help() {
+    let readme = include_str!("../../README.md");
+    for (code, _) in [
+        (kapsync::exit::OK, "0"),
+        (kapsync::exit::ROWS_FAILED, "1"),
+        (kapsync::exit::USAGE, "2"),
+        (kapsync::exit::AUTH_HALT, "3"),
+        (kapsync::exit::STOPPED, "4"),
+        (kapsync::exit::INTERNAL, "5"),
+    ] {
+        assert!(readme.contains(&format!("| {code} |")), "exit code {code} is not in the README");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["frobnicate"][..],
+        &["run", "--rate", "fast"],
+        &["run", "--max-duration", "soon"],
+        &["ingest"],
+    ] {
+        let out = assert_cmd::Command::cargo_bin("kapsync").unwrap().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn a_run_without_a_target_or_token_is_a_usage_error_that_says_what_to_do() {
+    let ws = crate::support::Workspace::new();
+    let path = ws.file("a.csv", "ticket_id,sub_status\n1,CL\n");
+    ws.kapsync().arg("ingest").arg(&path).assert().code(0);
+    let out = ws.kapsync().arg("run").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--subdomain"), "{}", stderr(&out));
+    let out = ws.kapsync().args(["run", "--subdomain", "acme"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("KAPTURE_TOKEN"), "{}", stderr(&out));
+    let out = ws
+        .kapsync()
+        .env("KAPTURE_TOKEN", "t")
+        .args(["run", "--base-url", "http://10.1.2.3"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("loopback"), "{}", stderr(&out));
+}
