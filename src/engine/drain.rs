@@ -384,19 +384,41 @@ struct Tally {
     waiting: HashSet<i64>,
 }
 
-/// Stores outcomes in batches until every sender is gone.
-async fn writer(
-    store: Store,
-    mut results: mpsc::UnboundedReceiver<Outcome>,
+/// What the writer updates besides the table.
+struct WriterContext {
     tally: Arc<Mutex<Tally>>,
+    /// Woken after every stored batch: finished rows may unblock later rows of their ticket.
     stored: Arc<Notify>,
     progress: watch::Sender<Progress>,
     requests: Arc<AtomicU64>,
     rate: Arc<RateControl>,
+    /// Cancelled when results cannot be stored.
+    stop_sending: CancellationToken,
+}
+
+/// Stores outcomes in batches until every sender is gone.
+async fn writer(
+    store: Store,
+    mut results: mpsc::UnboundedReceiver<Outcome>,
+    cx: WriterContext,
 ) -> Result<(), StoreError> {
+    let WriterContext {
+        tally,
+        stored,
+        progress,
+        requests,
+        rate,
+        stop_sending,
+    } = cx;
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     while results.recv_many(&mut batch, WRITE_BATCH).await > 0 {
-        store.record_outcomes(&batch).await?;
+        if let Err(error) = store.record_outcomes(&batch).await {
+            // Nothing more may be sent whose outcome cannot be kept; the rows stay in
+            // flight and are replayed by the next runner.
+            tracing::error!("failed to store results, stopping: {error}");
+            stop_sending.cancel();
+            return Err(error);
+        }
         let snapshot = {
             let mut tally = lock(&tally);
             for outcome in &batch {
@@ -471,11 +493,14 @@ pub async fn drain(
     let writer_task = tokio::spawn(writer(
         store.clone(),
         results_rx,
-        tally.clone(),
-        stored.clone(),
-        progress,
-        shared.requests.clone(),
-        shared.rate.clone(),
+        WriterContext {
+            tally: tally.clone(),
+            stored: stored.clone(),
+            progress,
+            requests: shared.requests.clone(),
+            rate: shared.rate.clone(),
+            stop_sending: shared.stop_sending.clone(),
+        },
     ));
 
     let dispatched = dispatch(store, run, config, &shared, &tally, &stored).await;
@@ -588,11 +613,11 @@ async fn dispatch(
         drop(permit);
         // Nothing claimable now: finished, or waiting for retries or for earlier rows.
         let outstanding = lock(tally).outstanding;
-        let next_due = match store.next_due(run.id).await {
-            Ok(due) => due,
+        let (any_waiting, next_due) = match store.waiting(run.id, now_ms()).await {
+            Ok(waiting) => waiting,
             Err(error) => return Err((tasks, error)),
         };
-        if outstanding == 0 && cursor.exhausted && next_due.is_none() {
+        if outstanding == 0 && cursor.exhausted && !any_waiting {
             break;
         }
         let wait = match next_due {

@@ -57,10 +57,11 @@ impl RetryPolicy {
 /// and the climb back toward the configured rate.
 ///
 /// A 429 starts a pause (the server's Retry-After, capped, or the backoff delay) and halves the
-/// effective rate, but never below 90% of what the server accepted over the last two seconds,
-/// so one throttling server is neither hammered nor starved. Answers to requests already in
+/// effective rate, kept between 85% and 90% of what the server accepted over the last two
+/// seconds when that is known, so a throttling server is neither hammered nor starved. Answers to requests already in
 /// flight when a pause starts belong to the same event and change nothing. After
-/// [`QUIET_PERIOD`] without a 429 the rate climbs 10% per period toward the target.
+/// [`QUIET_PERIOD`] without a 429 the rate climbs 10% per period toward the target, but only
+/// 2% per period once it is within 10% of the rate the server last accepted.
 #[derive(Debug)]
 pub struct RateControl {
     target: Option<f64>,
@@ -73,6 +74,8 @@ struct RateState {
     effective: Option<f64>,
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
     pause_until: Option<Instant>,
+    /// The rate at which the server last throttled: the climb slows down below it.
+    ceiling: Option<f64>,
     last_change: Instant,
     /// Non-429 answers of the last two seconds.
     accepted: VecDeque<Instant>,
@@ -90,6 +93,35 @@ impl std::fmt::Debug for RateState {
 
 /// How long the accepted-rate window is.
 const ACCEPTED_WINDOW: Duration = Duration::from_secs(2);
+/// Answers needed in the window before the accepted rate is trusted.
+const ACCEPTED_MIN_SAMPLES: usize = 10;
+
+/// Non-429 answers per second over the window, when there are enough of them to tell.
+fn accepted_rate(times: &VecDeque<Instant>, now: Instant) -> Option<f64> {
+    let recent: Vec<&Instant> = times
+        .iter()
+        .filter(|t| now.duration_since(**t) <= ACCEPTED_WINDOW)
+        .collect();
+    let oldest = recent.first()?;
+    if recent.len() < ACCEPTED_MIN_SAMPLES {
+        return None;
+    }
+    // At least a second: a burst answered in a fraction of one says little about a limit
+    // that servers count per second.
+    let span = now.duration_since(**oldest).as_secs_f64().max(1.0);
+    Some(recent.len() as f64 / span)
+}
+
+/// The rate after a throttle: half the effective rate, kept between 85% and 90% of what the
+/// server accepted just before (when that is known), and at least one request a second.
+fn cut(effective: Option<f64>, accepted: Option<f64>) -> f64 {
+    let halved = effective.or(accepted).map_or(1.0, |r| r / 2.0);
+    let rate = match accepted {
+        Some(a) => halved.clamp(a * 0.85, a * 0.9),
+        None => halved,
+    };
+    rate.max(1.0)
+}
 
 fn limiter(rate: f64, burst: NonZeroU32) -> Arc<DefaultDirectRateLimiter> {
     let period = Duration::from_secs_f64(1.0 / rate.max(0.01));
@@ -112,6 +144,7 @@ impl RateControl {
                 effective: target,
                 limiter: target.map(|r| limiter(r, burst)),
                 pause_until: None,
+                ceiling: None,
                 last_change: Instant::now(),
                 accepted: VecDeque::new(),
                 throttle_events: 0,
@@ -137,12 +170,20 @@ impl RateControl {
                 tokio::time::sleep_until(until.into()).await;
                 continue;
             }
-            if let Some(limiter) = limiter {
+            if let Some(limiter) = &limiter {
                 limiter.until_ready().await;
             }
-            // A pause may have begun while this request waited for its cell.
-            let paused = self.lock().pause_until.is_some_and(|u| u > Instant::now());
-            if !paused {
+            // A pause may have begun while this request waited for its cell, or the rate may
+            // have changed: a cell from a replaced limiter does not count, or the old and the
+            // new limiter would each let their own stream through.
+            let state = self.lock();
+            let paused = state.pause_until.is_some_and(|u| u > Instant::now());
+            let current = match (&limiter, &state.limiter) {
+                (Some(used), Some(now)) => Arc::ptr_eq(used, now),
+                (None, None) => true,
+                _ => false,
+            };
+            if !paused && current {
                 return;
             }
         }
@@ -173,14 +214,9 @@ impl RateControl {
         }
         state.pause_until = Some(now + wait);
         state.throttle_events += 1;
-        let accepted = state
-            .accepted
-            .iter()
-            .filter(|t| now.duration_since(**t) <= ACCEPTED_WINDOW)
-            .count() as f64
-            / ACCEPTED_WINDOW.as_secs_f64();
-        let halved = state.effective.map_or(accepted / 2.0, |r| r / 2.0);
-        let rate = halved.max(accepted * 0.9).max(1.0);
+        let accepted = accepted_rate(&state.accepted, now);
+        let rate = cut(state.effective, accepted);
+        state.ceiling = accepted.or(state.effective);
         state.effective = Some(rate);
         state.limiter = Some(limiter(rate, self.burst));
         state.last_change = now;
@@ -205,7 +241,13 @@ impl RateControl {
         {
             return;
         }
-        let next = (current * 1.1).max(current + 1.0);
+        // Quickly back to just under the rate that was throttled, then probe slowly above it,
+        // so a server with a fixed limit is used fully without being hit again and again.
+        let next = match state.ceiling {
+            Some(ceiling) if current < ceiling * 0.9 => (current * 1.1).min(ceiling * 0.9),
+            Some(_) => current * 1.02,
+            None => (current * 1.1).max(current + 1.0),
+        };
         let next = self.target.map_or(next, |t| next.min(t));
         state.effective = Some(next);
         state.limiter = Some(limiter(next, self.burst));
@@ -259,23 +301,41 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_capped_and_the_rate_keeps_what_the_server_accepted() {
+    fn retry_after_is_capped() {
         let control = RateControl::new(200, 1, Duration::from_secs(2));
-        for _ in 0..120 {
-            control.on_accepted();
-        }
         let wait = control.on_throttled(Some(Duration::from_secs(3600)), Duration::ZERO);
         assert_eq!(wait, Duration::from_secs(2));
-        // 120 accepted in the window: about 60/s, so the cut stops at 54, not 100 -> 50.
-        let rate = control.effective().unwrap();
-        assert!((rate - 100.0).abs() < 1e-9, "{rate}");
-        let unlimited = RateControl::new(0, 1, THROTTLE_CAP);
-        assert_eq!(unlimited.effective(), None);
-        for _ in 0..100 {
-            unlimited.on_accepted();
-        }
-        unlimited.on_throttled(None, Duration::from_millis(1));
-        let rate = unlimited.effective().unwrap();
-        assert!((rate - 45.0).abs() < 1e-9, "{rate}");
+        assert_eq!(
+            control.effective(),
+            Some(100.0),
+            "no accepted rate known: halved"
+        );
+    }
+
+    #[test]
+    fn the_cut_halves_within_what_the_server_accepted() {
+        // 200/s asked, 50/s accepted: settle just under the server's limit.
+        assert!((cut(Some(200.0), Some(50.0)) - 45.0).abs() < 1e-9);
+        // Random 429s at 100/s with 98/s accepted: a gentle cut, not a halving.
+        assert!((cut(Some(100.0), Some(98.0)) - 83.3).abs() < 1e-9);
+        assert_eq!(cut(Some(100.0), None), 50.0);
+        assert_eq!(
+            cut(None, Some(40.0)),
+            34.0,
+            "no limit yet: start from what was accepted"
+        );
+        assert_eq!(cut(Some(1.5), None), 1.0);
+    }
+
+    #[test]
+    fn the_accepted_rate_needs_enough_answers() {
+        let now = Instant::now();
+        let mut times: VecDeque<Instant> = (0..5).map(|_| now).collect();
+        assert_eq!(accepted_rate(&times, now), None);
+        times = (0..40)
+            .map(|i| now - Duration::from_millis(1000 - i * 25))
+            .collect();
+        let rate = accepted_rate(&times, now).unwrap();
+        assert!((rate - 40.0).abs() < 1e-9, "{rate}");
     }
 }

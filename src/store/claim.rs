@@ -142,16 +142,25 @@ impl Store {
         Ok(claimed)
     }
 
-    /// When the next waiting row of a run falls due (unix ms), if any row waits.
-    pub async fn next_due(&self, run_id: i64) -> Result<Option<i64>, StoreError> {
-        let (due,): (Option<i64>,) = sqlx::query_as(
-            "SELECT min(next_attempt_at) FROM jobs INDEXED BY jobs_waiting
-             WHERE run_id = ? AND state = 'pending' AND next_attempt_at IS NOT NULL",
+    /// Whether any row of the run waits, and when the next one that is not yet due falls
+    /// due (unix ms). A due row that could not be claimed waits for an earlier row of its
+    /// ticket, which is itself either in flight or due later, so these two answers tell the
+    /// dispatcher whether it is done and how long it may sleep.
+    pub async fn waiting(
+        &self,
+        run_id: i64,
+        now_ms: i64,
+    ) -> Result<(bool, Option<i64>), StoreError> {
+        let (count, next): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT count(*), min(CASE WHEN next_attempt_at > ?1 THEN next_attempt_at END)
+             FROM jobs INDEXED BY jobs_waiting
+             WHERE run_id = ?2 AND state = 'pending' AND next_attempt_at IS NOT NULL",
         )
+        .bind(now_ms)
         .bind(run_id)
         .fetch_one(&self.pool)
         .await?;
-        Ok(due)
+        Ok((count > 0, next))
     }
 
     /// Pending and in-flight rows of a run: the work left.
@@ -169,5 +178,152 @@ fn claimed_row(row: &sqlx::sqlite::SqliteRow) -> Claimed {
         payload: row.get::<Option<String>, _>(3).unwrap_or_default(),
         attempt: row.get(4),
         replayed: row.get(5),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{NewJob, Next, Outcome, SourceProgress, SourceStart};
+
+    /// A store with one run whose rows have these ticket ids, in order.
+    async fn store_with(tickets: &[&str]) -> (tempfile::TempDir, Store, i64) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("k.db")).await.unwrap();
+        let (run, _) = store.get_or_create_run("r").await.unwrap();
+        let SourceStart::New { source_id } = store
+            .begin_source(run.id, "a.csv", "h", "s", "csv")
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        let mut writer = store.ingest_writer(run.id, source_id).await.unwrap();
+        let jobs: Vec<NewJob> = tickets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| NewJob {
+                line: i as i64 + 2,
+                ticket_id: Some((*t).to_owned()),
+                payload: Some(format!("{{\"ticket_id\":\"{t}\",\"n\":{i}}}")),
+                payload_hash: None,
+                invalid_reason: None,
+            })
+            .collect();
+        writer.write(&jobs).await.unwrap();
+        let n = tickets.len() as i64;
+        let progress = SourceProgress {
+            last_line: n + 1,
+            rows_read: n,
+            rows_valid: n,
+            rows_invalid: 0,
+        };
+        writer.finish(progress, "h").await.unwrap();
+        (dir, store, run.id)
+    }
+
+    fn done(id: i64) -> Outcome {
+        Outcome {
+            job_id: id,
+            http_status: Some(200),
+            next: Next::Succeeded { response: None },
+            attempt: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tickets_rows_are_claimed_one_at_a_time_in_order() {
+        let (_dir, store, run) = store_with(&["a", "b", "a", "c", "a"]).await;
+        let mut cursor = Cursor::default();
+        let first = store.claim(run, &mut cursor, 10, 1).await.unwrap();
+        let ids: Vec<i64> = first.iter().map(|c| c.id).collect();
+        assert_eq!(ids, [1, 2, 4], "later rows of ticket a wait");
+        assert!(first.iter().all(|c| c.attempt == 1 && !c.replayed));
+        assert!(cursor.exhausted);
+        assert_eq!(store.waiting(run, 1).await.unwrap(), (true, None));
+        assert!(
+            store
+                .claim(run, &mut cursor, 10, 1)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        store.record_outcomes(&[done(1)]).await.unwrap();
+        let next: Vec<i64> = store
+            .claim(run, &mut cursor, 10, 1)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(next, [3]);
+        store.record_outcomes(&[done(3)]).await.unwrap();
+        let next: Vec<i64> = store
+            .claim(run, &mut cursor, 10, 1)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(next, [5]);
+        store
+            .record_outcomes(&[done(2), done(4), done(5)])
+            .await
+            .unwrap();
+        assert_eq!(store.waiting(run, 1).await.unwrap(), (false, None));
+        assert_eq!(store.counts(run).await.unwrap().succeeded, 5);
+    }
+
+    #[tokio::test]
+    async fn a_retry_waits_for_its_time_and_holds_back_its_ticket() {
+        let (_dir, store, run) = store_with(&["a", "a"]).await;
+        let mut cursor = Cursor::default();
+        let first = store.claim(run, &mut cursor, 10, 1_000).await.unwrap();
+        assert_eq!(first.len(), 1);
+        let retry = Outcome {
+            job_id: 1,
+            http_status: Some(503),
+            next: Next::Retry {
+                at_ms: 5_000,
+                class: "transient".into(),
+                message: "HTTP 503".into(),
+            },
+            attempt: None,
+        };
+        store.record_outcomes(&[retry]).await.unwrap();
+        assert_eq!(
+            store.waiting(run, 1_000).await.unwrap(),
+            (true, Some(5_000))
+        );
+        assert!(
+            store
+                .claim(run, &mut cursor, 10, 4_999)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let again = store.claim(run, &mut cursor, 10, 5_000).await.unwrap();
+        assert_eq!(
+            (again[0].id, again[0].attempt),
+            (1, 2),
+            "the retry counts as attempt 2"
+        );
+    }
+
+    #[tokio::test]
+    async fn orphans_go_back_replayed_and_completions_need_the_claim() {
+        let (_dir, store, run) = store_with(&["a", "b"]).await;
+        let mut cursor = Cursor::default();
+        assert_eq!(store.claim(run, &mut cursor, 10, 1).await.unwrap().len(), 2);
+        // A runner died here. The next one puts its rows back.
+        assert_eq!(store.requeue_orphans(run, 2).await.unwrap(), 2);
+        // A late result of the dead runner's claim changes nothing.
+        assert_eq!(store.record_outcomes(&[done(1)]).await.unwrap(), 0);
+        let mut cursor = Cursor::default();
+        let again = store.claim(run, &mut cursor, 10, 3).await.unwrap();
+        assert!(
+            again.iter().all(|c| c.replayed && c.attempt == 1),
+            "{again:?}"
+        );
     }
 }

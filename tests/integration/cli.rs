@@ -5,15 +5,24 @@ use crate::support::stderr;
 /// The README's usage block, without trailing spaces.
 fn readme_usage() -> String {
     let readme = include_str!("../../README.md");
-    let start = readme.find("<!-- usage:start -->\n```text\n").expect("usage start marker");
+    let start = readme
+        .find("<!-- usage:start -->\n```text\n")
+        .expect("usage start marker");
     let body = &readme[start..];
     let body = &body[body.find("```text\n").unwrap() + 8..];
-    let end = body.find("```\n<!-- usage:end -->").expect("usage end marker");
+    let end = body
+        .find("```\n<!-- usage:end -->")
+        .expect("usage end marker");
     trim_lines(&body[..end])
 }
 
 fn trim_lines(text: &str) -> String {
-    text.lines().map(str::trim_end).collect::<Vec<_>>().join("\n").trim_end().to_owned()
+    text.lines()
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim_end()
+        .to_owned()
 }
 
 #[test]
@@ -56,7 +65,10 @@ fn every_documented_exit_code_is_in_the_readme_and_help() {
         (kapsync::exit::STOPPED, "4"),
         (kapsync::exit::INTERNAL, "5"),
     ] {
-        assert!(readme.contains(&format!("| {code} |")), "exit code {code} is not in the README");
+        assert!(
+            readme.contains(&format!("| {code} |")),
+            "exit code {code} is not in the README"
+        );
     }
 }
 
@@ -68,7 +80,11 @@ fn usage_errors_exit_2() {
         &["run", "--max-duration", "soon"],
         &["ingest"],
     ] {
-        let out = assert_cmd::Command::cargo_bin("kapsync").unwrap().args(args).output().unwrap();
+        let out = assert_cmd::Command::cargo_bin("kapsync")
+            .unwrap()
+            .args(args)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
     }
 }
@@ -81,7 +97,11 @@ fn a_run_without_a_target_or_token_is_a_usage_error_that_says_what_to_do() {
     let out = ws.kapsync().arg("run").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("--subdomain"), "{}", stderr(&out));
-    let out = ws.kapsync().args(["run", "--subdomain", "acme"]).output().unwrap();
+    let out = ws
+        .kapsync()
+        .args(["run", "--subdomain", "acme"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("KAPTURE_TOKEN"), "{}", stderr(&out));
     let out = ws

@@ -385,6 +385,15 @@ async fn against_a_server_limited_to_50_per_second_rate_200_uses_it_without_hamm
     let succeeded = ledger.iter().filter(|e| e.outcome == "success").count() as f64;
     let throttled = ledger.iter().filter(|e| e.outcome == "throttled").count() as f64;
     let usage = succeeded / seconds / 50.0;
+    let mut per_second = std::collections::BTreeMap::new();
+    for e in &ledger {
+        let slot: &mut (u32, u32) = per_second.entry((e.at_ms - first) / 1000).or_default();
+        if e.outcome == "success" {
+            slot.0 += 1
+        } else {
+            slot.1 += 1
+        }
+    }
     let share = throttled / ledger.len() as f64;
     assert!(
         usage >= 0.8,
