@@ -561,3 +561,124 @@ async fn ctrl_c_stops_gracefully_with_exit_4_and_a_second_runner_is_refused() {
     assert_eq!(jobs.iter().filter(|j| j.state == "in_flight").count(), 0);
     assert!(jobs.iter().filter(|j| j.state == "pending").count() > 100);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_duration_ends_a_run_gracefully_with_exit_4() {
+    let ws = Workspace::new();
+    ingest_rows(&ws, 100, 100);
+    let sim = start_sim(SimConfig::default()).await;
+    let base = sim.base_url();
+    let mut cmd = ws.kapsync();
+    cmd.env("KAPTURE_TOKEN", "t").args([
+        "run",
+        "--rate",
+        "10",
+        "--max-duration",
+        "1s",
+        "--json",
+        "--base-url",
+        &base,
+    ]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    sim.shutdown().await;
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run = &report["runs"][0];
+    assert_eq!(run["stopped"], true);
+    assert!(run["counts"]["succeeded"].as_i64().unwrap() > 0);
+    assert!(run["counts"]["pending"].as_i64().unwrap() > 50);
+    assert_eq!(run["counts"]["in_flight"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_ingests_and_drains_in_one_command() {
+    let ws = Workspace::new();
+    let path = ws.file(
+        "rows.csv",
+        "ticket_id,sub_status,comment\n100000000001,CL,a\n100000000002,,b\n100000000003,ZZ,c\n",
+    );
+    let sim = start_sim(SimConfig::default()).await;
+    let base = sim.base_url();
+    let mut cmd = ws.kapsync();
+    cmd.env("KAPTURE_TOKEN", "t")
+        .args([
+            "sync",
+            "--run",
+            "cron",
+            "--rate",
+            "0",
+            "--json",
+            "--base-url",
+            &base,
+        ])
+        .arg(&path);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let stats = sim.stats();
+    sim.shutdown().await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "one invalid and one rejected row: {}",
+        stderr(&out)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ingest"]["invalid"], 1);
+    assert_eq!(
+        report["runs"][0]["counts"],
+        serde_json::json!({"pending": 0, "in_flight": 0, "succeeded": 1, "failed": 1, "invalid": 1, "skipped": 0})
+    );
+    assert_eq!((stats.succeeded, stats.rejected), (1, 1));
+    // Run again: the content is already there and nothing is left to send.
+    let mut cmd = ws.kapsync();
+    cmd.env("KAPTURE_TOKEN", "t")
+        .args(["sync", "--run", "cron", "--base-url", "http://127.0.0.1:9"])
+        .arg(&path);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.contains("already ingested") && text.contains("Nothing to send"),
+        "{text}"
+    );
+}
+
+#[test]
+fn demo_runs_from_anywhere_and_leaves_no_files() {
+    let ws = Workspace::new();
+    let before: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("kapsync-demo-"))
+        .map(|e| e.path())
+        .collect();
+    let mut cmd = assert_cmd::Command::cargo_bin("kapsync").unwrap();
+    let out = cmd
+        .current_dir(ws.dir.path())
+        .env_remove("KAPTURE_TOKEN")
+        .args(["--no-progress", "demo"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("Run demo: 90 succeeded"), "{text}");
+    assert!(text.contains("What to try next"), "{text}");
+    assert_eq!(
+        std::fs::read_dir(ws.dir.path()).unwrap().count(),
+        0,
+        "nothing written here"
+    );
+    let after: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("kapsync-demo-"))
+        .map(|e| e.path())
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert!(after.is_empty(), "the demo left {after:?}");
+}
