@@ -55,11 +55,21 @@ impl Store {
         &self.path
     }
 
-    /// Checkpoints the WAL and closes every connection.
+    /// Checkpoints the WAL, unless another process is writing, and closes every connection.
+    ///
+    /// The checkpoint must not wait: TRUNCATE invokes the busy handler until no other process
+    /// writes, so with the 30 s busy timeout a `status` during an ingest or a run hung until
+    /// that writer paused (an ingest never pauses). Busy, it is skipped: the writer's own close
+    /// checkpoints later.
     pub async fn close(self) {
-        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.pool)
-            .await;
+        if let Ok(mut conn) = self.pool.acquire().await {
+            let _ = sqlx::query("PRAGMA busy_timeout = 0")
+                .execute(&mut *conn)
+                .await;
+            let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&mut *conn)
+                .await;
+        }
         self.pool.close().await;
     }
 
