@@ -934,3 +934,39 @@ async fn status_during_an_ingest_returns_without_waiting_for_it() {
         stderr(&status)
     );
 }
+
+/// Processes that open a new database at the same moment all succeed: they used to race in
+/// the migrations, and the slower one exited 5 with "table runs already exists".
+#[test]
+fn commands_opening_a_new_database_at_once_all_succeed() {
+    for round in 0..8 {
+        let ws = Workspace::new();
+        let files: Vec<PathBuf> = (0..3)
+            .map(|i| ws.file(&format!("f{i}.csv"), rows_csv(5 + i, 5)))
+            .collect();
+        let children: Vec<Child> = files
+            .iter()
+            .enumerate()
+            .map(|(i, file)| {
+                Command::new(assert_cmd::cargo::cargo_bin("kapsync"))
+                    .arg("--db")
+                    .arg(ws.db())
+                    .args(["--no-progress", "-q", "ingest", "--run", &format!("r{i}")])
+                    .arg(file)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "round {round}: {}",
+                stderr(&out)
+            );
+        }
+    }
+}
