@@ -13,6 +13,9 @@ use super::StoreError;
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Times a migration is run before its error is believed (another process may be applying it).
+const MIGRATE_TRIES: u64 = 5;
+
 /// The job database.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -43,7 +46,7 @@ impl Store {
                 path: path.to_owned(),
                 source,
             })?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        migrate(&pool).await?;
         Ok(Self {
             pool,
             path: path.to_owned(),
@@ -55,11 +58,21 @@ impl Store {
         &self.path
     }
 
-    /// Checkpoints the WAL and closes every connection.
+    /// Checkpoints the WAL, unless another process is writing, and closes every connection.
+    ///
+    /// The checkpoint must not wait: TRUNCATE invokes the busy handler until no other process
+    /// writes, so with the 30 s busy timeout a `status` during an ingest or a run hung until
+    /// that writer paused (an ingest never pauses). Busy, it is skipped: the writer's own close
+    /// checkpoints later.
     pub async fn close(self) {
-        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.pool)
-            .await;
+        if let Ok(mut conn) = self.pool.acquire().await {
+            let _ = sqlx::query("PRAGMA busy_timeout = 0")
+                .execute(&mut *conn)
+                .await;
+            let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&mut *conn)
+                .await;
+        }
         self.pool.close().await;
     }
 
@@ -69,6 +82,25 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         Ok(result)
+    }
+}
+
+/// Runs the embedded migrations. sqlx takes no lock on SQLite, so two processes opening a new
+/// database at once both find migration 1 unapplied and the slower one fails ("table runs
+/// already exists"); running again then finds what the other applied.
+async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    let mut tries = 1;
+    loop {
+        match sqlx::migrate!("./migrations").run(pool).await {
+            Err(
+                sqlx::migrate::MigrateError::Execute(_)
+                | sqlx::migrate::MigrateError::ExecuteMigration(..),
+            ) if tries < MIGRATE_TRIES => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20 * tries)).await;
+            }
+            result => return Ok(result?),
+        }
     }
 }
 

@@ -6,5 +6,6 @@ mod engine;
 mod export;
 mod ingest;
 mod kapture;
+mod reliability;
 mod simulator;
 mod support;

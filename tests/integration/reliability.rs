@@ -1,0 +1,972 @@
+//! Reliability proofs that RELIABILITY.md cites: kill -9 chaos during `run` and `ingest`, the
+//! fault matrix, secret hygiene at trace level, and one runner per database.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kapsync::engine::{self, DrainReport, EngineConfig, RetryPolicy, Shutdown};
+use kapsync::simulator::{Latency, LedgerEntry, SimConfig};
+use kapsync::store::Store;
+
+use crate::support::{Workspace, client_with, eventually, start_sim, stderr, stdout};
+
+/// The CSV text of `rows` updates over `tickets` tickets; comments are `t<ticket>-<seq>`, with
+/// `seq` counting each ticket's rows from 1 in file order.
+fn rows_csv(rows: usize, tickets: usize) -> String {
+    let mut csv = String::from("ticket_id,sub_status,comment\n");
+    let mut seq = vec![0; tickets];
+    for i in 0..rows {
+        let t = (i * 7919) % tickets;
+        seq[t] += 1;
+        csv.push_str(&format!(
+            "{},CL,t{t}-{}\n",
+            100_000_000_000u64 + t as u64,
+            seq[t]
+        ));
+    }
+    csv
+}
+
+/// Ingests [`rows_csv`] into run `r`.
+fn ingest_rows(ws: &Workspace, rows: usize, tickets: usize) {
+    let path = ws.file("rows.csv", rows_csv(rows, tickets));
+    ws.kapsync()
+        .args(["ingest", "--run", "r"])
+        .arg(&path)
+        .assert()
+        .code(0);
+}
+
+/// Small backoff and throttle caps, so faults cost milliseconds, not seconds.
+fn fast_config(concurrency: usize) -> EngineConfig {
+    EngineConfig {
+        concurrency,
+        rate: 0,
+        burst: 1,
+        max_attempts: 50,
+        retry: RetryPolicy {
+            base: Duration::from_millis(5),
+            cap: Duration::from_millis(100),
+        },
+        throttle_cap: Duration::from_millis(100),
+        stop_deadline: Duration::from_secs(5),
+    }
+}
+
+/// Drains run `r` in-process and checks the database's integrity afterwards.
+async fn drain(db: &Path, base_url: &str, config: &EngineConfig, timeout: Duration) -> DrainReport {
+    let store = Store::open(db).await.unwrap();
+    let run = store.resolve_run(Some("r")).await.unwrap();
+    let client = client_with(base_url, "secret-token", timeout);
+    let (progress, _rx) = tokio::sync::watch::channel(engine::Progress::default());
+    let report = engine::drain(
+        &store,
+        &client,
+        &run,
+        config,
+        &Shutdown::default(),
+        progress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(store.integrity_check().await.unwrap(), "ok");
+    store.close().await;
+    report
+}
+
+async fn integrity(db: &Path) -> String {
+    let store = Store::open(db).await.unwrap();
+    let result = store.integrity_check().await.unwrap();
+    store.close().await;
+    result
+}
+
+/// Sends SIGKILL and reaps the process.
+#[cfg(unix)]
+fn kill_9(child: &mut Child) {
+    Command::new("kill")
+        .args(["-9", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+}
+
+/// Waits for a child to exit on its own, up to `deadline`; kills it and fails after that.
+async fn wait_for_exit(child: &mut Child, deadline: Duration) -> std::process::ExitStatus {
+    let mut status = None;
+    eventually(deadline, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    })
+    .await;
+    match status {
+        Some(status) => status,
+        None => {
+            let _ = child.kill();
+            panic!("the process did not exit within {deadline:?}");
+        }
+    }
+}
+
+/// `kapsync run` of run `r` against `base_url`, quiet, with no rate limit.
+fn spawn_run(ws: &Workspace, base_url: &str, concurrency: usize) -> Child {
+    Command::new(assert_cmd::cargo::cargo_bin("kapsync"))
+        .arg("--db")
+        .arg(ws.db())
+        .args(["--no-progress", "-q", "run", "--run", "r", "--rate", "0"])
+        .args(["--concurrency", &concurrency.to_string()])
+        .args(["--base-url", base_url])
+        .env("KAPTURE_TOKEN", "t")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The seed of a randomised test: `KAPSYNC_CHAOS_SEED` when set, else `default`.
+fn seed(default: u64) -> u64 {
+    std::env::var("KAPSYNC_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// What a chaos run measured; RELIABILITY.md quotes these.
+#[derive(Debug)]
+struct ChaosFigures {
+    seed: u64,
+    kills: usize,
+    rows: usize,
+    /// Sum over kills of the rows found `in_flight` right after the kill.
+    in_flight_at_kills: u64,
+    /// Rows the final database marks replayed.
+    replayed_rows: usize,
+    /// Applications beyond the first, over all rows.
+    extra_applications: usize,
+    /// Rows applied more than once.
+    rows_applied_twice: usize,
+    requests: u64,
+}
+
+impl ChaosFigures {
+    /// One line for the test's output and RELIABILITY.md.
+    fn summary(&self) -> String {
+        format!(
+            "seed {}: {} kills survived, {} rows all succeeded; {} rows in flight at the kills, \
+             {} rows replayed, {} rows applied twice or more ({} extra applications); {} \
+             requests ({:.3} per row)",
+            self.seed,
+            self.kills,
+            self.rows,
+            self.in_flight_at_kills,
+            self.replayed_rows,
+            self.rows_applied_twice,
+            self.extra_applications,
+            self.requests,
+            self.requests as f64 / self.rows as f64
+        )
+    }
+}
+
+/// Kills `kapsync run` with SIGKILL `kills` times at random moments (a random delay after the
+/// start, or a random number of applied updates), restarting it each time, then lets the
+/// last runner finish; checks every promise against the database and the simulator's ledger.
+#[cfg(unix)]
+async fn chaos_run(seed: u64, kills: usize, rows: usize, tickets: usize) -> ChaosFigures {
+    let ws = Workspace::new();
+    ingest_rows(&ws, rows, tickets);
+    let sim = start_sim(SimConfig {
+        seed,
+        latency: Some(Latency::Range(
+            Duration::from_millis(2),
+            Duration::from_millis(10),
+        )),
+        ..SimConfig::default()
+    })
+    .await;
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut in_flight_at_kills = 0;
+    let mut killed = 0;
+    while killed < kills {
+        let mut child = spawn_run(&ws, &sim.base_url(), 8);
+        if rng.bool() {
+            // A random moment: start-up, recovery, claiming, sending, writing results.
+            tokio::time::sleep(Duration::from_micros(rng.u64(0..60_000))).await;
+        } else {
+            let target = sim.stats().succeeded + rng.u64(1..=12);
+            eventually(Duration::from_secs(30), || {
+                sim.stats().succeeded >= target || child.try_wait().unwrap().is_some()
+            })
+            .await;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("after {killed} kills the runner finished on its own ({status}): add rows");
+        }
+        kill_9(&mut child);
+        killed += 1;
+        let jobs = ws.jobs(Some("r")).await;
+        in_flight_at_kills += jobs.iter().filter(|j| j.state == "in_flight").count() as u64;
+    }
+    let mut child = spawn_run(&ws, &sim.base_url(), 8);
+    let status = wait_for_exit(&mut child, Duration::from_secs(300)).await;
+    let ledger = sim.ledger();
+    let requests = sim.stats().requests;
+    sim.shutdown().await;
+    assert_eq!(status.code(), Some(0), "the last runner finished cleanly");
+
+    let jobs = ws.jobs(Some("r")).await;
+    assert_eq!(jobs.len(), rows);
+    let unfinished: Vec<_> = jobs.iter().filter(|j| j.state != "succeeded").collect();
+    assert!(unfinished.is_empty(), "rows not succeeded: {unfinished:?}");
+    assert_eq!(integrity(&ws.db()).await, "ok");
+
+    let (extra_applications, rows_applied_twice) = check_ledger(&ledger, rows);
+    assert!(
+        extra_applications as u64 <= in_flight_at_kills,
+        "{extra_applications} re-applications, but only {in_flight_at_kills} rows were in \
+         flight at the {kills} kills"
+    );
+    ChaosFigures {
+        seed,
+        kills: killed,
+        rows,
+        in_flight_at_kills,
+        replayed_rows: jobs.iter().filter(|j| j.replayed).count(),
+        extra_applications,
+        rows_applied_twice,
+        requests,
+    }
+}
+
+/// Checks that every row was applied and each ticket's rows arrived in input order (a row may
+/// repeat right after itself, never after a later row). Returns the applications beyond the
+/// first and the number of rows applied more than once.
+fn check_ledger(ledger: &[LedgerEntry], rows: usize) -> (usize, usize) {
+    let mut per_ticket: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    let mut per_comment: HashMap<String, usize> = HashMap::new();
+    for entry in ledger.iter().filter(|e| e.outcome == "success") {
+        let comment = entry.comment.clone().unwrap();
+        let seq: u32 = comment.rsplit('-').next().unwrap().parse().unwrap();
+        per_ticket
+            .entry(entry.ticket_id.clone().unwrap())
+            .or_default()
+            .push(seq);
+        *per_comment.entry(comment).or_default() += 1;
+    }
+    assert_eq!(per_comment.len(), rows, "every row applied at least once");
+    for (ticket, seqs) in &per_ticket {
+        assert!(
+            seqs.windows(2).all(|w| w[0] <= w[1]),
+            "ticket {ticket} applied out of order: {seqs:?}"
+        );
+        let distinct: BTreeSet<u32> = seqs.iter().copied().collect();
+        assert_eq!(
+            distinct,
+            (1..=distinct.len() as u32).collect(),
+            "ticket {ticket}"
+        );
+    }
+    let extra = per_comment.values().map(|n| n - 1).sum();
+    let twice = per_comment.values().filter(|n| **n > 1).count();
+    (extra, twice)
+}
+
+#[cfg(unix)]
+#[expect(clippy::print_stderr, reason = "the figures are the test's report")]
+// The binary is waited for while the in-process simulator serves it: it needs its own threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_kill_9_during_run_loses_nothing_and_keeps_ticket_order() {
+    let figures = chaos_run(seed(5), 25, 800, 160).await;
+    eprintln!("{}", figures.summary());
+    assert_eq!(figures.kills, 25);
+}
+
+/// The long mode: `cargo test --test integration chaos_long -- --ignored --nocapture`.
+#[cfg(unix)]
+#[expect(clippy::print_stderr, reason = "the figures are the test's report")]
+#[ignore = "long: 200 kills; run with --ignored"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_long_200_kills_during_run() {
+    let started = Instant::now();
+    let figures = chaos_run(seed(2024), 200, 6000, 600).await;
+    eprintln!(
+        "{}; {:.0} s",
+        figures.summary(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(figures.kills, 200);
+}
+
+/// Every line number of a run's rows, with the number of rows.
+async fn lines_of(db: &Path, run: &str) -> (usize, BTreeSet<i64>) {
+    let store = Store::open(db).await.unwrap();
+    let run = store.resolve_run(Some(run)).await.unwrap();
+    let mut lines = BTreeSet::new();
+    let mut count = 0;
+    let mut after = 0;
+    loop {
+        let page = store.job_rows(run.id, None, after, 50_000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        count += page.len();
+        lines.extend(page.iter().map(|j| j.line));
+    }
+    store.close().await;
+    (count, lines)
+}
+
+/// Rows of a run's source files recorded as committed (0 before the run exists).
+async fn committed_rows(store: &Store, run: &str) -> i64 {
+    match store.find_run(run).await.unwrap() {
+        Some(run) => store
+            .sources(run.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|s| s.rows_read)
+            .sum(),
+        None => 0,
+    }
+}
+
+/// Waits until an ingest into `run` commits rows beyond `committed` or `child` exits, with one
+/// connection held open, so polling costs the ingest nothing.
+async fn wait_for_commit(db: &Path, run: &str, committed: i64, child: &mut Child) {
+    let store = Store::open(db).await.unwrap();
+    let until = Instant::now() + Duration::from_secs(120);
+    while committed_rows(&store, run).await == committed
+        && child.try_wait().unwrap().is_none()
+        && Instant::now() < until
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    store.close().await;
+}
+
+/// Rows a run holds (0 before the run exists).
+async fn held_rows(db: &Path, run: &str) -> usize {
+    let store = Store::open(db).await.unwrap();
+    let rows = match store.find_run(run).await.unwrap() {
+        Some(run) => store.counts(run.id).await.unwrap().total(),
+        None => 0,
+    };
+    store.close().await;
+    rows as usize
+}
+
+#[cfg(unix)]
+#[expect(
+    clippy::print_stderr,
+    reason = "the kill moments are the test's report"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_kill_9_during_ingest_then_rerun_holds_each_row_exactly_once() {
+    const ROWS: usize = 300_000;
+    let ws = Workspace::new();
+    let path = ws.file("big.csv", rows_csv(ROWS, 50_000));
+    let mut rng = fastrand::Rng::with_seed(seed(9));
+    let spawn = || {
+        Command::new(assert_cmd::cargo::cargo_bin("kapsync"))
+            .arg("--db")
+            .arg(ws.db())
+            .args(["--no-progress", "-q", "ingest", "--run", "big"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // Six kills: four at a random delay after the start (hashing, skipping committed lines,
+    // parsing, inside the first transaction) and two at a random delay after the attempt's
+    // first commit (the next transaction, or inside a commit), so partly ingested files are
+    // certain whatever this machine's speed. Then one ingest runs to its end.
+    let mut kills = Vec::new();
+    let mut partial = 0;
+    let status = loop {
+        let store = Store::open(&ws.db()).await.unwrap();
+        let committed = committed_rows(&store, "big").await;
+        store.close().await;
+        let mut child = spawn();
+        if kills.len() == 6 {
+            break wait_for_exit(&mut child, Duration::from_secs(300)).await;
+        }
+        let after_commit = kills.len() % 3 == 2;
+        if after_commit {
+            wait_for_commit(&ws.db(), "big", committed, &mut child).await;
+        }
+        let delay = Duration::from_millis(rng.u64(0..if after_commit { 800 } else { 2000 }));
+        tokio::time::sleep(delay).await;
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        kill_9(&mut child);
+        let held = held_rows(&ws.db(), "big").await;
+        if held > 0 && held < ROWS {
+            partial += 1;
+        }
+        kills.push((after_commit, delay.as_millis(), held));
+    };
+    eprintln!("ingest kills (after a commit?, delay ms, rows held after the kill): {kills:?}");
+    assert_eq!(status.code(), Some(0), "the last ingest exited normally");
+    assert!(kills.len() >= 3, "only {} kills landed", kills.len());
+    assert!(
+        partial > 0,
+        "no kill left a partly ingested file: {kills:?}"
+    );
+    let (count, lines) = lines_of(&ws.db(), "big").await;
+    assert_eq!(count, ROWS, "no row twice, none missing");
+    assert_eq!(lines, (2..=ROWS as i64 + 1).collect::<BTreeSet<_>>());
+    assert_eq!(integrity(&ws.db()).await, "ok");
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_runner_is_refused_naming_the_first_and_a_killed_runner_does_not_block() {
+    let ws = Workspace::new();
+    ingest_rows(&ws, 300, 100);
+    let sim = start_sim(SimConfig::default()).await;
+    let mut first = Command::new(assert_cmd::cargo::cargo_bin("kapsync"))
+        .arg("--db")
+        .arg(ws.db())
+        .args(["--no-progress", "run", "--rate", "5"])
+        .args(["--base-url", &sim.base_url()])
+        .env("KAPTURE_TOKEN", "t")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The first runner holds the lock once it sends.
+    assert!(eventually(Duration::from_secs(30), || sim.stats().requests >= 1).await);
+    let second = ws
+        .kapsync()
+        .env("KAPTURE_TOKEN", "t")
+        .args(["run", "--rate", "0", "--base-url", &sim.base_url()])
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(2), "{}", stderr(&second));
+    let message = stderr(&second);
+    assert!(
+        message.contains("another kapsync runner")
+            && message.contains(&format!("pid {}", first.id())),
+        "{message}"
+    );
+    let requests_before = sim.stats().requests;
+
+    kill_9(&mut first);
+    // The lock file still names the dead runner: only the operating-system lock is gone.
+    let mut lock_path = ws.db().into_os_string();
+    lock_path.push(".lock");
+    let holder = std::fs::read_to_string(PathBuf::from(lock_path)).unwrap();
+    assert_eq!(holder.trim(), first.id().to_string());
+
+    let third = ws
+        .kapsync()
+        .env("KAPTURE_TOKEN", "t")
+        .args(["run", "--rate", "0", "--base-url", &sim.base_url()])
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    let stats = sim.stats();
+    sim.shutdown().await;
+    assert_eq!(third.status.code(), Some(0), "{}", stderr(&third));
+    assert!(stats.requests > requests_before);
+    let jobs = ws.jobs(Some("r")).await;
+    assert!(jobs.iter().all(|j| j.state == "succeeded"));
+}
+
+/// One row of the fault matrix: a kind of fault (or a mix) and the share of requests it fails.
+#[derive(Debug, Clone)]
+struct Fault {
+    name: &'static str,
+    /// Rows drained per cell.
+    rows: usize,
+    /// The simulator's settings; `None` for the scripted 429-without-Retry-After server.
+    sim: Option<SimConfig>,
+    /// Share of requests that fail (and are sent again): 1 - Π(1 - rate) over the fault rates.
+    failure_share: f64,
+    /// The client's request timeout.
+    timeout: Duration,
+}
+
+/// Rows per cell under random 429s, fewer than elsewhere: the engine answers each 429 by
+/// halving its rate (down to 1 request/s) and climbs back only after 5 s without one, which
+/// a server that throttles a fixed share of requests never grants.
+const THROTTLED_ROWS: usize = 40;
+
+fn faults() -> Vec<Fault> {
+    let sim = |f: fn(&mut SimConfig)| {
+        let mut config = SimConfig {
+            seed: 31,
+            ..SimConfig::default()
+        };
+        f(&mut config);
+        Some(config)
+    };
+    let quick = Duration::from_secs(10);
+    let short = Duration::from_millis(300);
+    vec![
+        Fault {
+            name: "5xx 20%",
+            rows: 80,
+            sim: sim(|c| c.fail_rate = 0.2),
+            failure_share: 0.2,
+            timeout: quick,
+        },
+        Fault {
+            name: "429 + Retry-After 10%",
+            rows: THROTTLED_ROWS,
+            sim: sim(|c| c.throttle_rate = 0.1),
+            failure_share: 0.1,
+            timeout: quick,
+        },
+        Fault {
+            name: "429, no Retry-After 10% (scripted)",
+            rows: THROTTLED_ROWS,
+            sim: None,
+            failure_share: 0.1,
+            timeout: quick,
+        },
+        Fault {
+            name: "hang past timeout 10%",
+            rows: 80,
+            sim: sim(|c| {
+                c.hang_rate = 0.1;
+                c.hang_for = Duration::from_secs(60);
+            }),
+            failure_share: 0.1,
+            timeout: short,
+        },
+        Fault {
+            name: "dropped connection 15%",
+            rows: 80,
+            sim: sim(|c| c.drop_rate = 0.15),
+            failure_share: 0.15,
+            timeout: quick,
+        },
+        Fault {
+            name: "slow answers 1-30 ms",
+            rows: 80,
+            sim: sim(|c| {
+                c.latency = Some(Latency::Range(
+                    Duration::from_millis(1),
+                    Duration::from_millis(30),
+                ));
+            }),
+            failure_share: 0.0,
+            timeout: quick,
+        },
+        Fault {
+            name: "all of them",
+            rows: 80,
+            sim: sim(|c| {
+                c.fail_rate = 0.1;
+                c.throttle_rate = 0.05;
+                c.hang_rate = 0.03;
+                c.hang_for = Duration::from_secs(60);
+                c.drop_rate = 0.05;
+                c.latency = Some(Latency::Range(
+                    Duration::from_millis(0),
+                    Duration::from_millis(5),
+                ));
+            }),
+            failure_share: 1.0 - 0.95 * 0.97 * 0.9 * 0.95,
+            timeout: short,
+        },
+    ]
+}
+
+/// A measured cell of the fault matrix.
+#[derive(Debug)]
+struct CellResult {
+    fault: &'static str,
+    concurrency: usize,
+    rows: i64,
+    succeeded: i64,
+    /// Requests that reached the server.
+    requests: u64,
+    expected: f64,
+    millis: u64,
+}
+
+impl CellResult {
+    fn amplification(&self) -> f64 {
+        self.requests as f64 / self.rows as f64
+    }
+
+    /// Within 35% (plus 0.1 for small samples) of 1 / (1 - failure share), either way.
+    fn amplification_ok(&self) -> bool {
+        let a = self.amplification();
+        a >= 1.0 && a >= self.expected / 1.35 - 0.1 && a <= self.expected * 1.35 + 0.1
+    }
+}
+
+/// A scripted Kapture that answers a seeded share of requests 429 without Retry-After and
+/// applies the rest; it records the applied `(ticket_id, comment)` pairs in answer order.
+async fn throttling_server(
+    share: f64,
+    seed: u64,
+) -> (wiremock::MockServer, Arc<Mutex<Vec<LedgerEntry>>>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use wiremock::{Mock, MockServer, Request, ResponseTemplate, matchers::method};
+    let server = MockServer::start().await;
+    let applied = Arc::new(Mutex::new(Vec::new()));
+    let seen = AtomicU64::new(0);
+    let books = applied.clone();
+    Mock::given(method("POST"))
+        .respond_with(move |request: &Request| {
+            let n = seen.fetch_add(1, Ordering::Relaxed) + 1;
+            let mut rng = fastrand::Rng::with_seed(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ n);
+            if rng.f64() < share {
+                return ResponseTemplate::new(429)
+                    .set_body_string(r#"{"status":"failed","message":"Too many requests"}"#);
+            }
+            let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+            let update = body[0].clone();
+            books.lock().unwrap().push(LedgerEntry {
+                seq: n,
+                at_ms: 0,
+                ticket_id: update["ticket_id"].as_str().map(str::to_owned),
+                digest: String::new(),
+                comment: update["comment"].as_str().map(str::to_owned),
+                outcome: "success".into(),
+                http_status: Some(200),
+            });
+            ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "status": "success", "message": "Ticket updated successfully", "ticket": update,
+            }))
+        })
+        .mount(&server)
+        .await;
+    (server, applied)
+}
+
+async fn run_cell(fault: Fault, concurrency: usize) -> CellResult {
+    let rows = fault.rows;
+    let ws = Workspace::new();
+    ingest_rows(&ws, rows, rows / 4);
+    let config = fast_config(concurrency);
+    let (report, requests, ledger) = match &fault.sim {
+        Some(sim_config) => {
+            let sim = start_sim(sim_config.clone()).await;
+            let report = drain(&ws.db(), &sim.base_url(), &config, fault.timeout).await;
+            let (ledger, requests) = (sim.ledger(), sim.stats().requests);
+            sim.shutdown().await;
+            (report, requests, ledger)
+        }
+        None => {
+            let (server, applied) = throttling_server(fault.failure_share, 31).await;
+            let report = drain(&ws.db(), &server.uri(), &config, fault.timeout).await;
+            let requests = server.received_requests().await.unwrap().len() as u64;
+            let ledger = applied.lock().unwrap().clone();
+            (report, requests, ledger)
+        }
+    };
+    // Nothing here replays: each row is applied exactly once, in order per ticket.
+    assert_eq!(check_ledger(&ledger, rows), (0, 0), "{}", fault.name);
+    CellResult {
+        fault: fault.name,
+        concurrency,
+        rows: rows as i64,
+        succeeded: report.counts.succeeded,
+        requests,
+        expected: 1.0 / (1.0 - fault.failure_share),
+        millis: report.duration_ms,
+    }
+}
+
+#[expect(clippy::print_stderr, reason = "the table is the test's report")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_matrix_every_row_succeeds_and_retries_stay_near_the_failure_share() {
+    // Cells run four at a time: the throttled ones spend most of their time waiting.
+    let permits = Arc::new(tokio::sync::Semaphore::new(4));
+    let mut cells = tokio::task::JoinSet::new();
+    for (i, fault) in faults().into_iter().enumerate() {
+        for (j, concurrency) in [1, 8, 32].into_iter().enumerate() {
+            let (fault, permits) = (fault.clone(), permits.clone());
+            cells.spawn(async move {
+                let _permit = permits.acquire_owned().await.unwrap();
+                (i * 3 + j, run_cell(fault, concurrency).await)
+            });
+        }
+    }
+    let mut results: Vec<(usize, CellResult)> = cells.join_all().await;
+    results.sort_by_key(|(order, _)| *order);
+    let results: Vec<CellResult> = results.into_iter().map(|(_, r)| r).collect();
+    let mut table = String::from(
+        "| fault | concurrency | rows | requests | requests/row | expected 1/(1-p) | drain ms |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in &results {
+        table.push_str(&format!(
+            "| {} | {} | {} | {} | {:.2} | {:.2} | {} |\n",
+            r.fault,
+            r.concurrency,
+            r.rows,
+            r.requests,
+            r.amplification(),
+            r.expected,
+            r.millis
+        ));
+    }
+    eprintln!("{table}");
+    for r in &results {
+        assert_eq!(r.succeeded, r.rows, "{r:?}");
+        assert!(r.amplification_ok(), "{r:?}");
+    }
+}
+
+/// Whether `needle` occurs in `haystack`.
+fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+// The binary is waited for while the in-process simulators serve it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_hygiene_the_token_appears_in_no_output_database_or_export_at_trace_level() {
+    let canary = format!("KAPSYNC-CANARY-{:016x}", fastrand::u64(..));
+    let ws = Workspace::new();
+    let mut rows = rows_csv(30, 10);
+    rows.push_str("100000000077,,no sub_status: invalid at ingest\n");
+    rows.push_str("100000000078,ZZ,unknown sub_status: rejected by Kapture\n");
+    let a = ws.file("a.csv", rows);
+    let b = ws.file("b.csv", rows_csv(12, 4).replace("CL,", "P,"));
+    let token_file = ws.file("token.txt", format!("{canary}\n"));
+    let good = start_sim(SimConfig {
+        token: Some(canary.clone()),
+        seed: 3,
+        fail_rate: 0.05,
+        ..SimConfig::default()
+    })
+    .await;
+    let wrong = start_sim(SimConfig {
+        token: Some("a-different-token".into()),
+        ..SimConfig::default()
+    })
+    .await;
+    let (good_url, wrong_url) = (good.base_url(), wrong.base_url());
+    let token_path = token_file.to_str().unwrap().to_owned();
+    let mut outputs: Vec<(String, std::process::Output)> = Vec::new();
+    // Runs one command at trace level, the token given through the environment or the file.
+    let mut step = |args: &[&str], through_env: bool, code: i32| {
+        let mut cmd = ws.kapsync();
+        cmd.env("RUST_LOG", "trace").arg("-vv").args(args);
+        if through_env {
+            cmd.env("KAPTURE_TOKEN", &canary);
+        } else {
+            cmd.args(["--token-file", &token_path]);
+        }
+        let out = cmd.timeout(Duration::from_secs(120)).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "kapsync {args:?}\nstdout: {}\nstderr: {}",
+            stdout(&out),
+            stderr(&out)
+        );
+        outputs.push((args.join(" "), out));
+    };
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    step(&["ingest", "--run", "a", a], true, 1);
+    step(
+        &["run", "--run", "a", "--rate", "0", "--base-url", &wrong_url],
+        true,
+        3,
+    );
+    // A runner killed mid-run leaves its WAL behind, with the pages it wrote: search that too.
+    #[cfg(unix)]
+    {
+        let log = |name: &str| std::fs::File::create(ws.dir.path().join(name)).unwrap();
+        let mut child = Command::new(assert_cmd::cargo::cargo_bin("kapsync"))
+            .arg("--db")
+            .arg(ws.db())
+            .args(["--no-progress", "-vv", "run", "--run", "a", "--rate", "5"])
+            .args(["--base-url", &good_url])
+            .env("KAPTURE_TOKEN", &canary)
+            .env("RUST_LOG", "trace")
+            .stdout(log("killed-run.stdout"))
+            .stderr(log("killed-run.stderr"))
+            .spawn()
+            .unwrap();
+        assert!(eventually(Duration::from_secs(30), || good.stats().succeeded >= 3).await);
+        kill_9(&mut child);
+        let mut wal = ws.db().into_os_string();
+        wal.push("-wal");
+        let wal = std::fs::read(PathBuf::from(wal)).expect("a killed runner leaves its WAL");
+        assert!(!wal.is_empty());
+        assert!(
+            !contains_bytes(&wal, canary.as_bytes()),
+            "the WAL of a killed runner"
+        );
+    }
+    step(
+        &["run", "--run", "a", "--dry-run", "--base-url", &good_url],
+        true,
+        0,
+    );
+    step(
+        &["run", "--run", "a", "--rate", "0", "--base-url", &good_url],
+        false,
+        1,
+    );
+    step(&["status", "--json"], true, 0);
+    step(&["runs"], true, 0);
+    step(&["retry", "--run", "a"], true, 0);
+    step(
+        &[
+            "run",
+            "--run",
+            "a",
+            "--json",
+            "--rate",
+            "0",
+            "--base-url",
+            &good_url,
+        ],
+        true,
+        1,
+    );
+    step(
+        &[
+            "sync",
+            "--run",
+            "b",
+            b,
+            "--rate",
+            "0",
+            "--base-url",
+            &good_url,
+        ],
+        false,
+        0,
+    );
+    let export = |name: &str| ws.dir.path().join(name).to_str().unwrap().to_owned();
+    step(
+        &["export", "--run", "a", "-o", &export("export-a.csv")],
+        true,
+        0,
+    );
+    let jsonl = export("export-a.jsonl");
+    step(
+        &["export", "--run", "a", "--format", "jsonl", "-o", &jsonl],
+        true,
+        0,
+    );
+    step(
+        &["export", "--run", "b", "-o", &export("export-b.csv")],
+        true,
+        0,
+    );
+    step(&["runs", "--json"], true, 0);
+    // `run` at a wrong status code above does not check that trace logging was on.
+    assert!(outputs.iter().any(|(_, out)| stderr(out).contains("TRACE")));
+    let sent_with_canary = good.stats().succeeded;
+    let refused = wrong.stats().auth;
+    good.shutdown().await;
+    wrong.shutdown().await;
+    assert!(
+        sent_with_canary > 0 && refused > 0,
+        "the canary was really used"
+    );
+
+    let needle = canary.as_bytes();
+    for (args, out) in &outputs {
+        assert!(
+            !contains_bytes(&out.stdout, needle),
+            "stdout of kapsync {args}"
+        );
+        assert!(
+            !contains_bytes(&out.stderr, needle),
+            "stderr of kapsync {args}"
+        );
+    }
+    let mut searched = Vec::new();
+    for entry in std::fs::read_dir(ws.dir.path()).unwrap() {
+        let file = entry.unwrap().path();
+        if file == token_file {
+            continue;
+        }
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(!contains_bytes(&bytes, needle), "{}", file.display());
+        searched.push(file.file_name().unwrap().to_string_lossy().into_owned());
+    }
+    for expected in [
+        "kapsync.db",
+        "export-a.csv",
+        "export-a.jsonl",
+        "export-b.csv",
+        "killed-run.stderr",
+    ] {
+        assert!(searched.iter().any(|s| s == expected), "{searched:?}");
+    }
+}
+
+/// `status` (any command that only reads) must not wait for a writer in another process: it
+/// used to end with a TRUNCATE checkpoint that waited until an ingest finished.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_during_an_ingest_returns_without_waiting_for_it() {
+    let ws = Workspace::new();
+    let path = ws.file("big.csv", rows_csv(300_000, 50_000));
+    let mut ingest = Command::new(assert_cmd::cargo::cargo_bin("kapsync"))
+        .arg("--db")
+        .arg(ws.db())
+        .args(["--no-progress", "-q", "ingest", "--run", "big"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // After its first commit the ingest holds the write lock until it ends.
+    wait_for_commit(&ws.db(), "big", 0, &mut ingest).await;
+    let status = ws.kapsync().args(["status", "--json"]).output().unwrap();
+    let still_ingesting = ingest.try_wait().unwrap().is_none();
+    let finished = wait_for_exit(&mut ingest, Duration::from_secs(300)).await;
+    assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
+    assert!(still_ingesting, "status waited for the ingest to finish");
+    assert_eq!(finished.code(), Some(0));
+    assert!(
+        !stderr(&status).contains("wal_checkpoint"),
+        "{}",
+        stderr(&status)
+    );
+}
+
+/// Processes that open a new database at the same moment all succeed: they used to race in
+/// the migrations, and the slower one exited 5 with "table runs already exists".
+#[test]
+fn commands_opening_a_new_database_at_once_all_succeed() {
+    for round in 0..8 {
+        let ws = Workspace::new();
+        let files: Vec<PathBuf> = (0..3)
+            .map(|i| ws.file(&format!("f{i}.csv"), rows_csv(5 + i, 5)))
+            .collect();
+        let children: Vec<Child> = files
+            .iter()
+            .enumerate()
+            .map(|(i, file)| {
+                Command::new(assert_cmd::cargo::cargo_bin("kapsync"))
+                    .arg("--db")
+                    .arg(ws.db())
+                    .args(["--no-progress", "-q", "ingest", "--run", &format!("r{i}")])
+                    .arg(file)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "round {round}: {}",
+                stderr(&out)
+            );
+        }
+    }
+}
