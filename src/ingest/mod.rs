@@ -236,9 +236,10 @@ pub async fn ingest_file(
     let mut writer: IngestWriter = store.ingest_writer(run.id, source_id).await?;
     let mut uncommitted = 0;
     while let Some(batch) = receiver.recv().await {
-        writer.write(&batch.jobs).await?;
-        summary.added += batch.jobs.len() as i64;
-        uncommitted += batch.jobs.len() as i64;
+        let rows = batch.jobs.len() as i64;
+        writer.write(batch.jobs).await?;
+        summary.added += rows;
+        uncommitted += rows;
         progress = batch.progress;
         if uncommitted >= COMMIT_ROWS {
             writer.commit(progress).await?;
