@@ -25,8 +25,10 @@ pub use mapping::{Mapping, Plan};
 use crate::cli::InputFormat;
 use crate::store::{IngestWriter, NewJob, Run, SourceProgress, SourceStart, Store, StoreError};
 
-/// Rows handed from the parser thread to the writer at a time.
-const BATCH_ROWS: usize = 5_000;
+/// Rows handed from the parser thread to the writer at a time: one INSERT statement's worth.
+/// Larger batches only hold more rows in memory (5,000 cost 10 MB of peak memory, no speed).
+/// (The same as the store's rows per statement.)
+const BATCH_ROWS: usize = 1_000;
 /// Rows per committed transaction: the most an interrupted ingest re-reads.
 const COMMIT_ROWS: i64 = 100_000;
 /// Invalid rows quoted in the summary.
