@@ -235,6 +235,24 @@ impl Mapping {
             targets.push((key.to_owned(), false, Some(index)));
             used[index] = true;
         }
+        // A column used by name must be the only one with that name: which of two would be
+        // meant cannot be told, and picking one silently loses the other's data.
+        for (index, header) in headers.iter().enumerate() {
+            if !used[index] {
+                continue;
+            }
+            let same: Vec<String> = (0..headers.len())
+                .filter(|&i| headers[i] == *header)
+                .map(|i| (i + 1).to_string())
+                .collect();
+            if same.len() > 1 {
+                return Err(MappingError(format!(
+                    "the header names column {header:?} more than once (columns {}), and it is \
+                     used: rename the copies so each name is unique",
+                    same.join(", ")
+                )));
+            }
+        }
         let mut ignored = Vec::new();
         for (index, header) in headers.iter().enumerate() {
             if !used[index] {
@@ -280,6 +298,7 @@ impl Mapping {
             ignored,
             pass_through: false,
             order,
+            csv: true,
         })
     }
 
@@ -311,6 +330,7 @@ impl Mapping {
             ignored: Vec::new(),
             pass_through: !self.from_file,
             order: Vec::new(),
+            csv: false,
         }
     }
 
@@ -356,6 +376,8 @@ pub struct Plan {
     pass_through: bool,
     /// CSV only: every key of the update object as JSON text, in output (sorted) order.
     order: Vec<(String, Slot)>,
+    /// Whether this plan reads CSV (columns) rather than JSONL (keys).
+    csv: bool,
 }
 
 /// A valid row: the ticket and the JSON object to send.
@@ -529,6 +551,7 @@ impl Plan {
             Some(source) => format!(" (from {source:?})"),
             None => String::new(),
         };
+        let present = cell.is_some();
         let mut value = match cell {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) if s.trim().is_empty() => None,
@@ -570,10 +593,14 @@ impl Plan {
                 out.insert(target.key.clone(), Value::String(id));
             }
             ("ticket_id" | "sub_status", None) => {
-                let how = if target.source.is_some() {
+                // A JSON key that is there but null or blank is empty; one that is not there
+                // is missing (a CSV column, when there is one, is always there).
+                let how = if present {
                     format!("is empty{}", from())
-                } else {
+                } else if self.csv && target.source.is_none() {
                     "is missing: no column maps to it".to_owned()
+                } else {
+                    format!("is missing{}", from())
                 };
                 return Err(invalid(ticket_id, format!("{} {how}", target.key)));
             }
@@ -818,21 +845,15 @@ mod tests {
                 "Extra.case",
                 "extra.",
                 "extra.comment",
-                "extra.legacy_group",
             ]))
             .unwrap();
         assert_eq!(
             plan.ignored(),
-            [
-                "Extra.case",
-                "extra.",
-                "extra.comment",
-                "extra.legacy_group"
-            ],
-            "wrong case, an empty key, a Kapture field and a repeated key are not passed"
+            ["Extra.case", "extra.", "extra.comment"],
+            "wrong case, an empty key and a Kapture field are not passed"
         );
         let update = plan
-            .build_csv(&["7", "CL", "Logistics", "OP", "a", "b", "c", "d"])
+            .build_csv(&["7", "CL", "Logistics", "OP", "a", "b", "c"])
             .unwrap();
         assert_eq!(
             payload(&update),
@@ -841,9 +862,7 @@ mod tests {
                 "legacy_group": "Logistics", "Sub Status": "OP"
             })
         );
-        let update = plan
-            .build_csv(&["7", "CL", "", " ", "", "", "", ""])
-            .unwrap();
+        let update = plan.build_csv(&["7", "CL", "", " ", "", "", ""]).unwrap();
         assert_eq!(
             payload(&update),
             json!({"ticket_id": "7", "sub_status": "CL"}),
@@ -897,6 +916,38 @@ mod tests {
             "{}",
             update.payload
         );
+    }
+
+    #[test]
+    fn a_used_column_named_twice_is_an_error_an_unused_one_is_ignored() {
+        let err = Mapping::default()
+            .plan_csv(&headers(&["ticket_id", "sub_status", "comment", "comment"]))
+            .unwrap_err();
+        assert!(
+            err.0.contains("\"comment\" more than once (columns 3, 4)"),
+            "{err}"
+        );
+        let err = Mapping::default()
+            .plan_csv(&headers(&["ticket_id", "extra.a", "sub_status", "extra.a"]))
+            .unwrap_err();
+        assert!(err.0.contains("columns 2, 4"), "{err}");
+        let mapping = Mapping::parse("[columns]\nticket_id = \"No\"").unwrap();
+        assert!(
+            mapping
+                .plan_csv(&headers(&["No", "sub_status", "No"]))
+                .is_err()
+        );
+        let plan = Mapping::default()
+            .plan_csv(&headers(&[
+                "ticket_id",
+                "sub_status",
+                "Agent",
+                "Agent",
+                "",
+                "",
+            ]))
+            .unwrap();
+        assert_eq!(plan.ignored(), ["Agent", "Agent", "", ""]);
     }
 
     #[test]
@@ -999,6 +1050,33 @@ mod tests {
             err.reason.contains("sub_status must be text"),
             "{}",
             err.reason
+        );
+    }
+
+    #[test]
+    fn json_empty_and_missing_required_keys_are_told_apart() {
+        let plan = Mapping::default().plan_json();
+        let mut ignored = BTreeSet::new();
+        let reason = |object: Value, ignored: &mut BTreeSet<String>| {
+            plan.build_json(object.as_object().unwrap().clone(), ignored)
+                .unwrap_err()
+                .reason
+        };
+        assert_eq!(
+            reason(json!({"ticket_id": "", "sub_status": "CL"}), &mut ignored),
+            "ticket_id is empty"
+        );
+        assert_eq!(
+            reason(json!({"ticket_id": null, "sub_status": "CL"}), &mut ignored),
+            "ticket_id is empty"
+        );
+        assert_eq!(
+            reason(json!({"sub_status": "CL"}), &mut ignored),
+            "ticket_id is missing"
+        );
+        assert_eq!(
+            reason(json!({"ticket_id": "1"}), &mut ignored),
+            "sub_status is missing"
         );
     }
 
