@@ -11,6 +11,8 @@
 //! owned strings are handed over without a copy, and no CHECK is evaluated (see
 //! [`Store::ingest_writer`]).
 
+use std::borrow::Cow;
+
 use sqlx::Sqlite;
 use sqlx::pool::PoolConnection;
 
@@ -197,8 +199,13 @@ pub struct IngestWriter {
 
 impl IngestWriter {
     /// Inserts rows inside the open transaction (opening one when needed). Call
-    /// [`IngestWriter::commit`] to make them durable.
-    pub async fn write(&mut self, jobs: Vec<NewJob>) -> Result<(), StoreError> {
+    /// [`IngestWriter::commit`] to make them durable. Rows given by value are moved into the
+    /// statement; borrowed ones (`&rows`) are copied first.
+    pub async fn write<'j>(
+        &mut self,
+        jobs: impl Into<Cow<'j, [NewJob]>>,
+    ) -> Result<(), StoreError> {
+        let jobs = jobs.into().into_owned();
         if !self.in_transaction {
             sqlx::query("BEGIN IMMEDIATE")
                 .execute(&mut *self.conn)
@@ -341,7 +348,7 @@ mod tests {
         };
         let mut writer = store.ingest_writer(run.id, source_id).await.unwrap();
         let jobs: Vec<NewJob> = (2..2503).map(|l| job(l, l % 100 == 0)).collect();
-        writer.write(jobs).await.unwrap();
+        writer.write(&jobs).await.unwrap();
         let progress = SourceProgress {
             last_line: 2502,
             rows_read: 2501,
