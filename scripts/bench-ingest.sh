@@ -2,15 +2,22 @@
 # Ingest benchmark: kapsync ingest vs the sqlite3 shell's .import of the same CSV into a table
 # with an index on ticket_id, side by side in one run, plus kapsync's peak memory at two sizes.
 #
-#   scripts/bench-ingest.sh [ROWS]        (default 1000000; needs sqlite3 and GNU time)
+#   scripts/bench-ingest.sh [ROWS] [RUNS]   (defaults 1000000 and 3; needs sqlite3, GNU time, bc)
+#
+# The two sides alternate (sqlite3, kapsync, sqlite3, ...) so a busy machine slows both alike;
+# the medians are compared. Honours CARGO_TARGET_DIR.
 set -euo pipefail
 rows=${1:-1000000}
+runs=${2:-3}
 small=$((rows / 5))
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
-bin=target/release/kapsync
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# A private copy: a build in a shared target directory must not swap the binary mid-run.
+cp "${CARGO_TARGET_DIR:-target}/release/kapsync" "$work/kapsync"
+bin=$work/kapsync
+echo "machine: $(nproc) cores, $(sqlite3 --version | cut -d' ' -f1-2 | sed 's/^/sqlite3 /'), load average at start:$(cut -d' ' -f1-3 /proc/loadavg | sed 's/^/ /')"
 
 gen() { # gen N FILE: a six-column export with realistic field sizes
   python3 - "$1" "$2" <<'PY'
@@ -52,11 +59,11 @@ kapsync_ingest() { # kapsync_ingest FILE DB
 seconds() { local s e; s=$(date +%s.%N); "$@"; e=$(date +%s.%N); echo "$e - $s" | bc -l; }
 
 ref=() ; ours=()
-for i in 1 2 3; do
+for ((i = 0; i < runs; i++)); do
   ref+=("$(seconds sqlite_import)")
   ours+=("$(seconds kapsync_ingest "$work/big.csv" "$work/k.db")")
 done
-median() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
+median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
 r=$(median "${ref[@]}"); o=$(median "${ours[@]}")
 printf 'sqlite3 .import (indexed):  %.2f s  (runs: %s)\n' "$r" "${ref[*]}"
 printf 'kapsync ingest:             %.2f s  (runs: %s)\n' "$o" "${ours[*]}"
@@ -69,3 +76,4 @@ peak() { # peak FILE: max RSS in MiB of an ingest
 }
 printf 'peak memory, %d rows:   %s MiB\n' "$small" "$(peak "$work/small.csv")"
 printf 'peak memory, %d rows:  %s MiB  (goal: < 64, flat)\n' "$rows" "$(peak "$work/big.csv")"
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -7,7 +7,7 @@
 //! CR line ends (mixed freely), a leading UTF-8 byte order mark skipped, and field bytes kept
 //! only up to the record limit.
 
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, Chain, Cursor, Read};
 
 /// Something wrong with a record's framing. The record is still consumed whole, so the next
 /// one starts at the right place.
@@ -46,7 +46,8 @@ enum State {
 /// Reads CSV records one at a time from buffered input.
 #[derive(Debug)]
 pub struct CsvReader<R> {
-    input: R,
+    /// The input behind the few bytes taken while looking for a byte order mark.
+    input: Chain<Cursor<Vec<u8>>, R>,
     max_bytes: usize,
     /// Line number of the next byte to read (1-based).
     next_line: u64,
@@ -65,7 +66,7 @@ impl<R: BufRead> CsvReader<R> {
     /// Wraps `input`; records over `max_bytes` are reported as [`FramingProblem::TooLarge`].
     pub fn new(input: R, max_bytes: usize) -> Self {
         Self {
-            input,
+            input: Cursor::new(Vec::new()).chain(input),
             max_bytes,
             next_line: 1,
             prev_cr: false,
@@ -129,10 +130,8 @@ impl<R: BufRead> CsvReader<R> {
         }
         if self.at_start {
             self.at_start = false;
-            let buf = self.input.fill_buf()?;
-            if buf.starts_with(b"\xEF\xBB\xBF") {
-                self.input.consume(3);
-            }
+            let (taken, input) = self.input.get_mut();
+            *taken.get_mut() = take_bom(input)?;
         }
         self.fields.clear();
         self.ends.clear();
@@ -273,6 +272,27 @@ impl<R: BufRead> CsvReader<R> {
     }
 }
 
+/// Consumes a leading UTF-8 byte order mark, however the input's buffer splits it (a pipe may
+/// hand over one byte at a time). Returns the bytes it consumed that turned out not to be one:
+/// they are the start of the data and must be read first.
+pub(crate) fn take_bom<R: BufRead>(input: &mut R) -> io::Result<Vec<u8>> {
+    const BOM: &[u8] = b"\xEF\xBB\xBF";
+    let mut taken = Vec::new();
+    while taken.len() < BOM.len() {
+        match input.fill_buf()?.first() {
+            Some(&byte) if byte == BOM[taken.len()] => {
+                input.consume(1);
+                taken.push(byte);
+            }
+            _ => break,
+        }
+    }
+    if taken == BOM {
+        taken.clear();
+    }
+    Ok(taken)
+}
+
 /// Keeps the first problem of a record: it is the one nearest the cause.
 fn set_first(slot: &mut Option<FramingProblem>, problem: FramingProblem) {
     if slot.is_none() {
@@ -374,6 +394,28 @@ mod tests {
         let got = records(&input, 1000);
         assert_eq!(got[1].2, Some(FramingProblem::TooLarge { bytes: 5002 }));
         assert_eq!(got[2], (3, v(&["2", "3"]), None));
+    }
+
+    /// Found by the `csv_records` fuzz target: with a buffer smaller than the byte order
+    /// mark, the mark was kept as part of the first field (and a `ticket_id` header missed).
+    #[test]
+    fn fuzz_regression_bom_split_across_buffer_fills() {
+        let input = b"\xEF\xBB\xBFticket_id,sub_status,comment\r\n";
+        for capacity in 1..=4 {
+            let small = std::io::BufReader::with_capacity(capacity, &input[..]);
+            let mut reader = CsvReader::new(small, 100);
+            assert!(reader.read_record().unwrap());
+            assert_eq!(reader.field(0), b"ticket_id", "capacity {capacity}");
+            assert!(!reader.read_record().unwrap());
+        }
+        // A partial mark is data, not dropped.
+        for input in [&b"\xEF\xBBx,y\n"[..], b"\xEFx\n", b"\xEF", b"\xEF\xBB"] {
+            let small = std::io::BufReader::with_capacity(1, input);
+            let mut reader = CsvReader::new(small, 100);
+            assert!(reader.read_record().unwrap());
+            let first = input.split(|&b| b == b',' || b == b'\n').next().unwrap();
+            assert_eq!(reader.field(0), first);
+        }
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! A streaming JSONL line reader that keeps at most the record limit of any one line.
 
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, Chain, Cursor, Read};
+
+use super::csv::take_bom;
 
 /// Reads lines one at a time; a line over the limit is measured and skipped, not held.
 #[derive(Debug)]
 pub struct LineReader<R> {
-    input: R,
+    /// The input behind the few bytes taken while looking for a byte order mark.
+    input: Chain<Cursor<Vec<u8>>, R>,
     max_bytes: usize,
     line: u64,
     at_start: bool,
@@ -17,7 +20,7 @@ impl<R: BufRead> LineReader<R> {
     /// Wraps `input`; lines over `max_bytes` report [`LineReader::oversize`].
     pub fn new(input: R, max_bytes: usize) -> Self {
         Self {
-            input,
+            input: Cursor::new(Vec::new()).chain(input),
             max_bytes,
             line: 0,
             at_start: true,
@@ -30,9 +33,8 @@ impl<R: BufRead> LineReader<R> {
     pub fn read_line(&mut self) -> io::Result<bool> {
         if self.at_start {
             self.at_start = false;
-            if self.input.fill_buf()?.starts_with(b"\xEF\xBB\xBF") {
-                self.input.consume(3);
-            }
+            let (taken, input) = self.input.get_mut();
+            *taken.get_mut() = take_bom(input)?;
         }
         self.buf.clear();
         self.bytes = 0;
@@ -101,6 +103,22 @@ mod tests {
                 (3, "{\"b\":2}".to_string())
             ]
         );
+    }
+
+    /// Found by the `jsonl_update` fuzz target: a byte order mark split across buffer fills
+    /// was kept in the first line.
+    #[test]
+    fn fuzz_regression_bom_split_across_buffer_fills() {
+        for capacity in 1..=4 {
+            let input = std::io::BufReader::with_capacity(capacity, &b"\xEF\xBB\xBF{}\n"[..]);
+            let mut r = LineReader::new(input, 100);
+            assert!(r.read_line().unwrap());
+            assert_eq!(r.bytes(), b"{}", "capacity {capacity}");
+        }
+        let input = std::io::BufReader::with_capacity(1, &b"\xEF\xBBx\n"[..]);
+        let mut r = LineReader::new(input, 100);
+        assert!(r.read_line().unwrap());
+        assert_eq!(r.bytes(), b"\xEF\xBBx", "a partial mark is data");
     }
 
     #[test]

@@ -15,7 +15,18 @@
 //!
 //! Kapture fields not named under `[columns]` are found by name, ignoring case, spaces and
 //! underscores, plus common export names (`Id`, `Status`, `Comments`, ...).
+//!
+//! A CSV column named `extra.KEY` (exactly that prefix, as `kapsync export` writes the extra
+//! keys of an update) is passed through as the extra key `KEY`, a string, omitted when the cell
+//! is empty like any other extra. That holds with a mapping file too, unless the mapping uses
+//! the column elsewhere or already defines the key under `[extra]`; a column whose `KEY` is
+//! empty or a Kapture field name is ignored (and reported as such).
+//!
+//! The update object of a CSV row is written straight into its JSON text, keys sorted as
+//! `serde_json` sorts an object's keys, so the payload is byte-for-byte what serializing a
+//! `serde_json::Map` would give (and what earlier versions stored), without building one.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
@@ -35,6 +46,9 @@ pub const KAPTURE_FIELDS: [&str; 6] = [
     "queue",
     "disposition",
 ];
+
+/// The prefix of a CSV column passed through as an extra key (the rest of its name).
+pub const EXTRA_PREFIX: &str = "extra.";
 
 /// Common export column names (normalized) and the Kapture field they mean.
 const ALIASES: [(&str, &str); 6] = [
@@ -206,13 +220,46 @@ impl Mapping {
                 }
             }
         }
+        // `extra.KEY` columns nothing else uses: pass-through keys (the export round trip).
+        for (index, header) in headers.iter().enumerate() {
+            let Some(key) = header.strip_prefix(EXTRA_PREFIX) else {
+                continue;
+            };
+            if used[index]
+                || key.is_empty()
+                || KAPTURE_FIELDS.contains(&key)
+                || targets.iter().any(|t| t.0 == key)
+            {
+                continue;
+            }
+            targets.push((key.to_owned(), false, Some(index)));
+            used[index] = true;
+        }
+        // A column used by name must be the only one with that name: which of two would be
+        // meant cannot be told, and picking one silently loses the other's data.
+        for (index, header) in headers.iter().enumerate() {
+            if !used[index] {
+                continue;
+            }
+            let same: Vec<String> = (0..headers.len())
+                .filter(|&i| headers[i] == *header)
+                .map(|i| (i + 1).to_string())
+                .collect();
+            if same.len() > 1 {
+                return Err(MappingError(format!(
+                    "the header names column {header:?} more than once (columns {}), and it is \
+                     used: rename the copies so each name is unique",
+                    same.join(", ")
+                )));
+            }
+        }
         let mut ignored = Vec::new();
         for (index, header) in headers.iter().enumerate() {
             if !used[index] {
                 ignored.push(header.clone());
             }
         }
-        let targets = targets
+        let targets: Vec<Target> = targets
             .into_iter()
             .map(|(key, kapture, index)| Target {
                 source: index.map(|i| headers[i].clone()),
@@ -223,11 +270,35 @@ impl Mapping {
                 kapture,
             })
             .collect();
+        let extra_defaults: Vec<(String, String)> = self
+            .extra_defaults()
+            .into_iter()
+            .filter(|(key, _)| !targets.iter().any(|t| &t.key == key))
+            .collect();
+        let mut order: Vec<(String, Slot)> = targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.key.clone(), Slot::Target(i)))
+            .chain(
+                extra_defaults
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (key, _))| (key.clone(), Slot::Default(i))),
+            )
+            .collect();
+        // The order of a serde_json object's keys (a BTreeMap of Strings: bytewise).
+        order.sort_by(|a, b| a.0.cmp(&b.0));
+        let order = order
+            .into_iter()
+            .map(|(key, slot)| (json_string(&key), slot))
+            .collect();
         Ok(Plan {
             targets,
-            extra_defaults: self.extra_defaults(),
+            extra_defaults,
             ignored,
             pass_through: false,
+            order,
+            csv: true,
         })
     }
 
@@ -258,6 +329,8 @@ impl Mapping {
             extra_defaults: self.extra_defaults(),
             ignored: Vec::new(),
             pass_through: !self.from_file,
+            order: Vec::new(),
+            csv: false,
         }
     }
 
@@ -285,6 +358,15 @@ struct Target {
     default: Option<String>,
 }
 
+/// Where one key of a CSV row's update object comes from.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    /// `Plan::targets[i]`, when its cell (or default) has a value.
+    Target(usize),
+    /// `Plan::extra_defaults[i]`, always.
+    Default(usize),
+}
+
 /// A mapping resolved for one input file.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -292,6 +374,10 @@ pub struct Plan {
     extra_defaults: Vec<(String, String)>,
     ignored: Vec<String>,
     pass_through: bool,
+    /// CSV only: every key of the update object as JSON text, in output (sorted) order.
+    order: Vec<(String, Slot)>,
+    /// Whether this plan reads CSV (columns) rather than JSONL (keys).
+    csv: bool,
 }
 
 /// A valid row: the ticket and the JSON object to send.
@@ -315,15 +401,96 @@ impl Plan {
     }
 
     /// Builds the update object from CSV fields (already checked to be UTF-8).
+    ///
+    /// Every value is a string, so the JSON text is written directly; the checks and their
+    /// order (and so the reason given for a row with several problems) are those of
+    /// [`Plan::build_json`].
     pub fn build_csv(&self, fields: &[&str]) -> Result<Update, Invalid> {
-        let mut out = Map::new();
-        let mut ticket_id = None;
+        let mut values: Vec<Option<Cow<'_, str>>> = Vec::with_capacity(self.targets.len());
+        // The ticket id once known: an invalid row keeps it.
+        let mut ticket_id: Option<&str> = None;
+        let mut size = 2;
         for target in &self.targets {
             let raw = target.index.and_then(|i| fields.get(i)).copied();
-            let cell = raw.map(|s| Value::String(s.to_owned()));
-            self.put(target, cell, &mut out, &mut ticket_id)?;
+            let value = self.csv_value(target, raw).map_err(|reason| Invalid {
+                ticket_id: ticket_id.map(str::to_owned),
+                reason,
+            })?;
+            if let Some(value) = &value {
+                if target.key == "ticket_id"
+                    && let Cow::Borrowed(id) = value
+                {
+                    ticket_id = Some(id);
+                }
+                size += target.key.len() + value.len() + 8;
+            }
+            values.push(value);
         }
-        self.finish(out, ticket_id)
+        let ticket_id = ticket_id.ok_or_else(|| Invalid {
+            ticket_id: None,
+            reason: "ticket_id is missing".into(),
+        })?;
+        let mut json = Vec::with_capacity(size + 64);
+        json.push(b'{');
+        let mut first = true;
+        for (key, slot) in &self.order {
+            let value = match *slot {
+                Slot::Target(i) => match &values[i] {
+                    Some(value) => value,
+                    None => continue,
+                },
+                Slot::Default(i) => self.extra_defaults[i].1.as_str(),
+            };
+            if !first {
+                json.push(b',');
+            }
+            first = false;
+            json.extend_from_slice(key.as_bytes());
+            json.push(b':');
+            write_json_string(&mut json, value);
+        }
+        json.push(b'}');
+        let payload = String::from_utf8(json).expect("JSON text built from str is UTF-8");
+        Ok(Update {
+            ticket_id: ticket_id.to_owned(),
+            payload,
+        })
+    }
+
+    /// The value a CSV cell gives its key, after the value map, the default and the field
+    /// rules; `None` leaves the key out. The same rules as [`Plan::put`], for text.
+    fn csv_value<'a>(
+        &'a self,
+        target: &'a Target,
+        raw: Option<&'a str>,
+    ) -> Result<Option<Cow<'a, str>>, String> {
+        let mut value = raw.filter(|s| !s.trim().is_empty());
+        if let (Some(s), Some(map)) = (value, &target.values)
+            && let Some(mapped) = map.get(&s.trim().to_lowercase())
+        {
+            value = Some(mapped);
+        }
+        if value.is_none() {
+            value = target.default.as_deref();
+        }
+        let from = || match &target.source {
+            Some(source) => format!(" (from {source:?})"),
+            None => String::new(),
+        };
+        match (target.key.as_str(), value) {
+            ("ticket_id" | "sub_status", None) => {
+                let how = if target.source.is_some() {
+                    format!("is empty{}", from())
+                } else {
+                    "is missing: no column maps to it".to_owned()
+                };
+                Err(format!("{} {how}", target.key))
+            }
+            ("callback_time", Some(time)) => validate::callback_time(time)
+                .map(Some)
+                .map_err(|reason| format!("{reason}{}", from())),
+            (_, value) => Ok(value.map(Cow::Borrowed)),
+        }
     }
 
     /// Builds the update object from one JSONL object; `ignored` collects keys not used.
@@ -384,6 +551,7 @@ impl Plan {
             Some(source) => format!(" (from {source:?})"),
             None => String::new(),
         };
+        let present = cell.is_some();
         let mut value = match cell {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) if s.trim().is_empty() => None,
@@ -425,10 +593,14 @@ impl Plan {
                 out.insert(target.key.clone(), Value::String(id));
             }
             ("ticket_id" | "sub_status", None) => {
-                let how = if target.source.is_some() {
+                // A JSON key that is there but null or blank is empty; one that is not there
+                // is missing (a CSV column, when there is one, is always there).
+                let how = if present {
                     format!("is empty{}", from())
-                } else {
+                } else if self.csv && target.source.is_none() {
                     "is missing: no column maps to it".to_owned()
+                } else {
+                    format!("is missing{}", from())
                 };
                 return Err(invalid(ticket_id, format!("{} {how}", target.key)));
             }
@@ -461,6 +633,20 @@ impl Plan {
         let payload = Value::Object(out).to_string();
         Ok(Update { ticket_id, payload })
     }
+}
+
+/// `text` as a JSON string literal, escaped exactly as `serde_json` escapes it.
+fn json_string(text: &str) -> String {
+    let mut out = Vec::with_capacity(text.len() + 2);
+    write_json_string(&mut out, text);
+    String::from_utf8(out).expect("JSON text built from str is UTF-8")
+}
+
+/// Appends `text` as a JSON string literal, escaped exactly as `serde_json` escapes it.
+fn write_json_string(out: &mut Vec<u8>, text: &str) {
+    // Writing to a Vec cannot fail, and serde_json's escaping is the one the payloads
+    // have always had.
+    serde_json::to_writer(out, text).expect("writing to a Vec cannot fail");
 }
 
 fn json_kind(value: &Value) -> &'static str {
@@ -564,6 +750,206 @@ mod tests {
         );
     }
 
+    /// What `build_csv` did before it wrote JSON directly: a serde_json map, serialized.
+    fn build_csv_via_map(plan: &Plan, fields: &[&str]) -> Result<Update, Invalid> {
+        let mut out = Map::new();
+        let mut ticket_id = None;
+        for target in &plan.targets {
+            let raw = target.index.and_then(|i| fields.get(i)).copied();
+            let cell = raw.map(|s| Value::String(s.to_owned()));
+            plan.put(target, cell, &mut out, &mut ticket_id)?;
+        }
+        plan.finish(out, ticket_id)
+    }
+
+    #[test]
+    fn csv_payloads_are_byte_identical_to_a_serialized_map() {
+        let mapping = Mapping::parse(
+            r#"
+            [columns]
+            comment = "Zbody"
+            [values.sub_status]
+            solved = "RS"
+            [defaults]
+            queue = "Q \"one\""
+            Aardvark = "first"
+            "zz top" = "last"
+            "Ärger" = "umlaut"
+            [extra]
+            "a\u0001ctl" = "Ctl"
+            B = "Upper"
+            "#,
+        )
+        .unwrap();
+        let plan = mapping
+            .plan_csv(&headers(&[
+                "Ticket ID",
+                "Status",
+                "Zbody",
+                "Ctl",
+                "Upper",
+                "extra.é",
+                "extra.~",
+                "callback",
+            ]))
+            .unwrap();
+        let rows: [&[&str]; 6] = [
+            &[
+                "1",
+                "solved",
+                "a \"quote\" \\ and\nnewline\ttab\u{7f}\u{1}",
+                "x",
+                "y",
+                "é",
+                "~",
+                "",
+            ],
+            &["000012", "P", "", "", "", "", "", "2026-01-02T03:04:05"],
+            &["3", "", "c", "", "", "", "", ""],
+            &["4", "CL", "c", "", "", "", "", "bad"],
+            &["", "CL", "c", "", "", "", "", ""],
+            &["\u{2028}snow☃", "  ", "", "", "", "", "", ""],
+        ];
+        for row in rows {
+            assert_eq!(
+                plan.build_csv(row),
+                build_csv_via_map(&plan, row),
+                "{row:?}"
+            );
+        }
+        let plain = Mapping::default()
+            .plan_csv(&headers(&[
+                "ticket_id",
+                "sub_status",
+                "comment",
+                "queue",
+                "extra.x",
+            ]))
+            .unwrap();
+        let row = ["5", "CL", "hi", "q", "v"];
+        assert_eq!(plain.build_csv(&row), build_csv_via_map(&plain, &row));
+        assert_eq!(
+            plain.build_csv(&row).unwrap().payload,
+            r#"{"comment":"hi","queue":"q","sub_status":"CL","ticket_id":"5","x":"v"}"#
+        );
+    }
+
+    #[test]
+    fn extra_prefixed_columns_pass_through_without_a_mapping() {
+        let plan = Mapping::default()
+            .plan_csv(&headers(&[
+                "ticket_id",
+                "sub_status",
+                "extra.legacy_group",
+                "extra.Sub Status",
+                "Extra.case",
+                "extra.",
+                "extra.comment",
+            ]))
+            .unwrap();
+        assert_eq!(
+            plan.ignored(),
+            ["Extra.case", "extra.", "extra.comment"],
+            "wrong case, an empty key and a Kapture field are not passed"
+        );
+        let update = plan
+            .build_csv(&["7", "CL", "Logistics", "OP", "a", "b", "c"])
+            .unwrap();
+        assert_eq!(
+            payload(&update),
+            json!({
+                "ticket_id": "7", "sub_status": "CL",
+                "legacy_group": "Logistics", "Sub Status": "OP"
+            })
+        );
+        let update = plan.build_csv(&["7", "CL", "", " ", "", "", ""]).unwrap();
+        assert_eq!(
+            payload(&update),
+            json!({"ticket_id": "7", "sub_status": "CL"}),
+            "empty cells are omitted like other extras"
+        );
+    }
+
+    #[test]
+    fn extra_prefixed_columns_pass_through_unless_a_mapping_uses_them() {
+        let mapping = Mapping::parse(
+            r#"
+            [columns]
+            comment = "extra.note"
+            [extra]
+            owner = "Agent"
+            [defaults]
+            tier = "gold"
+            "#,
+        )
+        .unwrap();
+        let plan = mapping
+            .plan_csv(&headers(&[
+                "ticket_id",
+                "sub_status",
+                "extra.note",
+                "Agent",
+                "extra.owner",
+                "extra.tier",
+                "extra.region",
+            ]))
+            .unwrap();
+        assert_eq!(plan.ignored(), ["extra.owner"], "[extra] owner wins");
+        let update = plan
+            .build_csv(&["8", "P", "hello", "bob", "alice", "", "emea"])
+            .unwrap();
+        assert_eq!(
+            payload(&update),
+            json!({
+                "ticket_id": "8", "sub_status": "P", "comment": "hello",
+                "owner": "bob", "tier": "gold", "region": "emea"
+            }),
+            "a [defaults] value fills an empty extra.KEY cell"
+        );
+        let update = plan
+            .build_csv(&["8", "P", "", "", "", "platinum", ""])
+            .unwrap();
+        assert_eq!(payload(&update)["tier"], "platinum");
+        assert_eq!(
+            update.payload.matches("\"tier\"").count(),
+            1,
+            "{}",
+            update.payload
+        );
+    }
+
+    #[test]
+    fn a_used_column_named_twice_is_an_error_an_unused_one_is_ignored() {
+        let err = Mapping::default()
+            .plan_csv(&headers(&["ticket_id", "sub_status", "comment", "comment"]))
+            .unwrap_err();
+        assert!(
+            err.0.contains("\"comment\" more than once (columns 3, 4)"),
+            "{err}"
+        );
+        let err = Mapping::default()
+            .plan_csv(&headers(&["ticket_id", "extra.a", "sub_status", "extra.a"]))
+            .unwrap_err();
+        assert!(err.0.contains("columns 2, 4"), "{err}");
+        let mapping = Mapping::parse("[columns]\nticket_id = \"No\"").unwrap();
+        assert!(
+            mapping
+                .plan_csv(&headers(&["No", "sub_status", "No"]))
+                .is_err()
+        );
+        let plan = Mapping::default()
+            .plan_csv(&headers(&[
+                "ticket_id",
+                "sub_status",
+                "Agent",
+                "Agent",
+                "",
+                "",
+            ]))
+            .unwrap();
+        assert_eq!(plan.ignored(), ["Agent", "Agent", "", ""]);
+    }
+
     #[test]
     fn mapping_naming_a_missing_column_is_an_error() {
         let mapping = Mapping::parse("[columns]\ncomment = \"Latest Comment\"").unwrap();
@@ -664,6 +1050,33 @@ mod tests {
             err.reason.contains("sub_status must be text"),
             "{}",
             err.reason
+        );
+    }
+
+    #[test]
+    fn json_empty_and_missing_required_keys_are_told_apart() {
+        let plan = Mapping::default().plan_json();
+        let mut ignored = BTreeSet::new();
+        let reason = |object: Value, ignored: &mut BTreeSet<String>| {
+            plan.build_json(object.as_object().unwrap().clone(), ignored)
+                .unwrap_err()
+                .reason
+        };
+        assert_eq!(
+            reason(json!({"ticket_id": "", "sub_status": "CL"}), &mut ignored),
+            "ticket_id is empty"
+        );
+        assert_eq!(
+            reason(json!({"ticket_id": null, "sub_status": "CL"}), &mut ignored),
+            "ticket_id is empty"
+        );
+        assert_eq!(
+            reason(json!({"sub_status": "CL"}), &mut ignored),
+            "ticket_id is missing"
+        );
+        assert_eq!(
+            reason(json!({"ticket_id": "1"}), &mut ignored),
+            "sub_status is missing"
         );
     }
 

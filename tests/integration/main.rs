@@ -2,6 +2,7 @@
 //! simulator and scripted servers over loopback, in one test binary.
 
 mod cli;
+mod corpus;
 mod engine;
 mod export;
 mod ingest;
