@@ -23,7 +23,7 @@ use crate::store::{
 };
 
 /// Rows claimed per store round trip, at most.
-const CLAIM_BATCH: usize = 256;
+const CLAIM_BATCH: usize = 512;
 /// Outcomes written per transaction, at most.
 const WRITE_BATCH: usize = 2000;
 /// Longest the dispatcher sleeps before looking at the table again.
@@ -228,7 +228,12 @@ impl Shared {
             http_status: status,
             class: reply.class.as_str(),
             in_doubt: reply.class == Class::TransientInDoubt,
-            excerpt: reply.excerpt,
+            // A success's body is the ticket snapshot, kept whole on the row: no second copy.
+            excerpt: if reply.class == Class::Success {
+                String::new()
+            } else {
+                reply.excerpt
+            },
         };
         let later = |wait: Duration| now + wait.as_millis() as i64;
         let next = match reply.class {
@@ -592,8 +597,8 @@ async fn dispatch(
         };
         if claimed.is_empty() {
             // A whole batch per round trip: claiming one row per freed permit would cost
-            // three statements a row. Claimed rows wait here at most one batch long.
-            let limit = config.concurrency.clamp(1, CLAIM_BATCH) as i64;
+            // three statements a row. Claimed rows wait here at most a few requests long.
+            let limit = (config.concurrency * 4).clamp(1, CLAIM_BATCH) as i64;
             let rows = match store.claim(run.id, &mut cursor, limit, now_ms()).await {
                 Ok(rows) => rows,
                 Err(error) => return Err((tasks, error)),

@@ -48,8 +48,11 @@ impl Store {
         if fresh {
             options = options.page_size(NEW_FILE_PAGE_SIZE);
         }
+        // One connection: SQLite lets one writer in at a time anyway, and a runner's claims and
+        // result batches queued on the pool wait far less than connections taking turns
+        // through SQLite's sleeping busy handler (about a quarter of the drain rate).
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(1)
             .connect_with(options)
             .await
             .map_err(|source| StoreError::Open {

@@ -41,7 +41,7 @@ pub struct AttemptRecord {
     pub http_status: Option<u16>,
     pub class: &'static str,
     pub in_doubt: bool,
-    /// A bounded excerpt of the response; never the token.
+    /// A bounded excerpt of the response (empty: none kept); never the token.
     pub excerpt: String,
 }
 
@@ -86,7 +86,7 @@ impl Store {
                     .bind(a.http_status.map(i64::from))
                     .bind(a.class)
                     .bind(a.in_doubt)
-                    .bind(a.excerpt.as_str());
+                    .bind((!a.excerpt.is_empty()).then_some(a.excerpt.as_str()));
             }
             query.execute(&mut *tx).await?;
         }
