@@ -2,71 +2,15 @@
 //! scripted servers: delivery, order, halts, throttling, crashes and stops.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::time::Duration;
 
-use kapsync::engine::{self, DrainReport, EngineConfig, Halt, RetryPolicy, Shutdown};
+use kapsync::engine::Halt;
 use kapsync::simulator::{LedgerEntry, SimConfig};
 use kapsync::store::Store;
 
-use crate::support::{Workspace, client_with, eventually, start_sim, stderr, stdout};
-
-/// Writes `rows` updates over `tickets` tickets (comments `t<ticket>-<seq>`, in order per
-/// ticket) and ingests them into run `r`.
-fn ingest_rows(ws: &Workspace, rows: usize, tickets: usize) {
-    let mut csv = String::from("ticket_id,sub_status,comment\n");
-    let mut seq = vec![0; tickets];
-    for i in 0..rows {
-        let t = (i * 7919) % tickets;
-        seq[t] += 1;
-        csv.push_str(&format!(
-            "{},CL,t{t}-{}\n",
-            100_000_000_000u64 + t as u64,
-            seq[t]
-        ));
-    }
-    let path = ws.file("rows.csv", csv);
-    ws.kapsync()
-        .args(["ingest", "--run", "r"])
-        .arg(&path)
-        .assert()
-        .code(0);
-}
-
-fn fast_config(concurrency: usize, rate: u32) -> EngineConfig {
-    EngineConfig {
-        concurrency,
-        rate,
-        burst: 1,
-        max_attempts: 50,
-        retry: RetryPolicy {
-            base: Duration::from_millis(5),
-            cap: Duration::from_millis(100),
-        },
-        throttle_cap: Duration::from_millis(100),
-        stop_deadline: Duration::from_secs(5),
-    }
-}
-
-async fn drain(db: &Path, base_url: &str, config: &EngineConfig, timeout: Duration) -> DrainReport {
-    let store = Store::open(db).await.unwrap();
-    let run = store.resolve_run(Some("r")).await.unwrap();
-    let client = client_with(base_url, "secret-token", timeout);
-    let (progress, _rx) = tokio::sync::watch::channel(engine::Progress::default());
-    let report = engine::drain(
-        &store,
-        &client,
-        &run,
-        config,
-        &Shutdown::default(),
-        progress,
-    )
-    .await
-    .unwrap();
-    assert_eq!(store.integrity_check().await.unwrap(), "ok");
-    store.close().await;
-    report
-}
+use crate::support::{
+    Workspace, drain, eventually, fast_config, ingest_rows, start_sim, stderr, stdout,
+};
 
 /// Every ticket's applied comments arrive in input order, each exactly once.
 fn assert_applied_once_in_order(ledger: &[LedgerEntry], rows: usize) {

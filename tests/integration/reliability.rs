@@ -7,75 +7,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kapsync::engine::{self, DrainReport, EngineConfig, RetryPolicy, Shutdown};
 use kapsync::simulator::{Latency, LedgerEntry, SimConfig};
 use kapsync::store::Store;
 
-use crate::support::{Workspace, client_with, eventually, start_sim, stderr, stdout};
-
-/// The CSV text of `rows` updates over `tickets` tickets; comments are `t<ticket>-<seq>`, with
-/// `seq` counting each ticket's rows from 1 in file order.
-fn rows_csv(rows: usize, tickets: usize) -> String {
-    let mut csv = String::from("ticket_id,sub_status,comment\n");
-    let mut seq = vec![0; tickets];
-    for i in 0..rows {
-        let t = (i * 7919) % tickets;
-        seq[t] += 1;
-        csv.push_str(&format!(
-            "{},CL,t{t}-{}\n",
-            100_000_000_000u64 + t as u64,
-            seq[t]
-        ));
-    }
-    csv
-}
-
-/// Ingests [`rows_csv`] into run `r`.
-fn ingest_rows(ws: &Workspace, rows: usize, tickets: usize) {
-    let path = ws.file("rows.csv", rows_csv(rows, tickets));
-    ws.kapsync()
-        .args(["ingest", "--run", "r"])
-        .arg(&path)
-        .assert()
-        .code(0);
-}
-
-/// Small backoff and throttle caps, so faults cost milliseconds, not seconds.
-fn fast_config(concurrency: usize) -> EngineConfig {
-    EngineConfig {
-        concurrency,
-        rate: 0,
-        burst: 1,
-        max_attempts: 50,
-        retry: RetryPolicy {
-            base: Duration::from_millis(5),
-            cap: Duration::from_millis(100),
-        },
-        throttle_cap: Duration::from_millis(100),
-        stop_deadline: Duration::from_secs(5),
-    }
-}
-
-/// Drains run `r` in-process and checks the database's integrity afterwards.
-async fn drain(db: &Path, base_url: &str, config: &EngineConfig, timeout: Duration) -> DrainReport {
-    let store = Store::open(db).await.unwrap();
-    let run = store.resolve_run(Some("r")).await.unwrap();
-    let client = client_with(base_url, "secret-token", timeout);
-    let (progress, _rx) = tokio::sync::watch::channel(engine::Progress::default());
-    let report = engine::drain(
-        &store,
-        &client,
-        &run,
-        config,
-        &Shutdown::default(),
-        progress,
-    )
-    .await
-    .unwrap();
-    assert_eq!(store.integrity_check().await.unwrap(), "ok");
-    store.close().await;
-    report
-}
+use crate::support::{
+    Workspace, drain, eventually, fast_config, ingest_rows, rows_csv, start_sim, stderr, stdout,
+};
 
 async fn integrity(db: &Path) -> String {
     let store = Store::open(db).await.unwrap();
@@ -648,7 +585,7 @@ async fn run_cell(fault: Fault, concurrency: usize) -> CellResult {
     let rows = fault.rows;
     let ws = Workspace::new();
     ingest_rows(&ws, rows, rows / 4);
-    let config = fast_config(concurrency);
+    let config = fast_config(concurrency, 0);
     let (report, requests, ledger) = match &fault.sim {
         Some(sim_config) => {
             let sim = start_sim(sim_config.clone()).await;

@@ -4,6 +4,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use kapsync::engine::{self, DrainReport, EngineConfig, RetryPolicy, Shutdown};
 use kapsync::kapture::{Client, Target, Token};
 use kapsync::simulator::{SimConfig, SimHandle, Simulator};
 use kapsync::store::{JobRow, Store};
@@ -118,4 +119,73 @@ pub fn stdout(output: &std::process::Output) -> String {
 /// Standard error of a finished command as text.
 pub fn stderr(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The CSV text of `rows` updates over `tickets` tickets; comments are `t<ticket>-<seq>`, with
+/// `seq` counting each ticket's rows from 1 in file order.
+pub fn rows_csv(rows: usize, tickets: usize) -> String {
+    let mut csv = String::from("ticket_id,sub_status,comment\n");
+    let mut seq = vec![0; tickets];
+    for i in 0..rows {
+        let t = (i * 7919) % tickets;
+        seq[t] += 1;
+        csv.push_str(&format!(
+            "{},CL,t{t}-{}\n",
+            100_000_000_000u64 + t as u64,
+            seq[t]
+        ));
+    }
+    csv
+}
+
+/// Ingests [`rows_csv`] into run `r`.
+pub fn ingest_rows(ws: &Workspace, rows: usize, tickets: usize) {
+    let path = ws.file("rows.csv", rows_csv(rows, tickets));
+    ws.kapsync()
+        .args(["ingest", "--run", "r"])
+        .arg(&path)
+        .assert()
+        .code(0);
+}
+
+/// Small backoff and throttle caps, so faults cost milliseconds, not seconds.
+pub fn fast_config(concurrency: usize, rate: u32) -> EngineConfig {
+    EngineConfig {
+        concurrency,
+        rate,
+        burst: 1,
+        max_attempts: 50,
+        retry: RetryPolicy {
+            base: Duration::from_millis(5),
+            cap: Duration::from_millis(100),
+        },
+        throttle_cap: Duration::from_millis(100),
+        stop_deadline: Duration::from_secs(5),
+    }
+}
+
+/// Drains run `r` in-process and checks the database's integrity afterwards.
+pub async fn drain(
+    db: &Path,
+    base_url: &str,
+    config: &EngineConfig,
+    timeout: Duration,
+) -> DrainReport {
+    let store = Store::open(db).await.unwrap();
+    let run = store.resolve_run(Some("r")).await.unwrap();
+    let client = client_with(base_url, "secret-token", timeout);
+    let (progress, _rx) = tokio::sync::watch::channel(engine::Progress::default());
+    let report = engine::drain(
+        &store,
+        &client,
+        &run,
+        config,
+        &Shutdown::default(),
+        progress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(store.integrity_check().await.unwrap(), "ok");
+    store.close().await;
+    report
 }
