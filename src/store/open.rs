@@ -13,7 +13,8 @@ use super::StoreError;
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Times a migration is run before its error is believed (another process may be applying it).
+/// Times a connection or migration is tried before its error is believed (another process may
+/// be creating the same database).
 const MIGRATE_TRIES: u64 = 5;
 /// Page size of a new database file. Ingest appends rows of a few hundred bytes and inserts
 /// into the random-order `jobs_by_ticket` index; 16 KiB pages make the B-trees shallower and
@@ -48,17 +49,10 @@ impl Store {
         if fresh {
             options = options.page_size(NEW_FILE_PAGE_SIZE);
         }
-        // One connection: SQLite lets one writer in at a time anyway, and a runner's claims and
-        // result batches queued on the pool wait far less than connections taking turns
-        // through SQLite's sleeping busy handler (about a quarter of the drain rate).
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await
-            .map_err(|source| StoreError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
+        let pool = connect(options).await.map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
         migrate(&pool).await?;
         Ok(Self {
             pool,
@@ -95,6 +89,30 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         Ok(result)
+    }
+}
+
+/// Connects, trying again while another process holds the lock a new file's first pragmas
+/// need (switching a new database to WAL is not covered by the busy timeout).
+async fn connect(options: SqliteConnectOptions) -> Result<SqlitePool, sqlx::Error> {
+    let mut tries = 1;
+    loop {
+        // One connection: SQLite lets one writer in at a time anyway, and a runner's claims and
+        // result batches queued on the pool wait far less than connections taking turns
+        // through SQLite's sleeping busy handler (about a quarter of the drain rate).
+        let result = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await;
+        match result {
+            Err(sqlx::Error::Database(e))
+                if e.code().as_deref() == Some("5") && tries < MIGRATE_TRIES =>
+            {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20 * tries)).await;
+            }
+            result => return result,
+        }
     }
 }
 
