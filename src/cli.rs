@@ -98,6 +98,13 @@ pub enum Command {
     Demo(DemoArgs),
 }
 
+impl Command {
+    /// Whether the command hosts an HTTP server (the simulator).
+    pub fn serves_http(&self) -> bool {
+        matches!(self, Command::Simulate(_) | Command::Demo(_))
+    }
+}
+
 /// `--json` alone.
 #[derive(Debug, Args)]
 pub struct JsonArg {

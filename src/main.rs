@@ -8,10 +8,15 @@ use kapsync::{cli::Cli, commands, exit, logging};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(&cli.global);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The simulator serves many connections at once and wants every core. The other commands
+    // are one loop of I/O around SQLite (which runs on its own thread): on one runtime thread
+    // they skip the cross-thread wake-ups, which made the drain about a quarter faster.
+    let mut builder = if cli.command.serves_http() {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!("failed to start the async runtime: {error}");
