@@ -1,18 +1,18 @@
 //! The drain loop: claim rows, send each through the rate limiter, classify, record.
 //!
-//! One dispatcher claims rows in id order (the store keeps each ticket's rows in order) and
-//! starts a task per row under a semaphore of `concurrency` permits; each task awaits the rate
-//! limiter right before its request. Outcomes go to one writer task that stores them in
+//! One dispatcher claims rows in id order (the store keeps each ticket's rows in order) into a
+//! queue that `concurrency` long-lived workers take from; each worker awaits the rate limiter
+//! right before its request. Outcomes go to one writer task that stores them in
 //! batched transactions. Nothing that matters lives only in memory: a row is `in_flight` in
 //! the table before its request goes out, and its outcome is committed before it counts.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -177,6 +177,8 @@ struct Shared {
     config_check: Mutex<ConfigCheck>,
     results: mpsc::UnboundedSender<Outcome>,
     requests: Arc<AtomicU64>,
+    /// Requests being sent (or waiting for the rate limiter) right now.
+    sending: AtomicUsize,
     errors: Mutex<HashMap<(String, String), u64>>,
 }
 
@@ -358,8 +360,7 @@ fn unsent(row: &Claimed) -> Outcome {
 }
 
 /// Sends one row when the rate allows, unless sending has stopped.
-async fn send_one(row: Claimed, shared: Arc<Shared>, permit: tokio::sync::OwnedSemaphorePermit) {
-    let _permit = permit;
+async fn send_one(row: Claimed, shared: &Shared) {
     tokio::select! {
         biased;
         () = shared.stop_sending.cancelled() => {
@@ -377,6 +378,83 @@ async fn send_one(row: Claimed, shared: Arc<Shared>, permit: tokio::sync::OwnedS
     let reply = shared.client.update_ticket(&row.payload).await;
     let outcome = shared.decide(&row, reply, started);
     let _ = shared.results.send(outcome);
+}
+
+/// Claimed rows waiting for a worker. The dispatcher tops it up; workers take from the front.
+struct Queue {
+    rows: Mutex<VecDeque<Claimed>>,
+    /// Below this many queued rows the dispatcher claims more.
+    low_water: usize,
+    /// Woken when rows are added or the queue closes.
+    filled: Notify,
+    /// Woken when a worker leaves the queue below its low water mark.
+    low: Notify,
+    closed: AtomicBool,
+}
+
+impl Queue {
+    fn new(low_water: usize) -> Queue {
+        Queue {
+            rows: Mutex::new(VecDeque::new()),
+            low_water,
+            filled: Notify::new(),
+            low: Notify::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn len(&self) -> usize {
+        lock(&self.rows).len()
+    }
+
+    fn push(&self, rows: Vec<Claimed>) {
+        lock(&self.rows).extend(rows);
+        self.filled.notify_waiters();
+    }
+
+    /// Closes the queue and returns the rows no worker took.
+    fn close(&self) -> Vec<Claimed> {
+        self.closed.store(true, Ordering::Release);
+        let left = lock(&self.rows).drain(..).collect();
+        self.filled.notify_waiters();
+        left
+    }
+
+    /// The next row, or None once the queue is closed or sending has stopped.
+    async fn next(&self, stop: &CancellationToken) -> Option<Claimed> {
+        loop {
+            let filled = self.filled.notified();
+            tokio::pin!(filled);
+            // Registered before looking, so a push between the look and the wait still wakes.
+            filled.as_mut().enable();
+            if stop.is_cancelled() || self.closed.load(Ordering::Acquire) {
+                return None;
+            }
+            let (row, left) = {
+                let mut rows = lock(&self.rows);
+                (rows.pop_front(), rows.len())
+            };
+            if let Some(row) = row {
+                if left < self.low_water {
+                    self.low.notify_one();
+                }
+                return Some(row);
+            }
+            tokio::select! {
+                () = filled => {}
+                () = stop.cancelled() => return None,
+            }
+        }
+    }
+}
+
+/// A long-lived worker: takes rows from the queue and sends them one at a time.
+async fn worker(shared: Arc<Shared>, queue: Arc<Queue>) {
+    while let Some(row) = queue.next(&shared.stop_sending).await {
+        shared.sending.fetch_add(1, Ordering::Relaxed);
+        send_one(row, &shared).await;
+        shared.sending.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Bookkeeping the writer keeps and the dispatcher reads.
@@ -483,6 +561,7 @@ pub async fn drain(
         config_check: Mutex::new(ConfigCheck::default()),
         results: results_tx,
         requests: Arc::new(AtomicU64::new(0)),
+        sending: AtomicUsize::new(0),
         errors: Mutex::new(HashMap::new()),
     });
     let tally = Arc::new(Mutex::new(Tally {
@@ -513,7 +592,7 @@ pub async fn drain(
         Ok(tasks) => tasks,
         Err((tasks, error)) => {
             shared.stop_sending.cancel();
-            finish_tasks(tasks, config, shutdown).await;
+            finish_tasks(tasks, config, shutdown, &shared.sending).await;
             drop(shared);
             let _ = writer_task.await;
             return Err(error.into());
@@ -521,12 +600,12 @@ pub async fn drain(
     };
     if shutdown.graceful.is_cancelled() {
         tracing::info!(
-            in_flight = tasks.len(),
+            in_flight = shared.sending.load(Ordering::Relaxed),
             "stopping: no new requests; waiting for those in flight"
         );
     }
     shared.stop_sending.cancel();
-    tasks = finish_tasks(tasks, config, shutdown).await;
+    tasks = finish_tasks(tasks, config, shutdown, &shared.sending).await;
     drop(tasks);
 
     let requests = shared.requests.load(Ordering::Relaxed);
@@ -572,7 +651,8 @@ pub async fn drain(
     })
 }
 
-/// The dispatcher: claims rows and starts their tasks until the run is done or stops.
+/// The dispatcher: starts the workers, then keeps their queue topped up with claimed rows
+/// until the run is done or stops.
 async fn dispatch(
     store: &Store,
     run: &Run,
@@ -581,49 +661,51 @@ async fn dispatch(
     tally: &Arc<Mutex<Tally>>,
     stored: &Notify,
 ) -> Result<JoinSet<()>, (JoinSet<()>, StoreError)> {
-    let permits = Arc::new(Semaphore::new(config.concurrency));
+    let workers = config.concurrency.max(1);
+    // A whole batch per round trip: claiming one row per free worker would cost three
+    // statements a row. Claimed rows wait in the queue at most a few requests long.
+    let batch = (workers * 8).clamp(1, CLAIM_BATCH);
+    let queue = Arc::new(Queue::new((batch / 2).max(1)));
     let mut tasks = JoinSet::new();
+    for _ in 0..workers {
+        tasks.spawn(worker(shared.clone(), queue.clone()));
+    }
     let mut cursor = Cursor::default();
-    let mut claimed: VecDeque<Claimed> = VecDeque::new();
-    loop {
-        while tasks.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            biased;
-            () = shared.stop_sending.cancelled() => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
+    let result = loop {
+        if shared.stop_sending.is_cancelled() {
+            break Ok(());
+        }
+        let queued = queue.len();
+        if queued >= queue.low_water {
+            tokio::select! {
+                () = shared.stop_sending.cancelled() => break Ok(()),
+                () = queue.low.notified() => {}
+            }
+            continue;
+        }
+        let limit = (batch - queued) as i64;
+        let rows = match store.claim(run.id, &mut cursor, limit, now_ms()).await {
+            Ok(rows) => rows,
+            Err(error) => break Err(error),
         };
-        if claimed.is_empty() {
-            // A whole batch per round trip: claiming one row per freed permit would cost
-            // three statements a row. Claimed rows wait here at most a few requests long.
-            let limit = (config.concurrency * 4).clamp(1, CLAIM_BATCH) as i64;
-            let rows = match store.claim(run.id, &mut cursor, limit, now_ms()).await {
-                Ok(rows) => rows,
-                Err(error) => return Err((tasks, error)),
-            };
+        if !rows.is_empty() {
             let mut t = lock(tally);
             t.outstanding += rows.len() as u64;
             for row in &rows {
                 t.waiting.remove(&row.id);
             }
             drop(t);
-            claimed.extend(rows);
-        }
-        if let Some(row) = claimed.pop_front() {
-            tasks.spawn(send_one(row, shared.clone(), permit));
+            queue.push(rows);
             continue;
         }
-        drop(permit);
         // Nothing claimable now: finished, or waiting for retries or for earlier rows.
         let outstanding = lock(tally).outstanding;
         let (any_waiting, next_due) = match store.waiting(run.id, now_ms()).await {
             Ok(waiting) => waiting,
-            Err(error) => return Err((tasks, error)),
+            Err(error) => break Err(error),
         };
         if outstanding == 0 && cursor.exhausted && !any_waiting {
-            break;
+            break Ok(());
         }
         let wait = match next_due {
             Some(due) if outstanding == 0 => {
@@ -632,16 +714,19 @@ async fn dispatch(
             _ => IDLE_POLL,
         };
         tokio::select! {
-            () = shared.stop_sending.cancelled() => break,
+            () = shared.stop_sending.cancelled() => break Ok(()),
             () = stored.notified() => {}
             () = tokio::time::sleep(wait) => {}
         }
-    }
-    // Rows claimed but not started go back untouched.
-    for row in claimed.drain(..) {
+    };
+    // Rows claimed but not taken by a worker go back untouched.
+    for row in queue.close() {
         let _ = shared.results.send(unsent(&row));
     }
-    Ok(tasks)
+    match result {
+        Ok(()) => Ok(tasks),
+        Err(error) => Err((tasks, error)),
+    }
 }
 
 /// Waits for in-flight requests: until they finish, the stop deadline passes, or an abort.
@@ -649,6 +734,7 @@ async fn finish_tasks(
     mut tasks: JoinSet<()>,
     config: &EngineConfig,
     shutdown: &Shutdown,
+    sending: &AtomicUsize,
 ) -> JoinSet<()> {
     let deadline = tokio::time::sleep(config.stop_deadline);
     tokio::pin!(deadline);
@@ -656,7 +742,10 @@ async fn finish_tasks(
         tokio::select! {
             next = tasks.join_next() => if next.is_none() { break },
             () = &mut deadline, if shutdown.graceful.is_cancelled() => {
-                tracing::warn!(left = tasks.len(), "stop deadline passed; abandoning requests in flight");
+                tracing::warn!(
+                    left = sending.load(Ordering::Relaxed),
+                    "stop deadline passed; abandoning requests in flight"
+                );
                 tasks.abort_all();
                 break;
             }
