@@ -3,12 +3,13 @@
 //! One dispatcher claims rows in id order (the store keeps each ticket's rows in order) into a
 //! queue that `concurrency` long-lived workers take from; each worker awaits the rate limiter
 //! right before its request. Outcomes go to one writer task that stores them in
-//! batched transactions. Nothing that matters lives only in memory: a row is `in_flight` in
+//! batched transactions. The dispatcher and the writer run on a thread of their own, the
+//! workers on the caller's runtime. Nothing that matters lives only in memory: a row is `in_flight` in
 //! the table before its request goes out, and its outcome is committed before it counts.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -26,6 +27,8 @@ use crate::store::{
 const CLAIM_BATCH: usize = 512;
 /// Outcomes written per transaction, at most.
 const WRITE_BATCH: usize = 2000;
+/// How long the writer waits for more outcomes before it writes a batch.
+const WRITE_LINGER: Duration = Duration::from_millis(10);
 /// Longest the dispatcher sleeps before looking at the table again.
 const IDLE_POLL: Duration = Duration::from_millis(500);
 /// 404/405 answers before any success that mean the target is wrong, not the rows.
@@ -495,6 +498,17 @@ async fn writer(
     } = cx;
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     while results.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+        // A moment for more outcomes to arrive: a transaction per handful of rows cost the
+        // SQLite thread more than the rows themselves.
+        if batch.len() < WRITE_BATCH {
+            tokio::time::sleep(WRITE_LINGER).await;
+            while batch.len() < WRITE_BATCH {
+                match results.try_recv() {
+                    Ok(outcome) => batch.push(outcome),
+                    Err(_) => break,
+                }
+            }
+        }
         if let Err(error) = store.record_outcomes(&batch).await {
             // Nothing more may be sent whose outcome cannot be kept; the rows stay in
             // flight and are replayed by the next runner.
@@ -574,7 +588,13 @@ pub async fn drain(
     }));
     let _ = progress.send(lock(&tally).progress);
     let stored = Arc::new(Notify::new());
-    let writer_task = tokio::spawn(writer(
+    // The store's side (claims, results) runs on its own thread, the requests on the caller's:
+    // a claim is several round trips to SQLite's thread, and queued behind thousands of
+    // request tasks each of them waited long enough for the workers to run dry.
+    let store_side = store_runtime();
+    // Should this future be dropped, the store side stops claiming too.
+    let _stop_on_drop = shared.stop_sending.clone().drop_guard();
+    let writer_task = store_side.spawn(writer(
         store.clone(),
         results_rx,
         WriterContext {
@@ -587,7 +607,23 @@ pub async fn drain(
         },
     ));
 
-    let dispatched = dispatch(store, run, config, &shared, &tally, &stored).await;
+    let dispatched = match store_side
+        .spawn(dispatch(
+            Dispatch {
+                store: store.clone(),
+                run_id: run.id,
+                config: config.clone(),
+                shared: shared.clone(),
+                tally: tally.clone(),
+                stored,
+            },
+            tokio::runtime::Handle::current(),
+        ))
+        .await
+    {
+        Ok(dispatched) => dispatched,
+        Err(join) => Err((JoinSet::new(), join_error("dispatcher", &join))),
+    };
     let mut tasks = match dispatched {
         Ok(tasks) => tasks,
         Err((tasks, error)) => {
@@ -628,11 +664,7 @@ pub async fn drain(
     drop(shared);
     match writer_task.await {
         Ok(result) => result?,
-        Err(join) => {
-            return Err(EngineError::Store(StoreError::Query(
-                sqlx::Error::Protocol(format!("the result writer stopped: {join}")),
-            )));
-        }
+        Err(join) => return Err(join_error("result writer", &join).into()),
     }
     let counts = store.counts(run.id).await?;
     let progress = lock(&tally).progress;
@@ -651,15 +683,56 @@ pub async fn drain(
     })
 }
 
+/// What the dispatcher owns: it runs on the store's thread.
+struct Dispatch {
+    store: Store,
+    run_id: i64,
+    config: EngineConfig,
+    shared: Arc<Shared>,
+    tally: Arc<Mutex<Tally>>,
+    stored: Arc<Notify>,
+}
+
+/// The runtime the store's side of every drain runs on: one thread of its own, started on
+/// first use. Falls back to the caller's runtime if a thread cannot be started.
+fn store_runtime() -> tokio::runtime::Handle {
+    static RUNTIME: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
+    let runtime = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("kapsync-store")
+            .enable_all()
+            .build()
+            .inspect_err(|error| {
+                tracing::warn!(
+                    "failed to start the store thread, sharing the request thread: {error}"
+                )
+            })
+            .ok()
+    });
+    match runtime {
+        Some(runtime) => runtime.handle().clone(),
+        None => tokio::runtime::Handle::current(),
+    }
+}
+
+/// A store-side task that panicked or was cancelled, as a store error.
+fn join_error(what: &str, join: &tokio::task::JoinError) -> StoreError {
+    StoreError::Query(sqlx::Error::Protocol(format!("the {what} stopped: {join}")))
+}
+
 /// The dispatcher: starts the workers, then keeps their queue topped up with claimed rows
 /// until the run is done or stops.
 async fn dispatch(
-    store: &Store,
-    run: &Run,
-    config: &EngineConfig,
-    shared: &Arc<Shared>,
-    tally: &Arc<Mutex<Tally>>,
-    stored: &Notify,
+    Dispatch {
+        store,
+        run_id,
+        config,
+        shared,
+        tally,
+        stored,
+    }: Dispatch,
+    requests: tokio::runtime::Handle,
 ) -> Result<JoinSet<()>, (JoinSet<()>, StoreError)> {
     let workers = config.concurrency.max(1);
     // A whole batch per round trip: claiming one row per free worker would cost three
@@ -668,7 +741,7 @@ async fn dispatch(
     let queue = Arc::new(Queue::new((batch / 2).max(1)));
     let mut tasks = JoinSet::new();
     for _ in 0..workers {
-        tasks.spawn(worker(shared.clone(), queue.clone()));
+        tasks.spawn_on(worker(shared.clone(), queue.clone()), &requests);
     }
     let mut cursor = Cursor::default();
     let result = loop {
@@ -684,12 +757,12 @@ async fn dispatch(
             continue;
         }
         let limit = (batch - queued) as i64;
-        let rows = match store.claim(run.id, &mut cursor, limit, now_ms()).await {
+        let rows = match store.claim(run_id, &mut cursor, limit, now_ms()).await {
             Ok(rows) => rows,
             Err(error) => break Err(error),
         };
         if !rows.is_empty() {
-            let mut t = lock(tally);
+            let mut t = lock(&tally);
             t.outstanding += rows.len() as u64;
             for row in &rows {
                 t.waiting.remove(&row.id);
@@ -699,8 +772,8 @@ async fn dispatch(
             continue;
         }
         // Nothing claimable now: finished, or waiting for retries or for earlier rows.
-        let outstanding = lock(tally).outstanding;
-        let (any_waiting, next_due) = match store.waiting(run.id, now_ms()).await {
+        let outstanding = lock(&tally).outstanding;
+        let (any_waiting, next_due) = match store.waiting(run_id, now_ms()).await {
             Ok(waiting) => waiting,
             Err(error) => break Err(error),
         };

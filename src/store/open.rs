@@ -10,6 +10,9 @@ use sqlx::sqlite::{
 
 use super::StoreError;
 
+/// Rows the SQLite thread may hand over before the caller takes them: more than a claim.
+const ROW_BUFFER: usize = 1024;
+
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -45,6 +48,9 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
+            // A claim's rows come back in one go: with sqlx's default of 50, the SQLite thread
+            // waited for the runtime thread to take each 50 rows, and workers ran dry meanwhile.
+            .row_buffer_size(ROW_BUFFER)
             .foreign_keys(true);
         if fresh {
             options = options.page_size(NEW_FILE_PAGE_SIZE);
