@@ -299,6 +299,7 @@ impl Mapping {
             pass_through: false,
             order,
             csv: true,
+            undefuse: crate::report::export::is_export_header(headers),
         })
     }
 
@@ -331,6 +332,7 @@ impl Mapping {
             pass_through: !self.from_file,
             order: Vec::new(),
             csv: false,
+            undefuse: false,
         }
     }
 
@@ -378,6 +380,9 @@ pub struct Plan {
     order: Vec<(String, Slot)>,
     /// Whether this plan reads CSV (columns) rather than JSONL (keys).
     csv: bool,
+    /// The file is a `kapsync export`: its cells were defused for spreadsheets, and the
+    /// quote export added is dropped again.
+    undefuse: bool,
 }
 
 /// A valid row: the ticket and the JSON object to send.
@@ -465,6 +470,9 @@ impl Plan {
         raw: Option<&'a str>,
     ) -> Result<Option<Cow<'a, str>>, String> {
         let mut value = raw.filter(|s| !s.trim().is_empty());
+        if self.undefuse {
+            value = value.map(crate::report::export::undefuse);
+        }
         if let (Some(s), Some(map)) = (value, &target.values)
             && let Some(mapped) = map.get(&s.trim().to_lowercase())
         {
@@ -687,6 +695,27 @@ mod tests {
             payload(&update),
             json!({"ticket_id": "000123456789012", "sub_status": "CL", "comment": "done"})
         );
+    }
+
+    #[test]
+    fn cells_of_a_kapsync_export_lose_the_quote_export_added() {
+        let mut names: Vec<&str> = crate::report::export::META_COLUMNS.to_vec();
+        names.extend(["ticket_id", "sub_status", "comment", "extra.note"]);
+        let plan = Mapping::default().plan_csv(&headers(&names)).unwrap();
+        let mut cells = vec![""; crate::report::export::META_COLUMNS.len()];
+        cells.extend(["000000000001", "CL", "'-2 days", "''=x"]);
+        let update = plan.build_csv(&cells).unwrap();
+        assert_eq!(
+            payload(&update),
+            json!({"ticket_id": "000000000001", "sub_status": "CL", "comment": "-2 days",
+                   "note": "'=x"})
+        );
+        // Any other CSV keeps its cells as they are.
+        let plan = Mapping::default()
+            .plan_csv(&headers(&["ticket_id", "sub_status", "comment"]))
+            .unwrap();
+        let update = plan.build_csv(&["000000000001", "CL", "'-2 days"]).unwrap();
+        assert_eq!(payload(&update)["comment"], "'-2 days");
     }
 
     #[test]

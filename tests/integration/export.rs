@@ -226,6 +226,50 @@ async fn formula_cells_are_defused() {
 }
 
 #[tokio::test]
+async fn defused_cells_ingest_again_as_they_were() {
+    let ws = Workspace::new();
+    // A value that is already quoted before a trigger must survive too.
+    let input = "ticket_id,sub_status,comment,queue,disposition\n\
+        100000000001,CL,=1+1,-2 days,'=quoted\n\
+        100000000002,CL,'plain,@x,safe\n";
+    ingest(&ws, "first", "in.csv", input, 0);
+    let out = ws
+        .kapsync()
+        .args(["export", "-o", "all.csv"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let exported = std::fs::read_to_string(ws.dir.path().join("all.csv")).unwrap();
+    assert!(
+        exported.contains("'-2 days") && exported.contains("''=quoted"),
+        "{exported}"
+    );
+
+    let out = ws
+        .kapsync()
+        .args(["ingest", "--run", "again", "all.csv"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let before = ws.jobs(Some("first")).await;
+    let after = ws.jobs(Some("again")).await;
+    assert_eq!(after.len(), 2);
+    for (old, new) in before.iter().zip(&after) {
+        assert_eq!(
+            new.payload, old.payload,
+            "the update is byte for byte the same"
+        );
+    }
+
+    // The same cells in a file that is not an export keep their quotes.
+    let input = "ticket_id,sub_status,comment\n100000000003,CL,'-2 days\n";
+    ingest(&ws, "plain", "plain.csv", input, 0);
+    let plain = ws.jobs(Some("plain")).await;
+    let payload: Value = serde_json::from_str(plain[0].payload.as_deref().unwrap()).unwrap();
+    assert_eq!(payload["comment"], "'-2 days");
+}
+
+#[tokio::test]
 async fn export_to_a_file_is_owner_only_and_reported_on_stderr() {
     let ws = Workspace::new();
     ingest(&ws, "o", "in.csv", INPUT, 1);
