@@ -90,14 +90,15 @@ pub async fn drain_runs(
     let config = engine_config(resolved);
     let mut reports = Vec::new();
     for run in runs {
-        if store.open_rows(run.id).await? == 0 {
-            continue;
-        }
         let (sender, receiver) = tokio::sync::watch::channel(engine::Progress::default());
         let display = DrainDisplay::start(&run.name, receiver, settings.progress);
         let report = engine::drain(store, client, run, &config, &shutdown, sender).await;
         display.finish();
         let report = report.with_context(|| format!("failed to drain run {}", run.name))?;
+        if report.idle() {
+            // A run with nothing open is left out of the summary.
+            continue;
+        }
         let stop = report.halt.is_some() || report.stopped;
         reports.push(report);
         if stop {

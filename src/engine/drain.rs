@@ -151,6 +151,16 @@ pub struct DrainReport {
 }
 
 impl DrainReport {
+    /// Whether the run had nothing to send: no request, no row open.
+    pub fn idle(&self) -> bool {
+        self.requests == 0
+            && self.replayed == 0
+            && self.halt.is_none()
+            && !self.stopped
+            && self.counts.pending == 0
+            && self.counts.in_flight == 0
+    }
+
     /// Requests per second over the drain.
     pub fn mean_rate(&self) -> f64 {
         if self.duration_ms == 0 {
@@ -560,7 +570,24 @@ pub async fn drain(
             "rows were in flight when an earlier runner died; sending them again (replayed)"
         );
     }
-    let total = store.open_rows(run.id).await? as u64;
+    let at_start = store.counts(run.id).await?;
+    let total = (at_start.pending + at_start.in_flight) as u64;
+    if total == 0 {
+        // Nothing to send: the counts just read are the report's (one scan of the run, not two).
+        return Ok(DrainReport {
+            run: run.name.clone(),
+            duration_ms: started.elapsed().as_millis() as u64,
+            requests: 0,
+            succeeded: 0,
+            failed: 0,
+            replayed,
+            throttle_events: 0,
+            halt: None,
+            stopped: false,
+            counts: at_start,
+            top_errors: Vec::new(),
+        });
+    }
     let (results_tx, results_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         client: client.clone(),

@@ -162,12 +162,6 @@ impl Store {
         .await?;
         Ok((count > 0, next))
     }
-
-    /// Pending and in-flight rows of a run: the work left.
-    pub async fn open_rows(&self, run_id: i64) -> Result<i64, StoreError> {
-        let counts = self.counts(run_id).await?;
-        Ok(counts.pending + counts.in_flight)
-    }
 }
 
 fn claimed_row(row: &sqlx::sqlite::SqliteRow) -> Claimed {
