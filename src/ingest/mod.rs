@@ -198,7 +198,7 @@ pub async fn ingest_file(
         ignored_columns: Vec::new(),
         invalid_samples: Vec::new(),
     };
-    let (source_id, mut progress) = match start {
+    let (source_id, progress) = match start {
         SourceStart::Done {
             rows_read,
             rows_valid,
@@ -231,33 +231,43 @@ pub async fn ingest_file(
     };
     let resume_after = progress.last_line;
 
-    let input = open_input(path, config.bytes_read.clone()).map_err(read_error)?;
-    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Batch>(4);
-    let parser = Parser {
-        path: shown.clone(),
-        format,
-        mapping: config.mapping.clone(),
-        max_record_bytes: usize::try_from(config.max_record_bytes).unwrap_or(usize::MAX),
-        resume_after,
-        progress,
-        sender,
-    };
-    let parse = tokio::task::spawn_blocking(move || parser.run(input));
-
     let mut writer: IngestWriter = store.ingest_writer(run.id, source_id).await?;
-    let mut uncommitted = 0;
-    while let Some(batch) = receiver.recv().await {
-        let rows = batch.jobs.len() as i64;
-        writer.write(batch.jobs).await?;
-        summary.added += rows;
-        uncommitted += rows;
-        progress = batch.progress;
-        if uncommitted >= COMMIT_ROWS {
-            writer.commit(progress).await?;
-            uncommitted = 0;
+    let parsed = async {
+        let input = open_input(path, config.bytes_read.clone()).map_err(read_error)?;
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<Batch>(4);
+        let parser = Parser {
+            path: shown.clone(),
+            format,
+            mapping: config.mapping.clone(),
+            max_record_bytes: usize::try_from(config.max_record_bytes).unwrap_or(usize::MAX),
+            resume_after,
+            progress,
+            sender,
+        };
+        let parse = tokio::task::spawn_blocking(move || parser.run(input));
+        let mut uncommitted = 0;
+        while let Some(batch) = receiver.recv().await {
+            let rows = batch.jobs.len() as i64;
+            writer.write(batch.jobs).await?;
+            summary.added += rows;
+            uncommitted += rows;
+            if uncommitted >= COMMIT_ROWS {
+                writer.commit(batch.progress).await?;
+                uncommitted = 0;
+            }
         }
+        parse.await.map_err(|e| read_error(io::Error::other(e)))?
     }
-    let report = parse.await.map_err(|e| read_error(io::Error::other(e)))??;
+    .await;
+    let report = match parsed {
+        Ok(report) => report,
+        Err(error) => {
+            if let Err(cleanup) = writer.abandon().await {
+                tracing::warn!("failed to clean up after {shown}: {cleanup}");
+            }
+            return Err(error);
+        }
+    };
     let hash = hash.or(report.stdin_hash).unwrap_or_default();
     let kept = writer.finish(report.progress, &hash).await?;
     summary.rows_read = report.progress.rows_read;

@@ -312,6 +312,27 @@ impl IngestWriter {
     }
 }
 
+impl IngestWriter {
+    /// Gives up on a source that failed: rolls back what is not committed and, when nothing
+    /// of it was ever committed, removes its record, so a file refused as a whole (not UTF-8,
+    /// a bad header) leaves nothing behind. A source with committed rows keeps its resume
+    /// point.
+    pub async fn abandon(mut self) -> Result<(), StoreError> {
+        if self.in_transaction {
+            sqlx::query("ROLLBACK").execute(&mut *self.conn).await?;
+            self.in_transaction = false;
+        }
+        sqlx::query(
+            "DELETE FROM source_files WHERE id = ?1 AND complete = 0 AND last_line = 0
+               AND NOT EXISTS (SELECT 1 FROM jobs WHERE source_id = ?1)",
+        )
+        .bind(self.source_id)
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
+    }
+}
+
 impl Drop for IngestWriter {
     fn drop(&mut self) {
         // The connection never goes back to the pool: it may hold an open transaction (an

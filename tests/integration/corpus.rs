@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use kapsync::store::Store;
+
 use crate::support::{Workspace, stderr};
 
 /// What ingesting one corpus file must give.
@@ -190,6 +192,14 @@ async fn check(ws: &Workspace, run: &str, path: &Path, case: &Case) {
             err.contains(message) && err.contains(&path.display().to_string()),
             "{what}: {err}"
         );
+        let store = Store::open(&ws.db()).await.unwrap();
+        if let Some(run) = store.find_run(run).await.unwrap() {
+            let sources = store.sources(run.id).await.unwrap();
+            assert!(
+                sources.is_empty(),
+                "{what}: a refused file left {sources:?}"
+            );
+        }
         return;
     }
     let expect_exit = if case.bad.is_empty() { 0 } else { 1 };
