@@ -279,10 +279,15 @@ fn was_sent(error: &reqwest::Error) -> bool {
     true
 }
 
-/// The error and its causes on one line, repeated texts dropped. reqwest's texts name the URL
-/// but never a header, so the token cannot appear.
+/// The error and its causes on one line, repeated texts dropped, without the URL: every row
+/// of a run has the same one, and it would push the cause out of a summary's line. reqwest's
+/// texts never name a header, so the token cannot appear.
 fn error_text(error: &reqwest::Error) -> String {
-    let mut parts: Vec<String> = vec![error.to_string()];
+    let mut first = error.to_string();
+    if let Some(url) = error.url() {
+        first = first.replace(&format!(" for url ({url})"), "");
+    }
+    let mut parts: Vec<String> = vec![first];
     let mut source = error.source();
     while let Some(cause) = source {
         let text = cause.to_string();
