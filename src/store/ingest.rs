@@ -319,7 +319,8 @@ impl IngestWriter {
     /// point.
     pub async fn abandon(mut self) -> Result<(), StoreError> {
         if self.in_transaction {
-            sqlx::query("ROLLBACK").execute(&mut *self.conn).await?;
+            // SQLite may have rolled back already (a full disk does): that is fine too.
+            let _ = sqlx::query("ROLLBACK").execute(&mut *self.conn).await;
             self.in_transaction = false;
         }
         sqlx::query(

@@ -11,7 +11,8 @@ use kapsync::simulator::{Latency, LedgerEntry, SimConfig};
 use kapsync::store::Store;
 
 use crate::support::{
-    Workspace, drain, eventually, fast_config, ingest_rows, rows_csv, start_sim, stderr, stdout,
+    Workspace, drain, eventually, fast_config, ingest_rows, jobs_in, rows_csv, start_sim, stderr,
+    stdout,
 };
 
 async fn integrity(db: &Path) -> String {
@@ -906,4 +907,127 @@ fn commands_opening_a_new_database_at_once_all_succeed() {
             );
         }
     }
+}
+
+/// A small tmpfs mounted for one test and unmounted when dropped: a disk that can be filled
+/// and then given more room. Mounting needs root (CI and the build machines have it).
+#[cfg(target_os = "linux")]
+struct SmallDisk {
+    dir: PathBuf,
+}
+
+#[cfg(target_os = "linux")]
+impl SmallDisk {
+    /// Mounts `size_kib` KiB under `parent`, or None where mounting is not allowed.
+    fn mount(parent: &Path, size_kib: u64) -> Option<SmallDisk> {
+        let dir = parent.join("disk");
+        std::fs::create_dir(&dir).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_kib}k"), "tmpfs"])
+            .arg(&dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(SmallDisk { dir })
+    }
+
+    /// Gives the disk a new size (smaller than its use leaves it full).
+    fn resize(&self, size_kib: u64) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size_kib}k")])
+            .arg(&self.dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "remount to {size_kib} KiB");
+    }
+
+    /// KiB in use.
+    fn used_kib(&self) -> u64 {
+        let out = Command::new("df")
+            .args(["--output=used", "-k"])
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines().nth(1).unwrap().trim().parse().unwrap()
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+#[cfg(target_os = "linux")]
+// The binary is waited for with blocking calls: the simulator needs its own threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[expect(clippy::print_stderr, reason = "says why the test is skipped")]
+async fn a_full_disk_stops_ingest_and_run_cleanly_and_both_resume() {
+    let ws = Workspace::new();
+    let Some(disk) = SmallDisk::mount(ws.dir.path(), 1024) else {
+        eprintln!("skipped: mounting a tmpfs is not allowed here (needs root)");
+        return;
+    };
+    let db = disk.dir.join("k.db");
+    let kapsync = || {
+        let mut cmd = assert_cmd::Command::cargo_bin("kapsync").unwrap();
+        cmd.arg("--db").arg(&db).arg("--no-progress");
+        cmd
+    };
+    let full = "the disk holding the database is full";
+    let rows = 20_000;
+    let csv = ws.file("rows.csv", rows_csv(rows, rows));
+
+    // Ingest fills a 1 MiB disk: a clear error, then the same command finishes the file.
+    let out = kapsync()
+        .args(["ingest", "--run", "r"])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains(full), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    disk.resize(64 * 1024);
+    let out = kapsync()
+        .args(["ingest", "--run", "r"])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let jobs = jobs_in(&db, Some("r")).await;
+    let lines: BTreeSet<i64> = jobs.iter().map(|j| j.line).collect();
+    assert_eq!((jobs.len(), lines.len()), (rows, rows), "every row once");
+
+    // The run fills what is left: it stops with the same advice, and the next run finishes.
+    disk.resize(disk.used_kib() + 512);
+    let sim = start_sim(SimConfig::default()).await;
+    let run = || {
+        let mut cmd = kapsync();
+        cmd.args(["run", "--rate", "0", "--concurrency", "16"])
+            .args(["--base-url", &sim.base_url()])
+            .env("KAPTURE_TOKEN", "t");
+        cmd.output().unwrap()
+    };
+    let out = run();
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains(full), "{}", stderr(&out));
+    disk.resize(64 * 1024);
+    let out = run();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let ledger = sim.ledger();
+    sim.shutdown().await;
+    let jobs = jobs_in(&db, Some("r")).await;
+    assert!(
+        jobs.iter().all(|j| j.state == "succeeded"),
+        "every row sent"
+    );
+    let applied: BTreeSet<String> = ledger
+        .iter()
+        .filter(|e| e.outcome == "success")
+        .filter_map(|e| e.comment.clone())
+        .collect();
+    assert_eq!(applied.len(), rows, "every row reached the server");
+    assert_eq!(integrity(&db).await, "ok");
 }
