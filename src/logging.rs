@@ -1,6 +1,6 @@
 //! Logging set-up: tracing to stderr, level from -v/-q, `RUST_LOG` overrides, text or JSON.
 
-use std::io::Write;
+use std::io::{IsTerminal as _, Write};
 
 use tracing_subscriber::EnvFilter;
 
@@ -17,9 +17,14 @@ pub fn init(global: &GlobalArgs) {
     };
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("kapsync={level},warn")));
+    // Colour codes only on a terminal: in a pipe or a cron log they are noise. NO_COLOR still
+    // turns them off on a terminal (setting `with_ansi` overrides tracing's own check of it).
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_target(false);
     let _ = match global.log_format.unwrap_or(LogFormat::Text) {
         LogFormat::Text => builder.without_time().try_init(),
