@@ -34,9 +34,59 @@ pub fn init(global: &GlobalArgs) {
 
 /// Reports a command's error on stderr with its chain of causes.
 pub fn report_error(error: &anyhow::Error) {
+    let _ = writeln!(std::io::stderr(), "{}", error_text(error));
+}
+
+/// An error and its chain of causes as lines of text, each cause once: many errors already
+/// end their message with their cause's, which is then not repeated on a line of its own.
+fn error_text(error: &anyhow::Error) -> String {
     let mut message = format!("error: {error}");
+    let mut above = error.to_string();
     for cause in error.chain().skip(1) {
-        message.push_str(&format!("\n  caused by: {cause}"));
+        let text = cause.to_string();
+        if !above.contains(&text) {
+            message.push_str(&format!("\n  caused by: {text}"));
+        }
+        above = text;
     }
-    let _ = writeln!(std::io::stderr(), "{message}");
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("failed to read {path}: {source}")]
+    struct ReadError {
+        path: &'static str,
+        #[source]
+        source: std::io::Error,
+    }
+
+    fn not_found() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let error = anyhow::Error::new(ReadError {
+            path: "a.csv",
+            source: not_found(),
+        })
+        .context("failed to ingest a.csv");
+        assert_eq!(
+            error_text(&error),
+            "error: failed to ingest a.csv\n  caused by: failed to read a.csv: no such file"
+        );
+    }
+
+    #[test]
+    fn a_cause_not_in_the_message_is_shown() {
+        let error = anyhow::Error::new(not_found()).context("failed to open the database k.db");
+        assert_eq!(
+            error_text(&error),
+            "error: failed to open the database k.db\n  caused by: no such file"
+        );
+    }
 }
