@@ -1,6 +1,6 @@
 //! Logging set-up: tracing to stderr, level from -v/-q, `RUST_LOG` overrides, text or JSON.
 
-use std::io::Write;
+use std::io::{IsTerminal as _, Write};
 
 use tracing_subscriber::EnvFilter;
 
@@ -17,9 +17,14 @@ pub fn init(global: &GlobalArgs) {
     };
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("kapsync={level},warn")));
+    // Colour codes only on a terminal: in a pipe or a cron log they are noise. NO_COLOR still
+    // turns them off on a terminal (setting `with_ansi` overrides tracing's own check of it).
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_target(false);
     let _ = match global.log_format.unwrap_or(LogFormat::Text) {
         LogFormat::Text => builder.without_time().try_init(),
@@ -29,10 +34,15 @@ pub fn init(global: &GlobalArgs) {
 
 /// Reports a command's error on stderr with its chain of causes.
 pub fn report_error(error: &anyhow::Error) {
+    let _ = writeln!(std::io::stderr(), "{}", error_text(error));
+}
+
+/// An error and its chain of causes as lines of text, each cause once (wrapped errors often
+/// end their message with their cause's), and advice when the disk is full.
+fn error_text(error: &anyhow::Error) -> String {
     let mut message = format!("error: {error}");
     let mut shown = vec![error.to_string()];
     for cause in error.chain().skip(1) {
-        // Wrapped errors often repeat their source's text: say each thing once.
         let text = cause.to_string();
         if shown.iter().any(|s| s.contains(&text)) {
             continue;
@@ -46,7 +56,7 @@ pub fn report_error(error: &anyhow::Error) {
              command again: it resumes where it stopped, and nothing already recorded is lost",
         );
     }
-    let _ = writeln!(std::io::stderr(), "{message}");
+    message
 }
 
 /// Whether the error comes from a full disk (SQLite's SQLITE_FULL, or the OS's ENOSPC).
@@ -61,4 +71,43 @@ pub fn is_disk_full(error: &anyhow::Error) -> bool {
             .is_some_and(|e| e.kind() == std::io::ErrorKind::StorageFull);
         sqlite_full || os_full
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("failed to read {path}: {source}")]
+    struct ReadError {
+        path: &'static str,
+        #[source]
+        source: std::io::Error,
+    }
+
+    fn not_found() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let error = anyhow::Error::new(ReadError {
+            path: "a.csv",
+            source: not_found(),
+        })
+        .context("failed to ingest a.csv");
+        assert_eq!(
+            error_text(&error),
+            "error: failed to ingest a.csv\n  caused by: failed to read a.csv: no such file"
+        );
+    }
+
+    #[test]
+    fn a_cause_not_in_the_message_is_shown() {
+        let error = anyhow::Error::new(not_found()).context("failed to open the database k.db");
+        assert_eq!(
+            error_text(&error),
+            "error: failed to open the database k.db\n  caused by: no such file"
+        );
+    }
 }

@@ -9,4 +9,5 @@ mod ingest;
 mod kapture;
 mod reliability;
 mod simulator;
+mod snapshots;
 mod support;
