@@ -153,11 +153,16 @@ pub fn drain_summary(reports: &[crate::engine::DrainReport]) -> String {
         let c = &r.counts;
         let _ = writeln!(
             out,
-            "Run {}: {} succeeded, {} failed in this run of the engine ({} requests in {}, {:.1}/s)",
+            "Run {}: {} succeeded, {} failed just now ({} {} in {}, {:.1}/s)",
             r.run,
             r.succeeded,
             r.failed,
             r.requests,
+            if r.requests == 1 {
+                "request"
+            } else {
+                "requests"
+            },
             humantime::format_duration(std::time::Duration::from_secs(secs.round() as u64)),
             r.mean_rate()
         );
