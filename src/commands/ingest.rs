@@ -93,6 +93,12 @@ pub async fn ingest_into(
         );
         let summary = ingest::ingest_file(store, &run, path, &config).await;
         bar.finish();
+        if summary.is_err() && run_created {
+            // A run this command made and could not fill is not left behind, empty.
+            if let Err(error) = store.discard_empty_run(run.id).await {
+                tracing::warn!("failed to remove the empty run {}: {error}", run.name);
+            }
+        }
         let summary = summary.with_context(|| format!("failed to ingest {}", path.display()))?;
         tracing::debug!(path = %summary.path, rows = summary.rows_read, "ingested");
         files.push(summary);

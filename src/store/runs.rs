@@ -90,6 +90,20 @@ impl Store {
                 .await?,
         )
     }
+
+    /// Removes a run that holds no file and no row (one an ingest created and then failed
+    /// before storing anything). Returns whether it was removed.
+    pub async fn discard_empty_run(&self, run_id: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM runs WHERE id = ?1
+               AND NOT EXISTS (SELECT 1 FROM source_files WHERE run_id = ?1)
+               AND NOT EXISTS (SELECT 1 FROM jobs WHERE run_id = ?1)",
+        )
+        .bind(run_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
 }
 
 #[cfg(test)]

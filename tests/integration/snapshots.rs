@@ -306,8 +306,8 @@ fn errors_for_mapping_files() {
         );
         check(name, &ws, &text);
     }
-    // What the failed ingests left behind: the unknown column is found only after the run
-    // "m" was created.
+    // What the failed ingests left behind: nothing, though the missing column is found only
+    // after the run "m" was created.
     let text = transcript(&mut ws.kapsync(), &["runs"]);
     check("runs_after_failed_ingests", &ws, &text);
 }
