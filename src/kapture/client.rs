@@ -167,7 +167,7 @@ impl Client {
             .await;
         let response = match sent {
             Ok(response) => response,
-            Err(error) => return (transport_reply(&error, None, started), None),
+            Err(error) => return (transport_reply(error, None, started), None),
         };
         let status = response.status().as_u16();
         let header = |name| {
@@ -181,7 +181,7 @@ impl Client {
         let location = header(LOCATION);
         let body = match read_body(response).await {
             Ok(body) => body,
-            Err(error) => return (transport_reply(&error, Some(status), started), None),
+            Err(error) => return (transport_reply(error, Some(status), started), None),
         };
         let fields = BodyFields::parse(&body);
         let class = classify_http(status, retry_after.as_deref(), &fields, SystemTime::now());
@@ -244,8 +244,10 @@ async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::
 }
 
 /// A reply for a request that got no complete answer.
-fn transport_reply(error: &reqwest::Error, status: Option<u16>, started: Instant) -> Reply {
-    let answer = if status.is_none() && !was_sent(error) {
+fn transport_reply(error: reqwest::Error, status: Option<u16>, started: Instant) -> Reply {
+    // Every row of a run has the same URL, and it would push the cause past a summary's cut.
+    let error = error.without_url();
+    let answer = if status.is_none() && !was_sent(&error) {
         Answer::NotSent
     } else {
         Answer::InDoubt
@@ -253,7 +255,7 @@ fn transport_reply(error: &reqwest::Error, status: Option<u16>, started: Instant
     Reply {
         class: classify(&answer, SystemTime::now()),
         http_status: status,
-        message: Some(error_text(error)),
+        message: Some(error_text(&error)),
         ticket: None,
         excerpt: String::new(),
         elapsed: started.elapsed(),
@@ -279,15 +281,10 @@ fn was_sent(error: &reqwest::Error) -> bool {
     true
 }
 
-/// The error and its causes on one line, repeated texts dropped, without the URL: every row
-/// of a run has the same one, and it would push the cause out of a summary's line. reqwest's
-/// texts never name a header, so the token cannot appear.
+/// The error and its causes on one line, repeated texts dropped. reqwest's texts never name a
+/// header, so the token cannot appear.
 fn error_text(error: &reqwest::Error) -> String {
-    let mut first = error.to_string();
-    if let Some(url) = error.url() {
-        first = first.replace(&format!(" for url ({url})"), "");
-    }
-    let mut parts: Vec<String> = vec![first];
+    let mut parts: Vec<String> = vec![error.to_string()];
     let mut source = error.source();
     while let Some(cause) = source {
         let text = cause.to_string();
