@@ -199,32 +199,18 @@ pub async fn ingest_file(
         invalid_samples: Vec::new(),
     };
     let (source_id, progress) = match start {
-        SourceStart::Done {
-            rows_read,
-            rows_valid,
-            rows_invalid,
-            ..
-        } => {
+        SourceStart::Done { progress, .. } => {
             summary.outcome = "already_ingested";
-            summary.rows_read = rows_read;
-            summary.valid = rows_valid;
-            summary.invalid = rows_invalid;
+            summary.rows_read = progress.rows_read;
+            summary.valid = progress.rows_valid;
+            summary.invalid = progress.rows_invalid;
             return Ok(summary);
         }
         SourceStart::Resume {
             source_id,
-            last_line,
-            rows_read,
-            rows_valid,
-            rows_invalid,
+            progress,
         } => {
             summary.outcome = "resumed";
-            let progress = SourceProgress {
-                last_line,
-                rows_read,
-                rows_valid,
-                rows_invalid,
-            };
             (source_id, progress)
         }
         SourceStart::New { source_id } => (source_id, SourceProgress::default()),

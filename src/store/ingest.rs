@@ -51,17 +51,13 @@ pub enum SourceStart {
     /// The same content was already ingested into this run: nothing to add.
     Done {
         source_id: i64,
-        rows_read: i64,
-        rows_valid: i64,
-        rows_invalid: i64,
+        progress: SourceProgress,
     },
-    /// An earlier ingest of the same content was interrupted: continue after `last_line`.
+    /// An earlier ingest of the same content was interrupted: continue after
+    /// `progress.last_line`.
     Resume {
         source_id: i64,
-        last_line: i64,
-        rows_read: i64,
-        rows_valid: i64,
-        rows_invalid: i64,
+        progress: SourceProgress,
     },
     /// A new source file.
     New { source_id: i64 },
@@ -99,20 +95,21 @@ impl Store {
         if let Some((source_id, last_line, rows_read, rows_valid, rows_invalid, complete)) =
             existing
         {
+            let progress = SourceProgress {
+                last_line,
+                rows_read,
+                rows_valid,
+                rows_invalid,
+            };
             return Ok(if complete {
                 SourceStart::Done {
                     source_id,
-                    rows_read,
-                    rows_valid,
-                    rows_invalid,
+                    progress,
                 }
             } else {
                 SourceStart::Resume {
                     source_id,
-                    last_line,
-                    rows_read,
-                    rows_valid,
-                    rows_invalid,
+                    progress,
                 }
             });
         }
@@ -390,10 +387,12 @@ mod tests {
             start,
             SourceStart::Resume {
                 source_id,
-                last_line: 2502,
-                rows_read: 2501,
-                rows_valid: 2476,
-                rows_invalid: 25
+                progress: SourceProgress {
+                    last_line: 2502,
+                    rows_read: 2501,
+                    rows_valid: 2476,
+                    rows_invalid: 25
+                }
             }
         );
         let counts = store.counts(run.id).await.unwrap();
@@ -414,7 +413,10 @@ mod tests {
                 .await
                 .unwrap(),
             SourceStart::Done {
-                rows_read: 2502,
+                progress: SourceProgress {
+                    rows_read: 2502,
+                    ..
+                },
                 ..
             }
         ));
