@@ -11,13 +11,23 @@ fn json_of(output: &std::process::Output) -> Value {
 }
 
 /// The invalid reasons of a run by line.
-async fn reasons(ws: &Workspace) -> Vec<(i64, String)> {
-    ws.jobs(None)
+/// Checks the invalid rows of the latest run: exactly these lines, each reason holding its text.
+async fn assert_reasons(ws: &Workspace, expect: &[(i64, &str)]) {
+    let got: Vec<(i64, String)> = ws
+        .jobs(None)
         .await
         .into_iter()
         .filter(|j| j.state == "invalid")
         .map(|j| (j.line, j.error_message.unwrap_or_default()))
-        .collect()
+        .collect();
+    assert_eq!(got.len(), expect.len(), "{got:?}");
+    for ((line, reason), (want_line, want)) in got.iter().zip(expect) {
+        assert_eq!(line, want_line, "{got:?}");
+        assert!(
+            reason.contains(want),
+            "line {line}: {reason:?} lacks {want:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -149,7 +159,6 @@ async fn every_bad_csv_row_is_stored_invalid_with_line_and_reason() {
     assert_eq!(report["rows_read"], 12);
     assert_eq!(report["valid"], 4);
     assert_eq!(report["invalid"], 8);
-    let got = reasons(&ws).await;
     let expect: [(i64, &str); 8] = [
         (3, "ticket_id is empty"),
         (4, "sub_status is empty"),
@@ -160,14 +169,7 @@ async fn every_bad_csv_row_is_stored_invalid_with_line_and_reason() {
         (10, "broken quoting on line 10"),
         (13, "over the limit of 2048"),
     ];
-    assert_eq!(got.len(), expect.len(), "{got:?}");
-    for ((line, reason), (want_line, want)) in got.iter().zip(expect.iter()) {
-        assert_eq!(line, want_line, "{got:?}");
-        assert!(
-            reason.contains(want),
-            "line {line}: {reason:?} lacks {want:?}"
-        );
-    }
+    assert_reasons(&ws, &expect).await;
     let jobs = ws.jobs(None).await;
     assert_eq!(jobs[0].ticket_id.as_deref(), Some("000123456789"));
     let iso = jobs.iter().find(|j| j.line == 6).unwrap();
@@ -213,7 +215,6 @@ async fn every_bad_jsonl_line_is_stored_invalid_with_line_and_reason() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let got = reasons(&ws).await;
     let expect: [(i64, &str); 7] = [
         (2, "JSON array, not an object"),
         (3, "not valid JSON"),
@@ -223,14 +224,7 @@ async fn every_bad_jsonl_line_is_stored_invalid_with_line_and_reason() {
         (8, "over the limit of 1000"),
         (9, "day 30 does not exist"),
     ];
-    assert_eq!(got.len(), expect.len(), "{got:?}");
-    for ((line, reason), (want_line, want)) in got.iter().zip(expect.iter()) {
-        assert_eq!(line, want_line, "{got:?}");
-        assert!(
-            reason.contains(want),
-            "line {line}: {reason:?} lacks {want:?}"
-        );
-    }
+    assert_reasons(&ws, &expect).await;
     let summary = stdout(&out);
     assert!(
         summary.contains("line 2: line is a JSON array"),
