@@ -60,7 +60,7 @@ fn error_text(error: &anyhow::Error) -> String {
 }
 
 /// Whether the error comes from a full disk (SQLite's SQLITE_FULL, or the OS's ENOSPC).
-pub fn is_disk_full(error: &anyhow::Error) -> bool {
+fn is_disk_full(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         let sqlite_full = cause
             .downcast_ref::<sqlx::Error>()
