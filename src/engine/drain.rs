@@ -8,7 +8,7 @@
 //! the table before its request goes out, and its outcome is committed before it counts.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -398,11 +398,10 @@ struct Queue {
     rows: Mutex<VecDeque<Claimed>>,
     /// Below this many queued rows the dispatcher claims more.
     low_water: usize,
-    /// Woken when rows are added or the queue closes.
+    /// Woken when rows are added.
     filled: Notify,
     /// Woken when a worker leaves the queue below its low water mark.
     low: Notify,
-    closed: AtomicBool,
 }
 
 impl Queue {
@@ -412,7 +411,6 @@ impl Queue {
             low_water,
             filled: Notify::new(),
             low: Notify::new(),
-            closed: AtomicBool::new(false),
         }
     }
 
@@ -425,22 +423,19 @@ impl Queue {
         self.filled.notify_waiters();
     }
 
-    /// Closes the queue and returns the rows no worker took.
-    fn close(&self) -> Vec<Claimed> {
-        self.closed.store(true, Ordering::Release);
-        let left = lock(&self.rows).drain(..).collect();
-        self.filled.notify_waiters();
-        left
+    /// Takes every row no worker took (the drain then stops sending, which ends the workers).
+    fn take_all(&self) -> Vec<Claimed> {
+        lock(&self.rows).drain(..).collect()
     }
 
-    /// The next row, or None once the queue is closed or sending has stopped.
+    /// The next row, or None once sending has stopped.
     async fn next(&self, stop: &CancellationToken) -> Option<Claimed> {
         loop {
             let filled = self.filled.notified();
             tokio::pin!(filled);
             // Registered before looking, so a push between the look and the wait still wakes.
             filled.as_mut().enable();
-            if stop.is_cancelled() || self.closed.load(Ordering::Acquire) {
+            if stop.is_cancelled() {
                 return None;
             }
             let (row, left) = {
@@ -820,7 +815,7 @@ async fn dispatch(
         }
     };
     // Rows claimed but not taken by a worker go back untouched.
-    for row in queue.close() {
+    for row in queue.take_all() {
         let _ = shared.results.send(unsent(&row));
     }
     match result {
