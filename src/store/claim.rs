@@ -178,7 +178,7 @@ fn claimed_row(row: &sqlx::sqlite::SqliteRow) -> Claimed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{NewJob, Next, Outcome, SourceProgress, SourceStart};
+    use crate::store::{AttemptRecord, NewJob, Next, Outcome, SourceProgress, SourceStart};
 
     /// A store with one run whose rows have these ticket ids, in order.
     async fn store_with(tickets: &[&str]) -> (tempfile::TempDir, Store, i64) {
@@ -319,5 +319,52 @@ mod tests {
             again.iter().all(|c| c.replayed && c.attempt == 1),
             "{again:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn batches_of_any_size_store_exactly_their_rows() {
+        // Statements are padded to 1, 8, 64 or 512 rows: sizes on each side of those.
+        let tickets: Vec<String> = (0..1200).map(|i| format!("t{i}")).collect();
+        let names: Vec<&str> = tickets.iter().map(String::as_str).collect();
+        let (_dir, store, run) = store_with(&names).await;
+        let mut cursor = Cursor::default();
+        let mut ids = Vec::new();
+        while ids.len() < names.len() {
+            let claimed = store.claim(run, &mut cursor, 500, 1).await.unwrap();
+            ids.extend(claimed.iter().map(|c| c.id));
+        }
+        let mut rest = &ids[..];
+        for size in [1, 7, 9, 63, 65, 511, 513] {
+            let (batch, tail) = rest.split_at(size);
+            rest = tail;
+            let outcomes: Vec<Outcome> = batch
+                .iter()
+                .map(|&id| Outcome {
+                    attempt: Some(AttemptRecord {
+                        attempt: 1,
+                        started_ms: 1,
+                        duration_ms: 1,
+                        http_status: Some(200),
+                        class: "success",
+                        in_doubt: false,
+                        excerpt: String::new(),
+                    }),
+                    ..done(id)
+                })
+                .collect();
+            let changed = store.record_outcomes(&outcomes).await.unwrap();
+            assert_eq!(changed, size as u64, "batch of {size}");
+        }
+        assert!(rest.len() < 512 && !rest.is_empty());
+        let counts = store.counts(run).await.unwrap();
+        assert_eq!(
+            (counts.succeeded, counts.in_flight),
+            (1169, names.len() as i64 - 1169)
+        );
+        let (attempts,): (i64,) = sqlx::query_as("SELECT count(*) FROM attempts")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(attempts, 1169, "no padding row is stored");
     }
 }

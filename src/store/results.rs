@@ -17,14 +17,6 @@ const STATEMENT_ROWS: [usize; 4] = [1, 8, 64, 512];
 /// The largest statement, in rows.
 const ROWS_PER_STATEMENT: usize = STATEMENT_ROWS[STATEMENT_ROWS.len() - 1];
 
-/// The statement size a chunk of `rows` rows is padded to.
-fn statement_rows(rows: usize) -> usize {
-    STATEMENT_ROWS
-        .into_iter()
-        .find(|&size| size >= rows)
-        .unwrap_or(ROWS_PER_STATEMENT)
-}
-
 /// The attempts INSERT for each statement size. Padding rows (all NULL) are filtered out.
 static INSERT_ATTEMPTS: LazyLock<Vec<String>> = LazyLock::new(|| {
     STATEMENT_ROWS
@@ -62,10 +54,13 @@ static UPDATE_JOBS: LazyLock<Vec<String>> = LazyLock::new(|| {
 });
 
 /// The prepared-once SQL for a chunk of `rows` rows, and how many padding rows it needs.
+/// `rows` is at most [`ROWS_PER_STATEMENT`].
 fn sized(statements: &'static [String], rows: usize) -> (&'static str, usize) {
-    let size = statement_rows(rows);
-    let index = STATEMENT_ROWS.iter().position(|&s| s == size).unwrap_or(0);
-    (statements[index].as_str(), size - rows)
+    let index = STATEMENT_ROWS
+        .iter()
+        .position(|&size| size >= rows)
+        .unwrap_or(STATEMENT_ROWS.len() - 1);
+    (statements[index].as_str(), STATEMENT_ROWS[index] - rows)
 }
 
 /// What happens to a row after a request.
