@@ -18,3 +18,4 @@ pub mod logging;
 pub mod report;
 pub mod simulator;
 pub mod store;
+pub mod toml_error;

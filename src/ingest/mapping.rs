@@ -36,6 +36,7 @@ use sha2::Digest as _;
 
 use super::MappingError;
 use super::validate;
+use crate::toml_error::TomlError;
 
 /// The fields of Kapture's Update Ticket body that kapsync knows by name.
 pub const KAPTURE_FIELDS: [&str; 6] = [
@@ -124,7 +125,7 @@ impl Mapping {
     /// Parses and checks mapping TOML.
     pub fn parse(text: &str) -> Result<Self, MappingError> {
         let file: MappingFile =
-            toml::from_str(text).map_err(|e| MappingError(e.to_string().trim().to_owned()))?;
+            toml::from_str(text).map_err(|e| MappingError(TomlError::new(&e, text).to_string()))?;
         for field in file.columns.keys() {
             if !KAPTURE_FIELDS.contains(&field.as_str()) {
                 return Err(MappingError(format!(
