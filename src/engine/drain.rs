@@ -187,7 +187,7 @@ async fn watch(
         writer: None,
     };
     let fail = |failure: EngineError, ended: &mut Ended| {
-        tracing::error!("stopping the drain: {failure}");
+        tracing::debug!("stopping the drain: {failure}");
         ended.failure.get_or_insert(failure);
         shared.stop_sending.cancel();
     };
