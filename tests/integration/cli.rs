@@ -140,10 +140,7 @@ fn parse_errors_name_the_place_and_never_echo_a_token() {
         "line 2, column 1",
     );
     // A wrong value quotes nothing either.
-    ws.file(
-        "kapsync.toml",
-        format!("rate = \"{CANARY}\"\n"),
-    );
+    ws.file("kapsync.toml", format!("rate = \"{CANARY}\"\n"));
     check(
         ws.kapsync().arg("status").output().unwrap(),
         "line 1, column 8",
