@@ -244,8 +244,7 @@ pub struct RetryArgs {
     #[arg(long, value_name = "NAME")]
     pub run: Option<String>,
 
-    /// Only rows whose last error has this class: rejected, transient, transient_in_doubt,
-    /// auth, forbidden, throttled, invalid
+    /// Only rows whose last error has this class: rejected, transient, transient_in_doubt
     #[arg(long, value_name = "CLASS")]
     pub class: Option<String>,
 
