@@ -616,13 +616,7 @@ impl Parser {
             serde_json::Value::Object(object) => plan.build_json(object, ignored),
             other => Err(invalid(format!(
                 "line is a JSON {}, not an object",
-                match other {
-                    serde_json::Value::Array(_) => "array",
-                    serde_json::Value::String(_) => "string",
-                    serde_json::Value::Number(_) => "number",
-                    serde_json::Value::Bool(_) => "boolean",
-                    _ => "null",
-                }
+                mapping::json_kind(&other)
             ))),
         }
     }

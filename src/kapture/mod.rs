@@ -11,6 +11,16 @@ pub use target::{Target, TargetError};
 pub(crate) use token::strip_basic;
 pub use token::{TOKEN_ENV, Token, TokenError};
 
+/// The fields of Kapture's Update Ticket body that kapsync knows by name.
+pub const KAPTURE_FIELDS: [&str; 6] = [
+    "ticket_id",
+    "sub_status",
+    "comment",
+    "callback_time",
+    "queue",
+    "disposition",
+];
+
 /// Path of the Update Ticket API, below the target's base URL.
 pub const UPDATE_TICKET_PATH: &str = "/update-ticket-from-other-source.html/v.2.0";
 /// Path of the Get Ticket API, below the target's base URL.
