@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-pub use mapping::{Mapping, Plan};
+pub use mapping::{Mapping, MappingFileError, Plan};
 
 use crate::store::{IngestWriter, NewJob, Run, SourceProgress, SourceStart, Store, StoreError};
 
