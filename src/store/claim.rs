@@ -15,13 +15,9 @@ use super::{Store, StoreError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claimed {
     pub id: i64,
-    pub run_id: i64,
-    pub ticket_id: String,
     pub payload: String,
     /// The attempt number this send is (1 for the first).
     pub attempt: i64,
-    /// Whether the row was found in flight after a runner died (it may have been applied).
-    pub replayed: bool,
 }
 
 /// Where the dispatcher is in a run's fresh rows.
@@ -167,11 +163,8 @@ impl Store {
 fn claimed_row(row: &sqlx::sqlite::SqliteRow) -> Claimed {
     Claimed {
         id: row.get(0),
-        run_id: row.get(1),
-        ticket_id: row.get::<Option<String>, _>(2).unwrap_or_default(),
         payload: row.get::<Option<String>, _>(3).unwrap_or_default(),
         attempt: row.get(4),
-        replayed: row.get(5),
     }
 }
 
@@ -197,7 +190,7 @@ mod tests {
         let first = store.claim(run, &mut cursor, 10, 1).await.unwrap();
         let ids: Vec<i64> = first.iter().map(|c| c.id).collect();
         assert_eq!(ids, [1, 2, 4], "later rows of ticket a wait");
-        assert!(first.iter().all(|c| c.attempt == 1 && !c.replayed));
+        assert!(first.iter().all(|c| c.attempt == 1));
         assert!(cursor.exhausted);
         assert_eq!(store.waiting(run, 1).await.unwrap(), (true, None));
         assert!(
@@ -280,10 +273,9 @@ mod tests {
         assert_eq!(store.record_outcomes(&[done(1)]).await.unwrap(), 0);
         let mut cursor = Cursor::default();
         let again = store.claim(run, &mut cursor, 10, 3).await.unwrap();
-        assert!(
-            again.iter().all(|c| c.replayed && c.attempt == 1),
-            "{again:?}"
-        );
+        assert!(again.iter().all(|c| c.attempt == 1), "{again:?}");
+        let rows = store.job_rows(run, None, 0, 10).await.unwrap();
+        assert!(rows.iter().all(|r| r.replayed), "{rows:?}");
     }
 
     #[tokio::test]
