@@ -24,13 +24,9 @@ const WALK_PER_ROW: i64 = 4;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claimed {
     pub id: i64,
-    pub run_id: i64,
-    pub ticket_id: String,
     pub payload: String,
     /// The attempt number this send is (1 for the first).
     pub attempt: i64,
-    /// Whether the row was found in flight after a runner died (it may have been applied).
-    pub replayed: bool,
 }
 
 /// Where the dispatcher is in a run's not-yet-claimable rows.
@@ -221,11 +217,8 @@ fn id_list(ids: &[i64]) -> String {
 fn claimed_row(row: &sqlx::sqlite::SqliteRow) -> Claimed {
     Claimed {
         id: row.get(0),
-        run_id: row.get(1),
-        ticket_id: row.get::<Option<String>, _>(2).unwrap_or_default(),
         payload: row.get::<Option<String>, _>(3).unwrap_or_default(),
         attempt: row.get(4),
-        replayed: row.get(5),
     }
 }
 

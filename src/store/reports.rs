@@ -117,8 +117,8 @@ impl Store {
     }
 
     /// Rows per state counted from the rows themselves, for tests that check `run_counts`.
-    #[doc(hidden)]
-    pub async fn recount_for_tests(&self, run_id: i64) -> Result<Counts, StoreError> {
+    #[cfg(test)]
+    pub(crate) async fn recount_for_tests(&self, run_id: i64) -> Result<Counts, StoreError> {
         let rows: Vec<(String, i64)> =
             sqlx::query_as("SELECT state, count(*) FROM jobs WHERE run_id = ? GROUP BY state")
                 .bind(run_id)
