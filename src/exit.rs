@@ -35,6 +35,7 @@ pub fn code_for(error: &anyhow::Error) -> u8 {
             )
             || cause.is::<crate::ingest::MappingError>()
             || cause.is::<crate::kapture::TargetError>()
+            || cause.is::<crate::store::files::FileError>()
     });
     if usage { USAGE } else { INTERNAL }
 }

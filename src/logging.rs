@@ -32,6 +32,9 @@ pub fn init(global: &GlobalArgs) {
     };
 }
 
+/// Most characters shown of one line of an error report.
+const MAX_ERROR_PART_CHARS: usize = 1000;
+
 /// Reports a command's error on stderr with its chain of causes.
 pub fn report_error(error: &anyhow::Error) {
     let _ = writeln!(std::io::stderr(), "{}", error_text(error));
@@ -39,15 +42,19 @@ pub fn report_error(error: &anyhow::Error) {
 
 /// An error and its chain of causes as lines of text, each cause once (wrapped errors often
 /// end their message with their cause's), and advice when the disk is full.
+///
+/// Each part is escaped and cut (a cause may quote a server or a file), so an error cannot
+/// drive the terminal or flood a cron log.
 fn error_text(error: &anyhow::Error) -> String {
-    let mut message = format!("error: {error}");
+    let part = |text: &str| crate::report::terminal::shown_within(text, MAX_ERROR_PART_CHARS);
+    let mut message = format!("error: {}", part(&error.to_string()));
     let mut shown = vec![error.to_string()];
     for cause in error.chain().skip(1) {
         let text = cause.to_string();
         if shown.iter().any(|s| s.contains(&text)) {
             continue;
         }
-        message.push_str(&format!("\n  caused by: {text}"));
+        message.push_str(&format!("\n  caused by: {}", part(&text)));
         shown.push(text);
     }
     if is_disk_full(error) {

@@ -1,6 +1,7 @@
 //! The SQLite job table: every SQL statement of kapsync lives in this module.
 
 mod claim;
+pub mod files;
 mod ingest;
 mod open;
 mod reports;
@@ -33,6 +34,9 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The database, its WAL or shared-memory file is a link or not this user's alone.
+    #[error("{0}")]
+    File(#[from] files::FileError),
     /// The embedded migrations could not be applied.
     #[error("failed to apply database migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
