@@ -70,6 +70,9 @@ pub struct FileConfig {
     pub max_attempts: Option<u32>,
     pub timeout: Option<u64>,
     pub max_duration: Option<String>,
+    /// The file these settings came from (not a key).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -95,6 +98,7 @@ impl FileConfig {
             path: path.clone(),
             message: e.to_string(),
         })?;
+        config.source = Some(path.clone());
         let base = path.parent().unwrap_or(Path::new(""));
         for slot in [&mut config.db, &mut config.mapping, &mut config.token_file] {
             if let Some(p) = slot.as_mut()
@@ -172,9 +176,22 @@ impl Settings {
                 Ok(value)
             }
         };
-        let (subdomain, base_url) = match (&options.subdomain, &options.base_url) {
-            (None, None) => (file.subdomain.clone(), file.base_url.clone()),
-            (flag_sub, flag_url) => (flag_sub.clone(), flag_url.clone()),
+        let (subdomain, base_url, target_origin) = match (&options.subdomain, &options.base_url) {
+            (None, None) => (
+                file.subdomain.clone(),
+                file.base_url.clone(),
+                match &file.source {
+                    Some(path) if file.subdomain.is_some() || file.base_url.is_some() => {
+                        format!("settings file {}", path.display())
+                    }
+                    _ => "nowhere".to_owned(),
+                },
+            ),
+            (flag_sub, flag_url) => (
+                flag_sub.clone(),
+                flag_url.clone(),
+                "the command line or KAPSYNC_* environment".to_owned(),
+            ),
         };
         let max_duration = match (options.max_duration, &file.max_duration) {
             (Some(d), _) => Some(d),
@@ -201,6 +218,8 @@ impl Settings {
         Ok(RunSettings {
             subdomain,
             base_url,
+            target_origin,
+            proxy: options.proxy.clone(),
             token_file: options
                 .token_file
                 .clone()
@@ -245,6 +264,10 @@ pub struct IngestSettings {
 pub struct RunSettings {
     pub subdomain: Option<String>,
     pub base_url: Option<String>,
+    /// Where the subdomain or base URL came from, for the line that says where requests go.
+    pub target_origin: String,
+    /// `--proxy`, if given.
+    pub proxy: Option<String>,
     pub token_file: Option<PathBuf>,
     /// Requests per second; 0 means no limit.
     pub rate: u32,
@@ -282,6 +305,7 @@ mod tests {
             subdomain: None,
             base_url: None,
             token_file: None,
+            proxy: None,
             rate: Some(2),
             burst: None,
             concurrency: None,

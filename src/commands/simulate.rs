@@ -16,6 +16,19 @@ pub async fn run(_settings: &Settings, args: SimulateArgs) -> anyhow::Result<u8>
     let config = SimConfig::from_args(&args).map_err(|e| UsageError(e.to_string()))?;
     let policy = config.token_policy();
     let addr = SocketAddr::new(args.bind, args.port);
+    if !args.bind.is_loopback() {
+        tracing::warn!(
+            "simulate is listening on {addr}, which other machines may reach: it serves the \
+             tickets sent to it to anyone holding its token"
+        );
+        if config.token.is_none() {
+            return Err(UsageError(format!(
+                "refused to listen on {addr} without a token: set KAPTURE_TOKEN or pass \
+                 --token-file PATH (or bind 127.0.0.1)"
+            ))
+            .into());
+        }
+    }
     let handle = Simulator::start(config, addr)
         .await
         .with_context(|| format!("failed to listen on {addr}"))?;

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use crate::cli::SimulateArgs;
-use crate::config::{DEFAULT_SUB_STATUSES, TOKEN_ENV};
+use crate::config::DEFAULT_SUB_STATUSES;
+use crate::kapture::{Token, TokenError};
 
 /// How long a "hang" holds its answer unless told otherwise.
 pub const DEFAULT_HANG_FOR: Duration = Duration::from_secs(60);
@@ -107,18 +108,29 @@ pub enum SimError {
     /// No sub status keys.
     #[error("failed to use --sub-statuses: give at least one key, e.g. P,CL")]
     NoSubStatuses,
+    /// `--token` was given: it would show the token to every user in `ps`.
+    #[error(
+        "--token was removed: a token on the command line is visible to every user in `ps`; \
+         set KAPTURE_TOKEN or pass --token-file PATH"
+    )]
+    TokenFlag,
+    /// The token file or `KAPTURE_TOKEN` could not be used.
+    #[error(transparent)]
+    Token(#[from] TokenError),
 }
 
 impl SimConfig {
-    /// Builds the settings from `kapsync simulate`'s flags; the token comes from `--token` or
-    /// `KAPTURE_TOKEN`.
+    /// Builds the settings from `kapsync simulate`'s flags; the token comes from
+    /// `--token-file` or `KAPTURE_TOKEN`, never from a flag's value.
     pub fn from_args(args: &SimulateArgs) -> Result<SimConfig, SimError> {
-        let token = args
-            .token
-            .clone()
-            .or_else(|| std::env::var(TOKEN_ENV).ok())
-            .map(|t| normalize_token(&t).to_owned())
-            .filter(|t| !t.is_empty());
+        if args.token.is_some() {
+            return Err(SimError::TokenFlag);
+        }
+        let token = match Token::load(args.token_file.as_deref()) {
+            Ok(token) => Some(token.secret().to_owned()),
+            Err(TokenError::Missing) => None,
+            Err(e) => return Err(e.into()),
+        };
         let config = SimConfig {
             token,
             sub_statuses: split_list(&args.sub_statuses),
@@ -158,9 +170,10 @@ impl SimConfig {
     pub fn token_policy(&self) -> &'static str {
         match self.token {
             Some(_) => {
-                "token: required (from --token or KAPTURE_TOKEN); others get \"Invalid Auth Key\""
+                "token: required (from --token-file or KAPTURE_TOKEN), on /_sim/ too; others get \
+                 \"Invalid Auth Key\""
             }
-            None => "token: any token accepted (set --token or KAPTURE_TOKEN to check it)",
+            None => "token: any token accepted (set KAPTURE_TOKEN or --token-file to check it)",
         }
     }
 }
