@@ -187,6 +187,7 @@ impl Client {
         }
         // Kapture's exact Get Ticket shape is not documented: take the first list under a
         // ticket-ish key.
+        let json = json.map(|j| self.inner.redactor.json(j));
         let list = match json {
             Some(Value::Object(map)) => map.into_iter().find_map(|(key, value)| match value {
                 Value::Array(list) if is_ticket_list_key(&key) => Some(list),
@@ -227,7 +228,7 @@ impl Client {
         let retry_after = header(RETRY_AFTER);
         let location = header(LOCATION);
         let body = match read_body(response).await {
-            Ok(body) => self.inner.redactor.bytes(body),
+            Ok(body) => body,
             Err(error) => return (self.transport_reply(error, Some(status), started), None),
         };
         let fields = BodyFields::parse(&body);
@@ -241,17 +242,17 @@ impl Client {
         } else {
             fields.message
         };
+        let redactor = &self.inner.redactor;
         let (ticket, json) = match class {
             Class::Success => (fields.ticket, fields.json),
             _ => (None, None),
         };
-        let redactor = &self.inner.redactor;
         let reply = Reply {
             class,
             http_status: Some(status),
             message: message.map(|m| cap_text(redactor.text(m), MAX_STORED_MESSAGE)),
             ticket: ticket.map(|t| cap_ticket(redactor.json(t))),
-            excerpt: excerpt(&body),
+            excerpt: excerpt(&redactor.bytes(redactor.excerpt_window(&body))),
             elapsed: started.elapsed(),
         };
         (reply, json)

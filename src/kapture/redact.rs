@@ -16,6 +16,9 @@ pub const TOKEN_MARK: &str = "[token]";
 const CUT_TICKET_STRING: usize = 64;
 /// The key a cut-down ticket snapshot gains, so nobody takes it for the whole ticket.
 const CUT_TICKET_KEY: &str = "_kapsync_cut";
+/// Tokens shorter than this are not searched for: replacing every `t` of a message would
+/// make it unreadable, and no real Kapture key is that short.
+const MIN_REDACTED_LEN: usize = 6;
 
 /// Replaces the token's value in text from a server.
 #[derive(Clone)]
@@ -33,6 +36,9 @@ impl std::fmt::Debug for Redactor {
 impl Redactor {
     /// A redactor for `secret`, the bare token text.
     pub(crate) fn new(secret: &str) -> Redactor {
+        if secret.len() < MIN_REDACTED_LEN {
+            return Redactor { forms: Vec::new() };
+        }
         let mut forms = vec![secret.as_bytes().to_vec()];
         let escaped = secret.replace('/', "\\/");
         if escaped != secret {
@@ -42,7 +48,23 @@ impl Redactor {
     }
 
     /// `body` with every occurrence of the token replaced (nothing copied when there is none).
-    pub(crate) fn bytes(&self, body: Vec<u8>) -> Vec<u8> {
+    /// Applied to the raw body only for the excerpt: replacing inside JSON before parsing
+    /// could break its structure.
+    pub(crate) fn bytes<'a>(&self, body: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        if self.forms.iter().all(|f| !contains(body, f)) {
+            return std::borrow::Cow::Borrowed(body);
+        }
+        std::borrow::Cow::Owned(self.replace(body.to_vec()))
+    }
+
+    /// The start of `body` an excerpt can come from, plus room for a token that begins
+    /// inside it, so no part of a token survives the cut.
+    pub(crate) fn excerpt_window<'a>(&self, body: &'a [u8]) -> &'a [u8] {
+        let longest = self.forms.iter().map(Vec::len).max().unwrap_or(0);
+        &body[..body.len().min(super::EXCERPT_BYTES + longest)]
+    }
+
+    fn replace(&self, body: Vec<u8>) -> Vec<u8> {
         let mut body = body;
         for form in &self.forms {
             if form.is_empty() || !contains(&body, form) {
@@ -66,7 +88,7 @@ impl Redactor {
         if self.forms.iter().all(|f| !contains(text.as_bytes(), f)) {
             return text;
         }
-        String::from_utf8(self.bytes(text.into_bytes()))
+        String::from_utf8(self.replace(text.into_bytes()))
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
 
@@ -154,12 +176,14 @@ mod tests {
     fn the_token_is_replaced_in_bytes_text_and_json() {
         let r = Redactor::new("ab/cd==");
         let body = br#"{"message":"you sent Basic ab/cd== and ab\/cd=="}"#.to_vec();
-        let out = String::from_utf8(r.bytes(body)).unwrap();
+        let out = String::from_utf8(r.bytes(&body).into_owned()).unwrap();
         assert_eq!(out, r#"{"message":"you sent Basic [token] and [token]"}"#);
         assert_eq!(r.text("x ab/cd== y".into()), "x [token] y");
         let json: Value = serde_json::from_str(r#"{"k":["\u0061b/cd=="]}"#).unwrap();
         assert_eq!(r.json(json).to_string(), r#"{"k":["[token]"]}"#);
         assert_eq!(r.text("nothing here".into()), "nothing here");
+        let short = Redactor::new("t");
+        assert_eq!(short.text("a test".into()), "a test");
     }
 
     #[test]
