@@ -46,7 +46,7 @@ pub fn report_error(error: &anyhow::Error) {
 /// Each part is escaped and cut (a cause may quote a server or a file), so an error cannot
 /// drive the terminal or flood a cron log.
 fn error_text(error: &anyhow::Error) -> String {
-    let part = |text: &str| crate::report::terminal::shown_within(text, MAX_ERROR_PART_CHARS);
+    let part = |text: &str| crate::report::terminal::shown_lines_within(text, MAX_ERROR_PART_CHARS);
     let mut message = format!("error: {}", part(&error.to_string()));
     let mut shown = vec![error.to_string()];
     for cause in error.chain().skip(1) {

@@ -65,6 +65,20 @@ pub fn shown_within(text: &str, max_chars: usize) -> String {
     )
 }
 
+/// As [`shown_within`], keeping line breaks (for our own multi-line error texts).
+pub fn shown_lines_within(text: &str, max_chars: usize) -> String {
+    let total = text.chars().count();
+    if total <= max_chars {
+        return lines(text).into_owned();
+    }
+    let kept: String = text.chars().take(max_chars).collect();
+    format!(
+        "{}... [{} more characters cut]",
+        lines(&kept),
+        total - max_chars
+    )
+}
+
 /// A whole text for a terminal: line breaks and tabs kept, every other unsafe character
 /// escaped.
 pub fn lines(text: &str) -> Cow<'_, str> {
