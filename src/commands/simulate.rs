@@ -7,13 +7,15 @@ use anyhow::Context;
 
 use crate::cli::SimulateArgs;
 use crate::config::Settings;
-use crate::exit::{self, UsageError};
-use crate::simulator::{SimConfig, Simulator};
+use crate::exit;
+use crate::exit::UsageError;
+use crate::kapture::{Token, TokenError};
+use crate::simulator::{DEFAULT_HANG_FOR, Latency, SimConfig, SimError, Simulator, split_list};
 
 /// Serves the simulator. The first stdout line is `listening on http://ADDR`, so scripts can
 /// start it with `--port 0` and read the address.
 pub async fn run(_settings: &Settings, args: SimulateArgs) -> anyhow::Result<u8> {
-    let config = SimConfig::from_args(&args).map_err(|e| UsageError(e.to_string()))?;
+    let config = sim_config(&args)?;
     let policy = config.token_policy();
     let addr = SocketAddr::new(args.bind, args.port);
     if !args.bind.is_loopback() {
@@ -53,6 +55,34 @@ pub async fn run(_settings: &Settings, args: SimulateArgs) -> anyhow::Result<u8>
         "simulator stopped"
     );
     Ok(exit::OK)
+}
+
+/// The simulator's settings from `kapsync simulate`'s flags; the token comes from
+/// `--token-file` or `KAPTURE_TOKEN`, never from a flag's value (`ps` shows those).
+fn sim_config(args: &SimulateArgs) -> Result<SimConfig, SimError> {
+    if args.token.is_some() {
+        return Err(SimError::TokenFlag);
+    }
+    let token = match Token::load(args.token_file.as_deref()) {
+        Ok(token) => Some(token.secret().to_owned()),
+        Err(TokenError::Missing) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let config = SimConfig {
+        token,
+        sub_statuses: split_list(&args.sub_statuses),
+        seed: args.seed,
+        fail_rate: args.fail_rate,
+        throttle_rate: args.throttle_rate,
+        rate_limit: args.rate_limit,
+        latency: args.latency.as_deref().map(Latency::parse).transpose()?,
+        hang_rate: args.hang_rate,
+        hang_for: DEFAULT_HANG_FOR,
+        drop_rate: args.drop_rate,
+        auth_fail_after: args.auth_fail_after,
+    };
+    config.validate()?;
+    Ok(config)
 }
 
 /// Waits for Ctrl-C, or SIGTERM on Unix.

@@ -16,7 +16,7 @@ pub enum LockError {
     )]
     Held { db: PathBuf, pid: Option<u32> },
     /// The lock file could not be opened.
-    #[error("failed to open the runner lock {path}: {source}")]
+    #[error("failed to open the runner lock {path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -24,8 +24,19 @@ pub enum LockError {
     },
     /// The lock file is a link, or another user's, or others may write it: whoever controls
     /// it could hold the lock with a pid of their choosing, or point it at another file.
-    #[error("{0}")]
+    #[error(transparent)]
     Refused(#[from] crate::store::files::FileError),
+}
+
+impl LockError {
+    /// Whether the user can fix this (exit code 2): another runner holds the database, or
+    /// the lock file is refused.
+    pub fn is_usage(&self) -> bool {
+        match self {
+            LockError::Refused(e) => e.is_usage(),
+            other => matches!(other, LockError::Held { .. }),
+        }
+    }
 }
 
 /// Held while a runner drains a database; released when dropped or when the process dies,

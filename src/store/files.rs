@@ -45,12 +45,20 @@ pub enum FileError {
     )]
     Replaced { path: PathBuf },
     /// Opening or creating failed.
-    #[error("failed to open {path}: {source}", path = path.display())]
+    #[error("failed to open {path}", path = path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+}
+
+impl FileError {
+    /// Whether the user can fix this (exit code 2): every refusal is; a failed open is an
+    /// internal error, as before.
+    pub fn is_usage(&self) -> bool {
+        !matches!(self, FileError::Io { .. })
+    }
 }
 
 /// The `-wal` and `-shm` files SQLite keeps beside a database in WAL mode.
