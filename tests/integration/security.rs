@@ -597,3 +597,51 @@ fn simulate_with_a_token_guards_its_inspection_routes() {
     assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
     assert!(allowed.starts_with("HTTP/1.1 200"), "{allowed}");
 }
+
+/// `export` to a terminal (a pseudo-terminal from util-linux `script`) escapes what the cells
+/// hold; to a file or a pipe they stay exact.
+#[cfg(unix)]
+#[test]
+#[expect(clippy::print_stderr, reason = "a skipped case says so")]
+fn export_to_a_terminal_escapes_cells_and_to_a_file_keeps_them() {
+    let has_script = std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_script {
+        eprintln!("skipped: util-linux `script` is needed for a pseudo-terminal");
+        return;
+    }
+    let ws = Workspace::new();
+    let input = ws.file(
+        "in.csv",
+        "ticket_id,sub_status,comment\n100000000001,CL,\u{1b}]0;pwned\u{7}x\n",
+    );
+    ws.kapsync()
+        .args(["ingest", "--run", "r"])
+        .arg(&input)
+        .assert()
+        .code(0);
+    let piped = ws
+        .kapsync()
+        .args(["export", "--run", "r"])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&piped).contains("\u{1b}]0;pwned\u{7}x"),
+        "a pipe gets the cell exact"
+    );
+    let command = format!(
+        "'{}' --db '{}' --no-progress export --run r",
+        assert_cmd::cargo::cargo_bin("kapsync").display(),
+        ws.db().display()
+    );
+    let tty = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    let text = stdout(&tty);
+    assert!(tty.status.success(), "{text}");
+    assert!(text.contains("\\u{1b}]0;pwned\\u{7}x"), "{text}");
+    assert!(!tty.stdout.contains(&0x1b), "{text}");
+}
