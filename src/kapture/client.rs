@@ -9,7 +9,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION
 use serde_json::Value;
 
 use super::classify::{Answer, BodyFields, Class, classify, classify_http, excerpt};
-use super::redact::{MAX_STORED_MESSAGE, Redactor, cap_text, cap_ticket};
+use super::redact::{MAX_STORED_MESSAGE, Redactor, cap_text};
 use super::{GET_TICKET_PATH, MAX_GET_TICKET_IDS, Target, Token, UPDATE_TICKET_PATH};
 
 /// Seconds a whole request may take when `--timeout` is not given.
@@ -253,7 +253,7 @@ impl Client {
             class,
             http_status: Some(status),
             message: message.map(|m| cap_text(redactor.text(m), MAX_STORED_MESSAGE)),
-            ticket: ticket.map(|t| cap_ticket(redactor.json(t))),
+            ticket: ticket.map(|t| redactor.ticket(t, &body)),
             excerpt: excerpt(&redactor.bytes(redactor.excerpt_window(&body))),
             elapsed: started.elapsed(),
         };

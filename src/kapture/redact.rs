@@ -92,6 +92,20 @@ impl Redactor {
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
 
+    /// The ticket snapshot to keep from a success whose whole body is `body`: token replaced,
+    /// size capped. Both steps are skipped when the body shows they have nothing to do (the
+    /// common case, on the drain's hot path): no token in it, not even behind a `\u` escape,
+    /// and no longer than the cap (the snapshot, a part of it, re-serializes no longer).
+    pub(crate) fn ticket(&self, ticket: Value, body: &[u8]) -> Value {
+        let hidden = contains(body, b"\\u") || self.forms.iter().any(|f| contains(body, f));
+        let ticket = if hidden { self.json(ticket) } else { ticket };
+        if body.len() <= MAX_STORED_TICKET {
+            ticket
+        } else {
+            cap_ticket(ticket)
+        }
+    }
+
     /// A ticket snapshot with the token replaced in every string (a JSON escape such as
     /// `\u0041` hides it from [`Redactor::bytes`] until the body is parsed).
     pub(crate) fn json(&self, value: Value) -> Value {
@@ -184,6 +198,27 @@ mod tests {
         assert_eq!(r.text("nothing here".into()), "nothing here");
         let short = Redactor::new("t");
         assert_eq!(short.text("a test".into()), "a test");
+    }
+
+    #[test]
+    fn a_ticket_is_redacted_and_capped_only_when_its_body_needs_it() {
+        let r = Redactor::new("SECRET-123");
+        let body = br#"{"status":"success","ticket":{"note":"SECRET-123"}}"#;
+        let ticket = serde_json::json!({"note": "SECRET-123"});
+        assert_eq!(
+            r.ticket(ticket, body),
+            serde_json::json!({"note": "[token]"})
+        );
+        let escaped = br#"{"ticket":{"note":"SECRET-123"}}"#;
+        let ticket = serde_json::json!({"note": "SECRET-123"});
+        assert_eq!(
+            r.ticket(ticket, escaped),
+            serde_json::json!({"note": "[token]"})
+        );
+        let big = serde_json::json!({"note": "x".repeat(2000)});
+        let body = serde_json::to_vec(&serde_json::json!({"ticket": big})).unwrap();
+        let kept = r.ticket(big, &body);
+        assert!(kept.to_string().len() <= MAX_STORED_TICKET);
     }
 
     #[test]
