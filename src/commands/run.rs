@@ -7,7 +7,9 @@ use serde::Serialize;
 
 use crate::cli::RunArgs;
 use crate::config::{RunSettings, Settings};
-use crate::engine::{self, DrainReport, EngineConfig, Halt, RetryPolicy, RunnerLock, Shutdown};
+use crate::engine::{
+    self, DrainReport, EngineConfig, Halt, RetryPolicy, RunnerLock, Shutdown, StoreThread,
+};
 use crate::exit;
 use crate::kapture::{Client, Target, Token, UPDATE_TICKET_PATH};
 use crate::report::progress::DrainDisplay;
@@ -101,11 +103,22 @@ pub async fn drain_runs(
         })
     });
     let config = engine_config(resolved);
+    // Claims and results run on a thread of their own, shared by the runs drained here.
+    let store_thread = StoreThread::start();
     let mut reports = Vec::new();
     for run in runs {
         let (sender, receiver) = tokio::sync::watch::channel(engine::Progress::default());
         let display = DrainDisplay::start(&run.name, receiver, settings.progress);
-        let report = engine::drain(store, client, run, &config, &shutdown, sender).await;
+        let report = engine::drain(
+            store,
+            client,
+            run,
+            &config,
+            &shutdown,
+            sender,
+            &store_thread.handle(),
+        )
+        .await;
         display.finish();
         let report = report.with_context(|| format!("failed to drain run {}", run.name))?;
         if report.idle() {

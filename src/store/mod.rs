@@ -2,6 +2,8 @@
 
 mod claim;
 pub mod files;
+#[cfg(test)]
+mod fixtures;
 mod ingest;
 mod open;
 mod reports;
