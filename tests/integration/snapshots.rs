@@ -382,8 +382,10 @@ fn security_refusals_and_escaped_text() {
     text.push_str(&transcript(&mut ws.kapsync(), &["export", "-o", "out.csv"]));
     std::fs::set_permissions(ws.db(), std::fs::Permissions::from_mode(0o644)).unwrap();
     text.push_str(&transcript(&mut ws.kapsync(), &["status"]));
+    let mut simulate = assert_cmd::Command::cargo_bin("kapsync").unwrap();
+    simulate.env_remove("KAPTURE_TOKEN");
     text.push_str(&transcript(
-        &mut ws.kapsync(),
+        &mut simulate,
         &["simulate", "--port", "0", "--token", "x"],
     ));
     check("security_refusals", &ws, &text);
