@@ -350,11 +350,17 @@ mod tests {
         if let Ok(name) = std::fs::read_to_string("/etc/hostname") {
             let name = name.trim();
             let url = format!("http://{name}:8080");
-            if let Ok(addrs) = (name, 8080).to_socket_addrs()
-                && !all_loopback(&addrs.collect::<Vec<_>>())
-            {
-                let err = Target::resolve(None, Some(&url)).unwrap_err();
-                assert!(err.to_string().contains("resolves to"), "{err}");
+            if let Ok(addrs) = (name, 8080).to_socket_addrs() {
+                let addrs: Vec<SocketAddr> = addrs.collect();
+                if all_loopback(&addrs) {
+                    // A name for this machine only: accepted, and pinned to what was checked.
+                    let target = Target::resolve(None, Some(&url)).unwrap();
+                    assert!(target.is_loopback());
+                    assert_eq!(target.pinned_addrs(), addrs);
+                } else {
+                    let err = Target::resolve(None, Some(&url)).unwrap_err();
+                    assert!(err.to_string().contains("resolves to"), "{err}");
+                }
             }
         }
     }
