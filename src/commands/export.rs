@@ -142,8 +142,8 @@ async fn write_rows<W: Write>(
 }
 
 /// A temporary file beside the export (mode 0600, created anew with `O_EXCL`, so never
-/// through a link), to
-/// be renamed into place once complete. An existing output is refused unless `force`.
+/// through a link), to be renamed into place once complete. An existing output is refused
+/// unless `force`.
 fn private_temp(path: &Path, force: bool) -> Result<tempfile::NamedTempFile, UsageError> {
     let exists = std::fs::symlink_metadata(path).is_ok();
     if exists && !force {
