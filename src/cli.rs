@@ -89,6 +89,10 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "PATH", env = "KAPSYNC_CONFIG")]
     pub config: Option<PathBuf>,
 
+    /// Settings profile: the [profiles.NAME] table of the settings file, laid over its top level
+    #[arg(long, global = true, value_name = "NAME", env = "KAPSYNC_PROFILE")]
+    pub profile: Option<String>,
+
     /// More log output (-v debug, -vv trace); RUST_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

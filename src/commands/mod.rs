@@ -18,7 +18,7 @@ use crate::cli::{Cli, Command};
 use crate::config::{ConfigError, Settings};
 use crate::engine::LockError;
 use crate::exit::{self, UsageError};
-use crate::ingest::{IngestError, MappingError};
+use crate::ingest::{IngestError, MappingError, MappingFileError};
 use crate::kapture::{TargetError, TokenError};
 use crate::simulator::SimError;
 use crate::store::{Store, StoreError};
@@ -87,6 +87,7 @@ fn is_usage(cause: &(dyn std::error::Error + 'static)) -> bool {
             StoreError,
             IngestError,
             MappingError,
+            MappingFileError,
             TargetError,
             TokenError,
             LockError,

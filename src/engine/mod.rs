@@ -15,6 +15,7 @@ mod drain;
 mod events;
 mod lock;
 mod policy;
+mod queue;
 mod report;
 mod store_thread;
 mod worker;
