@@ -273,9 +273,13 @@ impl Settings {
         out
     }
 
-    /// The same settings with another database file.
+    /// The same settings with another database file, which hints then name.
     pub fn with_db(&self, db: PathBuf) -> Self {
-        Self { db, ..self.clone() }
+        Self {
+            db,
+            db_given: true,
+            ..self.clone()
+        }
     }
 
     /// Resolves the ingest settings.
