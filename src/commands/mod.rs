@@ -105,7 +105,9 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
 /// Opens the database for a command that only reads or updates existing runs: a missing file
 /// is a usage error (a wrong `--db` or directory), not a new empty database.
 async fn open_existing_store(settings: &Settings) -> anyhow::Result<Store> {
-    if !settings.db.exists() {
+    // Not `exists()`: that follows a link, and a dangling one is refused by the open, not
+    // reported as missing.
+    if std::fs::symlink_metadata(&settings.db).is_err() {
         return Err(UsageError(format!(
             "no database at {}: ingest a file first, or pass --db",
             settings.db.display()

@@ -49,10 +49,27 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
 }
 
 /// The client for the configured target and token; both are usage errors when missing.
+/// Logs one line saying where requests go, where that was set and through which proxy: a
+/// kapsync.toml in the working directory can name the target, so a person can see it.
 pub fn client_for(resolved: &RunSettings) -> anyhow::Result<Client> {
     let target = Target::resolve(resolved.subdomain.as_deref(), resolved.base_url.as_deref())?;
     let token = Token::load(resolved.token_file.as_deref())?;
-    Ok(Client::new(target, token, resolved.timeout)?)
+    let client = Client::with_proxy(target, token, resolved.timeout, resolved.proxy.as_deref())
+        .map_err(|e| crate::exit::UsageError(e.to_string()))?;
+    tracing::info!("{}", route_line(&client, &resolved.target_origin));
+    Ok(client)
+}
+
+/// `sending to URL (target from ORIGIN; no proxy | through proxy URL (WHENCE))`.
+pub fn route_line(client: &Client, origin: &str) -> String {
+    let via = match client.proxy() {
+        Some(proxy) => format!("through proxy {proxy}"),
+        None => "no proxy".to_owned(),
+    };
+    format!(
+        "sending to {} (target from {origin}; {via})",
+        client.target().base_url()
+    )
 }
 
 /// The engine's knobs from the resolved settings.

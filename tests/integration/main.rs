@@ -9,6 +9,7 @@ mod ingest;
 mod kapture;
 mod nightly;
 mod reliability;
+mod security;
 mod simulator;
 mod snapshots;
 mod support;
