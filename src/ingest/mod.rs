@@ -6,8 +6,11 @@
 //! naming the field; only a file that cannot be read at all is an error.
 
 pub mod csv;
+pub mod decode;
+pub mod delimiter;
 pub mod jsonl;
 pub mod mapping;
+pub mod times;
 pub mod validate;
 
 use std::collections::BTreeSet;

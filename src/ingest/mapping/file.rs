@@ -1,13 +1,18 @@
 //! Reading and checking a mapping file (TOML) into a [`Mapping`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use serde::Deserialize;
 use sha2::Digest as _;
 
 use crate::ingest::MappingError;
+use crate::ingest::times::TimeRule;
 use crate::kapture::KAPTURE_FIELDS;
+
+/// The Kapture fields whose values come from a fixed list: they can be limited under
+/// `[allowed]`, and their source values are counted for the summary.
+pub const LISTED_FIELDS: [&str; 3] = ["sub_status", "queue", "disposition"];
 
 /// The file as written. Every table is optional and unknown tables or keys are refused, so a
 /// typo is an error rather than a silently ignored setting; a new table is one more field here.
@@ -15,13 +20,60 @@ use crate::kapture::KAPTURE_FIELDS;
 #[serde(deny_unknown_fields)]
 struct MappingFile {
     #[serde(default)]
-    columns: BTreeMap<String, String>,
+    columns: BTreeMap<String, ColumnSpec>,
     #[serde(default)]
     values: BTreeMap<String, BTreeMap<String, String>>,
     #[serde(default)]
     defaults: BTreeMap<String, String>,
     #[serde(default)]
     extra: BTreeMap<String, String>,
+    #[serde(default)]
+    formats: Formats,
+    #[serde(default)]
+    allowed: Allowed,
+}
+
+/// A `[columns]` entry: a column name, or `{ column = "...", optional = true }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ColumnSpec {
+    Name(String),
+    Table(ColumnTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ColumnTable {
+    column: String,
+    /// A file without the column still ingests; its rows get no value for the field.
+    #[serde(default)]
+    optional: bool,
+}
+
+/// `[formats]`: how the source writes callback times, and the zone Kapture reads them in.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Formats {
+    #[serde(default)]
+    callback_time: Vec<String>,
+    timezone: Option<String>,
+}
+
+/// `[allowed]`: the values Kapture accepts for the listed fields.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Allowed {
+    sub_status: Option<Vec<String>>,
+    queue: Option<Vec<String>>,
+    disposition: Option<Vec<String>>,
+}
+
+/// The values a field may take after `[values]` mapping, and where the list was given.
+#[derive(Debug, Clone)]
+pub(crate) struct AllowedValues {
+    pub(crate) values: Vec<String>,
+    /// `[allowed] sub_status` or `--sub-statuses`, for the reason of a refused value.
+    pub(crate) origin: String,
 }
 
 /// A loaded mapping. [`Mapping::default`] is "no mapping file": match columns by name.
@@ -38,6 +90,12 @@ pub struct Mapping {
     pub(super) defaults: BTreeMap<String, String>,
     /// Extra key -> source column.
     pub(super) extra: BTreeMap<String, String>,
+    /// Fields whose `[columns]` entry is optional.
+    pub(super) optional: BTreeSet<String>,
+    /// How callback times are read (`[formats]`).
+    pub(super) time: TimeRule,
+    /// Field -> the values it may take (`[allowed]`, `--sub-statuses`).
+    pub(super) allowed: BTreeMap<String, AllowedValues>,
 }
 
 impl Mapping {
@@ -73,6 +131,38 @@ impl Mapping {
                 )));
             }
         }
+        let mut columns = BTreeMap::new();
+        let mut optional = BTreeSet::new();
+        for (field, spec) in file.columns {
+            let column = match spec {
+                ColumnSpec::Name(column) => column,
+                ColumnSpec::Table(table) => {
+                    if table.optional {
+                        optional.insert(field.clone());
+                    }
+                    table.column
+                }
+            };
+            columns.insert(field, column);
+        }
+        let time = TimeRule::new(file.formats.callback_time, file.formats.timezone.as_deref())
+            .map_err(MappingError)?;
+        let mut allowed = BTreeMap::new();
+        for (field, list) in [
+            ("sub_status", file.allowed.sub_status),
+            ("queue", file.allowed.queue),
+            ("disposition", file.allowed.disposition),
+        ] {
+            if let Some(values) = list {
+                allowed.insert(
+                    field.to_owned(),
+                    AllowedValues {
+                        values,
+                        origin: format!("[allowed] {field}"),
+                    },
+                );
+            }
+        }
         let values = file
             .values
             .into_iter()
@@ -88,11 +178,26 @@ impl Mapping {
         Ok(Self {
             fingerprint: digest.iter().take(16).map(|b| format!("{b:02x}")).collect(),
             from_file: true,
-            columns: file.columns,
+            columns,
             values,
             defaults: file.defaults,
             extra: file.extra,
+            optional,
+            time,
+            allowed,
         })
+    }
+
+    /// Limits `sub_status` to `values` (from `--sub-statuses`), over any `[allowed]` list.
+    pub fn with_sub_statuses(mut self, values: Vec<String>) -> Self {
+        self.allowed.insert(
+            "sub_status".to_owned(),
+            AllowedValues {
+                values,
+                origin: "--sub-statuses".to_owned(),
+            },
+        );
+        self
     }
 
     /// A digest of the mapping text, empty without a mapping file.
@@ -126,6 +231,34 @@ mod tests {
         assert!(Mapping::parse("[extra]\ncomment = \"x\"").is_err());
         assert!(Mapping::parse("[colums]\nticket_id = \"x\"").is_err());
         assert!(Mapping::parse("[columns]\nticket_id = 5").is_err());
+        assert!(Mapping::parse("[allowed]\nsubstatus = [\"P\"]").is_err());
+        assert!(Mapping::parse("[formats]\ntimezone = \"Nowhere/Land\"").is_err());
+        assert!(Mapping::parse("[columns]\ncomment = { column = \"C\", optinal = true }").is_err());
+    }
+
+    #[test]
+    fn columns_may_be_optional_and_lists_allowed() {
+        let mapping = Mapping::parse(
+            r#"
+            [columns]
+            ticket_id = "Id"
+            callback_time = { column = "Follow-up at", optional = true }
+            comment = { column = "Note" }
+            [allowed]
+            sub_status = ["OP", "P"]
+            [formats]
+            callback_time = ["%d/%m/%Y %H:%M"]
+            timezone = "Asia/Kolkata"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(mapping.columns["callback_time"], "Follow-up at");
+        assert_eq!(mapping.columns["comment"], "Note");
+        assert!(mapping.optional.contains("callback_time"));
+        assert!(!mapping.optional.contains("comment"));
+        assert_eq!(mapping.allowed["sub_status"].values, ["OP", "P"]);
+        let mapping = mapping.with_sub_statuses(vec!["CL".into()]);
+        assert_eq!(mapping.allowed["sub_status"].origin, "--sub-statuses");
     }
 
     #[test]
