@@ -141,6 +141,20 @@ pub struct IngestOptions {
     /// Largest accepted record in bytes; larger ones are stored as invalid [default: 1048576]
     #[arg(long, value_name = "BYTES", env = "KAPSYNC_MAX_RECORD_BYTES")]
     pub max_record_bytes: Option<u64>,
+
+    /// CSV field delimiter: , ; tab or | [default: found on the header line]
+    #[arg(long, value_name = "CHAR", value_parser = crate::ingest::delimiter::parse)]
+    pub delimiter: Option<u8>,
+
+    /// Text encoding: utf-8, windows-1252, iso-8859-1, utf-16le, utf-16be or another WHATWG
+    /// label [default: utf-8, or UTF-16 when the file starts with its byte order mark]
+    #[arg(long, value_name = "LABEL")]
+    pub encoding: Option<String>,
+
+    /// Comma-separated sub_status values Kapture accepts; others are stored as invalid
+    /// (overrides the mapping's [allowed] sub_status)
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub sub_statuses: Option<Vec<String>>,
 }
 
 /// `kapsync ingest`.

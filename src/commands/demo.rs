@@ -85,6 +85,9 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<u8> {
             format: None,
             mapping,
             max_record_bytes: Some(DEFAULT_MAX_RECORD_BYTES),
+            delimiter: None,
+            encoding: None,
+            sub_statuses: None,
         };
         let (r, report) =
             super::ingest::ingest_into(&store, &settings, &input, Some("demo")).await?;

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::cli::{IngestArgs, IngestOptions};
 use crate::config::Settings;
-use crate::exit;
+use crate::exit::{self, UsageError};
 use crate::ingest::{self, FileSummary, IngestConfig, Mapping};
 use crate::report::{progress::ByteBar, text};
 use crate::store::{Run, Store};
@@ -66,9 +66,27 @@ pub async fn ingest_into(
     run_name: Option<&str>,
 ) -> anyhow::Result<(Run, IngestReport)> {
     let resolved = settings.ingest(input)?;
-    let mapping = match &resolved.mapping {
+    let mut mapping = match &resolved.mapping {
         Some(path) => Mapping::load(path)?,
         None => Mapping::default(),
+    };
+    if let Some(list) = &input.sub_statuses {
+        let list: Vec<String> = list
+            .iter()
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .collect();
+        if list.is_empty() {
+            return Err(UsageError("--sub-statuses lists no value".to_owned()).into());
+        }
+        mapping = mapping.with_sub_statuses(list);
+    }
+    let encoding = match &input.encoding {
+        Some(label) => Some(
+            ingest::decode::encoding_for_label(label)
+                .map_err(|e| UsageError(format!("--encoding: {e}")))?,
+        ),
+        None => None,
     };
     // Every path is checked before the run is created, so a typo leaves nothing behind.
     ingest::check_inputs(&input.files, input.format)?;
@@ -79,6 +97,8 @@ pub async fn ingest_into(
     let config = IngestConfig {
         mapping,
         format: input.format,
+        encoding,
+        delimiter: input.delimiter,
         max_record_bytes: resolved.max_record_bytes,
         bytes_read: Default::default(),
     };

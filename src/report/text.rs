@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use crate::ingest::FileSummary;
+use crate::ingest::{FieldValues, FileSummary};
 use crate::store::{Counts, JobState, Run, RunSummary, SourceSummary};
 
 /// Writes `text` to standard output. A closed pipe (`kapsync status | head`) is not an error.
@@ -44,6 +44,20 @@ pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary]) -> String
             "  {}: {} rows read, {} valid, {} invalid{note}",
             file.path, file.rows_read, file.valid, file.invalid
         );
+        let delimiter = file.delimiter.filter(|d| *d != ",");
+        if delimiter.is_some() || file.encoding != "utf-8" {
+            let mut how = Vec::new();
+            if let Some(delimiter) = delimiter {
+                let found = if file.delimiter_detected {
+                    " (found on the header line)"
+                } else {
+                    ""
+                };
+                how.push(format!("delimiter {delimiter}{found}"));
+            }
+            how.push(format!("encoding {}", file.encoding));
+            let _ = writeln!(out, "    read with {}", how.join(", "));
+        }
         if !file.ignored_columns.is_empty() {
             let _ = writeln!(
                 out,
@@ -51,6 +65,17 @@ pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary]) -> String
                 file.ignored_columns.join(", ")
             );
         }
+        if let Some(encoding) = file.suggested_encoding {
+            let _ = writeln!(
+                out,
+                "    not UTF-8: {}, all of which read as {encoding} text; if the file is \
+                 {encoding}, ingest it into a new run with the flag: \
+                 kapsync ingest --encoding {encoding} {}",
+                plural(file.not_utf8_rows, "row"),
+                shell_word(&file.path)
+            );
+        }
+        value_lines(&mut out, &file.values);
         for sample in &file.invalid_samples {
             let _ = writeln!(out, "    line {}: {}", sample.line, sample.reason);
         }
@@ -68,6 +93,46 @@ pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary]) -> String
         "Total: {read} rows read, {valid} valid, {invalid} invalid, {added} added"
     );
     out
+}
+
+/// The listed fields' source values, for fields the mapping checks (a `[values]` table or an
+/// allowed list): what each value became, so a typo in the table shows.
+fn value_lines(out: &mut String, fields: &[FieldValues]) {
+    for field in fields.iter().filter(|f| f.checked) {
+        let from = field
+            .column
+            .as_ref()
+            .map(|c| format!(" (from {c:?})"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "    {} values{from}:", field.field);
+        for value in &field.values {
+            let rows = plural(value.rows, "row");
+            let what = match (&value.sent, value.note) {
+                (Some(sent), "unmapped") => {
+                    format!("not in [values.{}], sent as {sent:?}", field.field)
+                }
+                (Some(sent), _) => format!("sent as {sent:?}"),
+                (None, _) => "not allowed: rows invalid".to_owned(),
+            };
+            let _ = writeln!(out, "      {:?}: {rows}, {what}", value.value);
+        }
+        if field.other_values > 0 || field.other_rows > 0 {
+            let _ = writeln!(
+                out,
+                "      ... and {} more values ({})",
+                field.other_values,
+                plural(field.other_rows, "row")
+            );
+        }
+    }
+}
+
+fn plural(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
 
 /// A run's counts and source files.
