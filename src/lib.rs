@@ -19,3 +19,4 @@ pub mod report;
 pub mod roundtrip;
 pub mod simulator;
 pub mod store;
+pub mod toml_error;

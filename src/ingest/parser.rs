@@ -9,13 +9,13 @@ use std::io::{self, BufRead, BufReader, Read};
 use encoding_rs::{Encoding, UTF_8};
 use sha2::{Digest, Sha256};
 
+use super::InputFormat;
 use super::decode::{self, Decoded};
 use super::mapping::{self, FieldValues, Mapping, Plan};
 use super::{
     BATCH_ROWS, IngestError, Input, InvalidSample, READ_BUFFER, SAMPLE_LIMIT, csv, delimiter, hex,
     jsonl,
 };
-use crate::cli::InputFormat;
 use crate::store::{NewJob, SourceProgress};
 
 /// Rows for the writer, with the source's totals as of the batch's last row.

@@ -9,6 +9,7 @@ use sha2::Digest as _;
 use crate::ingest::MappingError;
 use crate::ingest::times::TimeRule;
 use crate::kapture::KAPTURE_FIELDS;
+use crate::toml_error::TomlError;
 
 /// The Kapture fields whose values come from a fixed list: they can be limited under
 /// `[allowed]`, and their source values are counted for the summary.
@@ -114,7 +115,7 @@ impl Mapping {
     /// Parses and checks mapping TOML.
     pub fn parse(text: &str) -> Result<Self, MappingError> {
         let file: MappingFile =
-            toml::from_str(text).map_err(|e| MappingError(e.to_string().trim().to_owned()))?;
+            toml::from_str(text).map_err(|e| MappingError(TomlError::new(&e, text).to_string()))?;
         for field in file.columns.keys() {
             if !KAPTURE_FIELDS.contains(&field.as_str()) {
                 return Err(MappingError(format!(
