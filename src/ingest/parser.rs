@@ -16,6 +16,7 @@ use super::{
     BATCH_ROWS, IngestError, Input, InvalidSample, READ_BUFFER, SAMPLE_LIMIT, csv, delimiter, hex,
     jsonl,
 };
+use crate::roundtrip::{UPDATE_KEY, is_export_record};
 use crate::store::{NewJob, SourceProgress};
 
 /// Rows for the writer, with the source's totals as of the batch's last row.
@@ -410,6 +411,20 @@ impl Parser {
         let value: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| invalid(format!("line is not valid JSON: {e}")))?;
         match value {
+            serde_json::Value::Object(mut object) if is_export_record(&object) => {
+                match object.remove(UPDATE_KEY) {
+                    Some(serde_json::Value::Object(update)) => plan.build_json(update, ignored),
+                    _ => Err(mapping::Invalid {
+                        ticket_id: object
+                            .get("ticket_id")
+                            .and_then(|t| t.as_str())
+                            .map(str::to_owned),
+                        reason: "is an exported row without an update (it was invalid): put \
+                                 its corrected fields in an object under \"update\""
+                            .to_owned(),
+                    }),
+                }
+            }
             serde_json::Value::Object(object) => plan.build_json(object, ignored),
             other => Err(invalid(format!(
                 "line is a JSON {}, not an object",

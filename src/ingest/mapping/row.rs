@@ -222,7 +222,10 @@ impl Plan {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s),
             Some(Value::Number(n)) if target.kapture => {
-                if target.key == "ticket_id" && !(n.is_u64() || n.is_i64()) {
+                // Numbers keep the text they were written with (serde_json's
+                // arbitrary_precision): a 30-digit id is sent digit for digit.
+                let whole = n.as_str().strip_prefix('-').unwrap_or(n.as_str());
+                if target.key == "ticket_id" && !whole.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(invalid(
                         ticket_id,
                         format!("ticket_id {n} is not a whole number or a string{}", from()),
