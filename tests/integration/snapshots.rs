@@ -356,3 +356,42 @@ fn the_filters_hide_only_what_varies() {
     );
     check("filters_self_check", &ws, &text);
 }
+
+#[test]
+fn ingest_summary_lists_source_values_and_what_each_became() {
+    let ws = Workspace::new();
+    ws.file(
+        "zendesk.csv",
+        "Id,Status,Latest Comment\n\
+         1,solved,a\n2,hold,b\n3,Solved,c\n4,hodl,d\n5,pending,e\n6,weird,f\n7,hold,g\n",
+    );
+    // A typo in the table (hodl for hold) and a value no table has.
+    ws.file(
+        "m.toml",
+        "[columns]\nticket_id = \"Id\"\nsub_status = \"Status\"\n\
+         [values.sub_status]\nsolved = \"RS\"\nhodl = \"PE\"\npending = \"P\"\n\
+         [allowed]\nsub_status = [\"RS\", \"PE\", \"P\", \"hold\"]\n",
+    );
+    let text = transcript(
+        &mut ws.kapsync(),
+        &["ingest", "--run", "r", "--mapping", "m.toml", "zendesk.csv"],
+    );
+    check("ingest_summary_value_distribution", &ws, &text);
+}
+
+#[test]
+fn ingest_summary_names_the_delimiter_and_encoding_it_read_with() {
+    let ws = Workspace::new();
+    let fixture = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/bad/european_excel.csv"
+    ))
+    .unwrap();
+    ws.file("excel.csv", fixture);
+    // Without --encoding: the rows with accents are refused, and the hint names the flag.
+    let text = transcript(
+        &mut ws.kapsync(),
+        &["ingest", "--run", "r", "--sub-statuses", "OP,P,RS,CL", "excel.csv"],
+    );
+    check("ingest_summary_windows_1252_hint", &ws, &text);
+}
