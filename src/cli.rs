@@ -91,6 +91,11 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Sync the built-in sample data into a local simulator and show the result
     Demo(DemoArgs),
+    /// Mapping files: `mapping init FILE` proposes one from a sample of a CSV export
+    #[command(subcommand)]
+    Mapping(MappingCommand),
+    /// Write the built-in sample exports and their mapping files into a directory
+    Samples(SamplesArgs),
 }
 
 impl Command {
@@ -361,6 +366,34 @@ pub struct DemoArgs {
     /// Print the summary as one JSON object
     #[arg(long)]
     pub json: bool,
+}
+
+/// `kapsync mapping ...`.
+#[derive(Debug, Subcommand)]
+pub enum MappingCommand {
+    /// Propose a mapping file from the header and first 10,000 rows of a CSV export:
+    /// delimiter, encoding, columns, the status values to map and the callback time formats
+    Init(MappingInitArgs),
+}
+
+/// `kapsync mapping init`.
+#[derive(Debug, Args)]
+pub struct MappingInitArgs {
+    /// The CSV export to sample
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Write the mapping here (refused if the file exists) [default: standard output]
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// `kapsync samples`.
+#[derive(Debug, Args)]
+pub struct SamplesArgs {
+    /// Directory to write into (created if missing; existing files are not overwritten)
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 /// A flag's help line ending in its default, taken from the constant the code uses.

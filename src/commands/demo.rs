@@ -19,10 +19,10 @@ use crate::simulator::{Latency, SimConfig, Simulator};
 use crate::store::Store;
 
 /// An embedded file: its name and content.
-type Embedded = (&'static str, &'static str);
+pub(super) type Embedded = (&'static str, &'static str);
 
 /// The sample files, embedded: (file name, content, mapping name and content).
-const SAMPLES: [(&str, &str, Option<Embedded>); 3] = [
+pub(super) const SAMPLES: [(&str, &str, Option<Embedded>); 3] = [
     (
         "zendesk_export.csv",
         include_str!("../../sample_data/zendesk_export.csv"),

@@ -95,10 +95,11 @@ pub async fn ingest_into(
         None => (store.create_timed_run().await?, true),
     };
     let config = IngestConfig {
+        // The flags win over the mapping's [source] table.
+        encoding: encoding.or(mapping.encoding),
+        delimiter: input.delimiter.or(mapping.delimiter),
         mapping,
         format: input.format,
-        encoding,
-        delimiter: input.delimiter,
         max_record_bytes: resolved.max_record_bytes,
         bytes_read: Default::default(),
     };

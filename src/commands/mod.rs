@@ -4,9 +4,11 @@
 mod demo;
 mod export;
 mod ingest;
+mod mapping;
 mod retry;
 mod run;
 mod runs;
+mod samples;
 mod simulate;
 mod status;
 mod sync;
@@ -35,6 +37,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Retry(args) => retry::run(&settings, args).await,
         Command::Export(args) => export::run(&settings, args).await,
         Command::Demo(args) => demo::run(&settings, args).await,
+        Command::Mapping(command) => mapping::run(command),
+        Command::Samples(args) => samples::run(&args),
     }
 }
 

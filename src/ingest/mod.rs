@@ -8,6 +8,7 @@
 pub mod csv;
 pub mod decode;
 pub mod delimiter;
+pub mod guess;
 pub mod jsonl;
 pub mod mapping;
 mod parser;

@@ -391,7 +391,52 @@ fn ingest_summary_names_the_delimiter_and_encoding_it_read_with() {
     // Without --encoding: the rows with accents are refused, and the hint names the flag.
     let text = transcript(
         &mut ws.kapsync(),
-        &["ingest", "--run", "r", "--sub-statuses", "OP,P,RS,CL", "excel.csv"],
+        &[
+            "ingest",
+            "--run",
+            "r",
+            "--sub-statuses",
+            "OP,P,RS,CL",
+            "excel.csv",
+        ],
     );
     check("ingest_summary_windows_1252_hint", &ws, &text);
+}
+
+#[test]
+fn mapping_init_proposes_a_mapping_that_ingests_as_it_is() {
+    let ws = Workspace::new();
+    let fixture = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/bad/european_excel.csv"
+    ))
+    .unwrap();
+    ws.file("excel.csv", fixture);
+    let text = transcript(
+        &mut ws.kapsync(),
+        &["mapping", "init", "excel.csv", "-o", "mapping.toml"],
+    );
+    assert!(text.contains("exit code: 0"), "{text}");
+    let toml = std::fs::read_to_string(ws.dir.path().join("mapping.toml")).unwrap();
+    check("mapping_init_european_excel", &ws, &toml);
+    // Accepted as it is: every row is read; only the impossible date is invalid.
+    let text = transcript(
+        &mut ws.kapsync(),
+        &[
+            "ingest",
+            "--run",
+            "r",
+            "--mapping",
+            "mapping.toml",
+            "excel.csv",
+        ],
+    );
+    check("mapping_init_output_ingested", &ws, &text);
+    // It refuses to overwrite.
+    let out = ws
+        .kapsync()
+        .args(["mapping", "init", "excel.csv", "-o", "mapping.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }

@@ -32,6 +32,16 @@ struct MappingFile {
     formats: Formats,
     #[serde(default)]
     allowed: Allowed,
+    #[serde(default)]
+    source: Source,
+}
+
+/// `[source]`: how the file is written, when detection is not enough (the flags win).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Source {
+    encoding: Option<String>,
+    delimiter: Option<String>,
 }
 
 /// A `[columns]` entry: a column name, or `{ column = "...", optional = true }`.
@@ -97,6 +107,10 @@ pub struct Mapping {
     pub(super) time: TimeRule,
     /// Field -> the values it may take (`[allowed]`, `--sub-statuses`).
     pub(super) allowed: BTreeMap<String, AllowedValues>,
+    /// `[source] encoding`, when given.
+    pub encoding: Option<&'static encoding_rs::Encoding>,
+    /// `[source] delimiter`, when given.
+    pub delimiter: Option<u8>,
 }
 
 impl Mapping {
@@ -164,6 +178,20 @@ impl Mapping {
                 );
             }
         }
+        let encoding = match &file.source.encoding {
+            Some(label) => Some(
+                crate::ingest::decode::encoding_for_label(label)
+                    .map_err(|e| MappingError(format!("[source] encoding: {e}")))?,
+            ),
+            None => None,
+        };
+        let delimiter = match &file.source.delimiter {
+            Some(value) => Some(
+                crate::ingest::delimiter::parse(value)
+                    .map_err(|e| MappingError(format!("[source] delimiter: {e}")))?,
+            ),
+            None => None,
+        };
         let values = file
             .values
             .into_iter()
@@ -186,6 +214,8 @@ impl Mapping {
             optional,
             time,
             allowed,
+            encoding,
+            delimiter,
         })
     }
 

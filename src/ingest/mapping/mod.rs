@@ -27,7 +27,7 @@
 //! names to Kapture fields, and [`tally`] counts the listed fields' source values.
 
 mod file;
-mod names;
+pub(crate) mod names;
 mod plan;
 mod row;
 mod tally;
