@@ -145,6 +145,10 @@ pub struct IngestOptions {
     /// (overrides the mapping's [allowed] sub_status)
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub sub_statuses: Option<Vec<String>>,
+
+    /// Add to a run whose files were ingested with another mapping file (or none)
+    #[arg(long)]
+    pub mapping_changed: bool,
 }
 
 /// `kapsync ingest`.

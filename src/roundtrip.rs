@@ -55,6 +55,10 @@ pub fn undefuse(cell: &str) -> &str {
     }
 }
 
+/// The last column (CSV) or key (JSONL) of an export: an invalid row's source record as read,
+/// to fix it from. Ingest reads past it.
+pub const RAW_RECORD: &str = "raw_record";
+
 /// The key of a `kapsync export --format jsonl` line that holds the update object.
 pub const UPDATE_KEY: &str = "update";
 

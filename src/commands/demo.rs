@@ -89,6 +89,8 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<u8> {
             delimiter: None,
             encoding: None,
             sub_statuses: None,
+            // The samples come with mappings of their own, into one run on purpose.
+            mapping_changed: true,
         };
         let (r, report) =
             super::ingest::ingest_into(&store, &settings, &input, Some("demo")).await?;

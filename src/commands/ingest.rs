@@ -38,6 +38,41 @@ impl IngestReport {
     }
 }
 
+/// Refuses to add rows to a run whose files were mapped by another mapping file (or none):
+/// rows mapped two ways in one run are rarely meant, and the raw values would go out.
+async fn check_same_mapping(store: &Store, run: &Run, mapping: &Mapping) -> anyhow::Result<()> {
+    let named = |name: &str, fingerprint: &str| {
+        if fingerprint.is_empty() {
+            "no mapping file".to_owned()
+        } else if name.is_empty() {
+            "a mapping".to_owned()
+        } else {
+            format!("mapping {name}")
+        }
+    };
+    let before = store.run_mappings(run.id).await?;
+    if let Some((name, fingerprint)) = before
+        .iter()
+        .find(|(_, fingerprint)| fingerprint != mapping.fingerprint())
+    {
+        let again = if fingerprint.is_empty() {
+            "without --mapping".to_owned()
+        } else {
+            format!("with --mapping {}", text::shell_word(name))
+        };
+        return Err(UsageError(format!(
+            "run {} was ingested with {}, and this ingest uses {}: ingest {again} as before \
+             (if that file changed, or to map these files differently on purpose, add \
+             --mapping-changed)",
+            run.name,
+            named(name, fingerprint),
+            named(mapping.name(), mapping.fingerprint()),
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 /// Runs `kapsync ingest`.
 pub async fn run(settings: &Settings, args: IngestArgs) -> anyhow::Result<u8> {
     let store = super::open_store(settings).await?;
@@ -94,6 +129,9 @@ pub async fn ingest_into(
         Some(name) => store.get_or_create_run(name).await?,
         None => (store.create_timed_run().await?, true),
     };
+    if !run_created && !input.mapping_changed {
+        check_same_mapping(store, &run, &mapping).await?;
+    }
     let config = IngestConfig {
         // The flags win over the mapping's [source] table.
         encoding: encoding.or(mapping.encoding),

@@ -273,6 +273,13 @@ pub async fn ingest_file(
         }
         SourceStart::New { source_id } => (source_id, SourceProgress::default()),
     };
+    store
+        .set_source_mapping(
+            source_id,
+            config.mapping.name(),
+            config.mapping.fingerprint(),
+        )
+        .await?;
     let resume_after = progress.last_line;
 
     let mut writer: IngestWriter = store.ingest_writer(run.id, source_id).await?;

@@ -257,7 +257,7 @@ impl Parser {
             }
             let job = match self.csv_row(&reader, &headers, &plan) {
                 Ok(update) => valid_job(line, update),
-                Err(invalid) => invalid_job(line, invalid),
+                Err(invalid) => invalid_job(line, invalid, csv_raw(&reader, delimiter)),
             };
             if !self.push(&mut batch, samples, job) {
                 return Ok((Vec::new(), Vec::new()));
@@ -372,7 +372,13 @@ impl Parser {
             }
             let job = match self.json_row(&reader, &plan, &mut ignored) {
                 Ok(update) => valid_job(line, update),
-                Err(invalid) => invalid_job(line, invalid),
+                Err(invalid) => {
+                    let raw = reader
+                        .oversize()
+                        .is_none()
+                        .then(|| String::from_utf8_lossy(reader.bytes()).into_owned());
+                    invalid_job(line, invalid, raw)
+                }
             };
             if !self.push(&mut batch, samples, job) {
                 return Ok((Vec::new(), Vec::new()));
@@ -444,15 +450,40 @@ fn valid_job(line: i64, update: mapping::Update) -> NewJob {
         payload: Some(update.payload),
         payload_hash: Some(hash),
         invalid_reason: None,
+        raw_record: None,
     }
 }
 
-fn invalid_job(line: i64, invalid: mapping::Invalid) -> NewJob {
+fn invalid_job(line: i64, invalid: mapping::Invalid, raw_record: Option<String>) -> NewJob {
     NewJob {
         line,
         ticket_id: invalid.ticket_id,
         payload: None,
         payload_hash: None,
         invalid_reason: Some(invalid.reason),
+        raw_record,
     }
+}
+
+/// A CSV record written back as one line of text (quoted where needed), for an invalid row:
+/// what the reader kept of it, which is nothing for a record over the limit.
+fn csv_raw<R: BufRead>(reader: &csv::CsvReader<R>, delimiter: u8) -> Option<String> {
+    if matches!(reader.problem(), Some(csv::FramingProblem::TooLarge { .. })) {
+        return None;
+    }
+    let mut line = String::new();
+    for i in 0..reader.len() {
+        if i > 0 {
+            line.push(char::from(delimiter));
+        }
+        let field = String::from_utf8_lossy(reader.field(i));
+        if field.contains([char::from(delimiter), '"', '\n', '\r']) {
+            line.push('"');
+            line.push_str(&field.replace('"', "\"\""));
+            line.push('"');
+        } else {
+            line.push_str(&field);
+        }
+    }
+    Some(line)
 }

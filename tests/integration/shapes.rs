@@ -210,3 +210,93 @@ async fn a_jsonl_export_of_a_mixed_run_ingests_back_to_the_same_payloads() {
         second[1].error_message
     );
 }
+
+#[tokio::test]
+async fn exported_invalid_rows_carry_their_source_record() {
+    let ws = Workspace::new();
+    let csv = ws.file(
+        "eu.csv",
+        b"Id;Status;Note\n1;R\xe9solu;ok\n2;;\"no; status\"\n".as_slice(),
+    );
+    let out = ws
+        .kapsync()
+        .args(["ingest", "--run", "r", "--encoding", "windows-1252"])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let out = ws
+        .kapsync()
+        .args([
+            "export", "--run", "r", "--state", "invalid", "--format", "jsonl",
+        ])
+        .output()
+        .unwrap();
+    let line: Value = serde_json::from_str(stdout(&out).lines().next().unwrap()).unwrap();
+    assert_eq!(line["raw_record"], "2;;\"no; status\"");
+    assert_eq!(line["update"], Value::Null);
+    // A UTF-8 file's row with a Windows-1252 byte keeps what could be read of it.
+    let bad = ws.file("bad.csv", b"ticket_id,sub_status\n7,R\xe9solu\n".as_slice());
+    ws.kapsync()
+        .args(["ingest", "--run", "bad"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let jobs = ws.jobs(Some("bad")).await;
+    assert_eq!(jobs[0].raw_record.as_deref(), Some("7,R\u{FFFD}solu"));
+    // The CSV export has the column last, and ingesting the export reads past it.
+    let out = ws
+        .kapsync()
+        .args(["export", "--run", "r"])
+        .output()
+        .unwrap();
+    let export = stdout(&out);
+    assert!(
+        export.lines().next().unwrap().ends_with(",raw_record"),
+        "{export}"
+    );
+    let again = ws.file("again.csv", &export);
+    let out = ws
+        .kapsync()
+        .args(["ingest", "--run", "again"])
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(!stdout(&out).contains("raw_record"), "{}", stdout(&out));
+}
+
+#[tokio::test]
+async fn a_run_is_not_fed_with_another_mapping_unless_asked() {
+    let ws = Workspace::new();
+    let mapping = ws.file("zendesk.toml", "[columns]\nticket_id = \"Id\"\n");
+    let first = ws.file("a.csv", "Id,sub_status\n1,CL\n");
+    let second = ws.file("b.csv", "Id,sub_status\n2,CL\n");
+    let ingest = |extra: &[&str], file: &std::path::Path| {
+        let mut cmd = ws.kapsync();
+        cmd.args(["ingest", "--run", "night"]).args(extra).arg(file);
+        cmd.output().unwrap()
+    };
+    let zendesk = mapping.to_str().unwrap();
+    assert_eq!(
+        ingest(&["--mapping", zendesk], &first).status.code(),
+        Some(0)
+    );
+    let out = ingest(&[], &second);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("was ingested with mapping zendesk.toml")
+            && err.contains("this ingest uses no mapping file")
+            && err.contains("--mapping-changed"),
+        "{err}"
+    );
+    assert_eq!(ws.jobs(Some("night")).await.len(), 1, "nothing added");
+    // The same mapping again is fine; so is another one when asked for.
+    assert_eq!(
+        ingest(&["--mapping", zendesk], &second).status.code(),
+        Some(0)
+    );
+    let third = ws.file("c.csv", "Id,sub_status\n3,CL\n");
+    let out = ingest(&["--mapping-changed"], &third);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

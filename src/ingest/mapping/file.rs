@@ -93,6 +93,8 @@ pub struct Mapping {
     /// A digest of the mapping text ("" without a file): part of what makes two ingests of
     /// the same content the same.
     pub(super) fingerprint: String,
+    /// The mapping file's name ("" without a file), to name it in messages.
+    pub(super) name: String,
     pub(super) from_file: bool,
     /// Kapture field -> source column.
     pub(super) columns: BTreeMap<String, String>,
@@ -122,7 +124,12 @@ impl Mapping {
                 path.display()
             ))
         })?;
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         Self::parse(&text)
+            .map(|mapping| Self { name, ..mapping })
             .map_err(|e| MappingError(format!("mapping file {}: {}", path.display(), e.0)))
     }
 
@@ -205,6 +212,7 @@ impl Mapping {
             .collect();
         let digest = sha2::Sha256::digest(text.as_bytes());
         Ok(Self {
+            name: String::new(),
             fingerprint: digest.iter().take(16).map(|b| format!("{b:02x}")).collect(),
             from_file: true,
             columns,
@@ -229,6 +237,11 @@ impl Mapping {
             },
         );
         self
+    }
+
+    /// The mapping file's name, empty without a file.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// A digest of the mapping text, empty without a mapping file.

@@ -10,7 +10,7 @@ use super::tally::Tally;
 use crate::ingest::MappingError;
 use crate::ingest::times::TimeRule;
 use crate::kapture::KAPTURE_FIELDS;
-use crate::roundtrip::{EXTRA_PREFIX, is_export_header};
+use crate::roundtrip::{EXTRA_PREFIX, RAW_RECORD, is_export_header};
 
 /// One key of the update object while a CSV header is being planned.
 #[derive(Debug)]
@@ -180,6 +180,14 @@ impl Mapping {
                 named: true,
             });
             used[index] = true;
+        }
+        // An export's raw_record column is there to fix rows by hand, not to send.
+        if is_export_header(headers) {
+            for (index, header) in headers.iter().enumerate() {
+                if header == RAW_RECORD {
+                    used[index] = true;
+                }
+            }
         }
         refuse_duplicates(headers, &used)?;
         let ignored = headers
