@@ -9,6 +9,7 @@ mod retry;
 mod run;
 mod runs;
 mod samples;
+mod shell;
 mod simulate;
 mod status;
 mod sync;
@@ -19,13 +20,36 @@ use crate::cli::{Cli, Command};
 use crate::config::{ConfigError, Settings};
 use crate::engine::LockError;
 use crate::exit::{self, UsageError};
-use crate::ingest::{IngestError, MappingError};
+use crate::ingest::{IngestError, MappingError, MappingFileError};
 use crate::kapture::{TargetError, TokenError};
 use crate::simulator::SimError;
 use crate::store::{Store, StoreError};
 
 /// Runs the parsed command line and returns the process exit code.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    // These two describe the command line only: no settings file is read.
+    match &cli.command {
+        Command::Completions(args) => return shell::completions(args),
+        Command::Man => return shell::man(),
+        Command::Simulate(_) | Command::Demo(_) if cli.global.db_on_command_line => {
+            return Err(UsageError(format!(
+                "`kapsync {}` uses no database of yours: leave out --db ({})",
+                if matches!(cli.command, Command::Demo(_)) {
+                    "demo"
+                } else {
+                    "simulate"
+                },
+                if matches!(cli.command, Command::Demo(_)) {
+                    "the demo writes to a temporary database that it removes at the end, so \
+                     sample rows never mix with a real migration"
+                } else {
+                    "the simulator keeps its tickets in memory"
+                }
+            ))
+            .into());
+        }
+        _ => {}
+    }
     let settings = Settings::resolve(&cli.global)?;
     match cli.command {
         Command::Ingest(args) => ingest::run(&settings, args).await,
@@ -39,6 +63,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Demo(args) => demo::run(&settings, args).await,
         Command::Mapping(command) => mapping::run(command),
         Command::Samples(args) => samples::run(&args),
+        Command::Completions(_) | Command::Man => unreachable!("handled above"),
     }
 }
 
@@ -66,6 +91,7 @@ fn is_usage(cause: &(dyn std::error::Error + 'static)) -> bool {
             StoreError,
             IngestError,
             MappingError,
+            MappingFileError,
             TargetError,
             TokenError,
             LockError,
@@ -83,7 +109,9 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
 /// Opens the database for a command that only reads or updates existing runs: a missing file
 /// is a usage error (a wrong `--db` or directory), not a new empty database.
 async fn open_existing_store(settings: &Settings) -> anyhow::Result<Store> {
-    if !settings.db.exists() {
+    // Not `exists()`: that follows a link, and a dangling one is refused by the open, not
+    // reported as missing.
+    if std::fs::symlink_metadata(&settings.db).is_err() {
         return Err(UsageError(format!(
             "no database at {}: ingest a file first, or pass --db",
             settings.db.display()

@@ -13,8 +13,7 @@ use super::InputFormat;
 use super::decode::{self, Decoded};
 use super::mapping::{self, FieldValues, Mapping, Plan};
 use super::{
-    BATCH_ROWS, IngestError, Input, InvalidSample, READ_BUFFER, SAMPLE_LIMIT, csv, delimiter, hex,
-    jsonl,
+    BATCH_ROWS, IngestError, Input, InvalidSample, READ_BUFFER, SAMPLE_LIMIT, csv, delimiter, jsonl,
 };
 use crate::roundtrip::{UPDATE_KEY, is_export_record};
 use crate::store::{NewJob, SourceProgress};
@@ -139,7 +138,10 @@ impl Parser {
             }
             InputFormat::Jsonl => self.jsonl(&mut text, &mut samples)?,
         };
-        let stdin_hash = text.into_input().hasher.map(|h| hex(&h.finalize()));
+        let stdin_hash = text
+            .into_input()
+            .hasher
+            .map(|h| format!("{:x}", h.finalize()));
         Ok(ParseReport {
             progress: self.progress,
             ignored,

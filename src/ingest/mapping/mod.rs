@@ -32,7 +32,7 @@ mod plan;
 mod row;
 mod tally;
 
-pub use file::Mapping;
+pub use file::{Mapping, MappingFileError};
 pub use plan::Plan;
 pub use row::{Invalid, Update, json_kind};
 pub use tally::{FieldValues, TOP_VALUES, ValueCount};
