@@ -431,6 +431,27 @@ mod tests {
     }
 
     #[test]
+    fn a_line_of_delimiters_over_the_limit_keeps_no_field_ends() {
+        // Issue 13: the reader kept an 8-byte field end per comma of an oversize record.
+        let input = format!("a;b\n{}\n1;2\n", ";".repeat(100_000));
+        let mut reader = CsvReader::new(input.as_bytes(), 1000).with_delimiter(b';');
+        assert!(reader.read_record().unwrap());
+        assert!(reader.read_record().unwrap());
+        assert_eq!(
+            reader.problem(),
+            Some(&FramingProblem::TooLarge { bytes: 100_000 })
+        );
+        assert!(reader.ends.capacity() <= 1024, "{}", reader.ends.capacity());
+        assert!(
+            reader.fields.capacity() <= 1024,
+            "{}",
+            reader.fields.capacity()
+        );
+        assert!(reader.read_record().unwrap());
+        assert_eq!((reader.field(0), reader.field(1)), (&b"1"[..], &b"2"[..]));
+    }
+
+    #[test]
     fn oversized_record_is_measured_not_kept_and_the_next_is_read() {
         let long = "x".repeat(5000);
         let input = format!("a,b\n1,{long}\n2,3\n");
