@@ -20,6 +20,9 @@ pub struct IngestReport {
     pub valid: i64,
     pub invalid: i64,
     pub added: i64,
+    /// The start of an ingest command with these settings and mapping, for hints.
+    #[serde(skip)]
+    pub rerun: String,
 }
 
 impl IngestReport {
@@ -34,7 +37,7 @@ impl IngestReport {
 
     /// The text summary.
     pub fn text(&self, run: &Run) -> String {
-        text::ingest_summary(run, self.run_created, &self.files)
+        text::ingest_summary(run, self.run_created, &self.files, &self.rerun)
     }
 }
 
@@ -163,7 +166,13 @@ pub async fn ingest_into(
         files.push(summary);
     }
     let sum = |f: fn(&FileSummary) -> i64| files.iter().map(f).sum();
+    let mut rerun = format!("{} ingest", settings.hint_prefix());
+    if let Some(path) = &resolved.mapping {
+        rerun.push_str(" --mapping ");
+        rerun.push_str(&text::shell_word(&path.to_string_lossy()));
+    }
     let report = IngestReport {
+        rerun,
         run: run.name.clone(),
         run_created,
         rows_read: sum(|f| f.rows_read),

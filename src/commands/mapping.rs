@@ -5,18 +5,19 @@ use std::fs::File;
 use anyhow::Context as _;
 
 use crate::cli::{MappingCommand, MappingInitArgs};
+use crate::config::Settings;
 use crate::exit::{self, UsageError};
 use crate::ingest::{decode, delimiter, guess};
 use crate::report::text;
 
 /// Runs `kapsync mapping ...`.
-pub fn run(command: MappingCommand) -> anyhow::Result<u8> {
+pub fn run(settings: &Settings, command: MappingCommand) -> anyhow::Result<u8> {
     match command {
-        MappingCommand::Init(args) => init(&args),
+        MappingCommand::Init(args) => init(settings, &args),
     }
 }
 
-fn init(args: &MappingInitArgs) -> anyhow::Result<u8> {
+fn init(settings: &Settings, args: &MappingInitArgs) -> anyhow::Result<u8> {
     let shown = args.file.display().to_string();
     if crate::ingest::detect_format(&args.file, None).ok()
         == Some(crate::ingest::InputFormat::Jsonl)
@@ -55,11 +56,12 @@ fn init(args: &MappingInitArgs) -> anyhow::Result<u8> {
         .with_context(|| format!("failed to write {}", output.display()))?;
     text::print(&format!(
         "Wrote {} from {} rows of {shown} (delimiter {}, encoding {}).\n\
-         Fill in [values.sub_status], then: kapsync ingest --mapping {} {}\n",
+         Fill in [values.sub_status], then: {} ingest --mapping {} {}\n",
         output.display(),
         proposal.rows,
         delimiter::shown(proposal.delimiter),
         decode::name(proposal.encoding),
+        settings.hint_prefix(),
         text::shell_word(&output.display().to_string()),
         text::shell_word(&shown),
     ))?;

@@ -61,8 +61,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Retry(args) => retry::run(&settings, args).await,
         Command::Export(args) => export::run(&settings, args).await,
         Command::Demo(args) => demo::run(&settings, args).await,
-        Command::Mapping(command) => mapping::run(command),
-        Command::Samples(args) => samples::run(&args),
+        Command::Mapping(command) => mapping::run(&settings, command),
+        Command::Samples(args) => samples::run(&settings, &args),
         Command::Completions(_) | Command::Man => unreachable!("handled above"),
     }
 }

@@ -4,11 +4,12 @@ use anyhow::Context as _;
 
 use super::demo::SAMPLES;
 use crate::cli::SamplesArgs;
+use crate::config::Settings;
 use crate::exit::{self, UsageError};
 use crate::report::text;
 
 /// Runs `kapsync samples`.
-pub fn run(args: &SamplesArgs) -> anyhow::Result<u8> {
+pub fn run(settings: &Settings, args: &SamplesArgs) -> anyhow::Result<u8> {
     let files: Vec<(&str, &str)> = SAMPLES
         .iter()
         .flat_map(|(name, content, mapping)| std::iter::once((*name, *content)).chain(*mapping))
@@ -37,7 +38,8 @@ pub fn run(args: &SamplesArgs) -> anyhow::Result<u8> {
     }
     let dir = text::shell_word(&args.dir.display().to_string());
     out.push_str(&format!(
-        "Try: kapsync ingest --mapping {dir}/zendesk_mapping.toml {dir}/zendesk_export.csv\n"
+        "Try: {} ingest --mapping {dir}/zendesk_mapping.toml {dir}/zendesk_export.csv\n",
+        settings.hint_prefix()
     ));
     text::print(&out)?;
     Ok(exit::OK)

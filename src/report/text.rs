@@ -32,7 +32,10 @@ pub fn print_json(value: &impl serde::Serialize) -> std::io::Result<()> {
 }
 
 /// The summary of an ingest.
-pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary]) -> String {
+///
+/// `rerun` starts an ingest command with the same settings (`kapsync --db x ingest
+/// --mapping m.toml`), for the hint that names `--encoding`.
+pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary], rerun: &str) -> String {
     let mut out = String::new();
     let how = if created { "new run" } else { "run" };
     let _ = writeln!(out, "Ingested into {how} {}", shown(&run.name));
@@ -79,7 +82,7 @@ pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary]) -> String
                 out,
                 "    not UTF-8: {}, all of which read as {encoding} text; if the file is \
                  {encoding}, ingest it into a new run with the flag: \
-                 kapsync ingest --encoding {encoding} {}",
+                 {rerun} --encoding {encoding} {}",
                 plural(file.not_utf8_rows, "row"),
                 shell_word(&file.path)
             );
