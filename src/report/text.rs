@@ -80,10 +80,14 @@ pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary], rerun: &s
         if let Some(encoding) = file.suggested_encoding {
             let _ = writeln!(
                 out,
-                "    not UTF-8: {}, all of which read as {encoding} text; if the file is \
-                 {encoding}, ingest it into a new run with the flag: \
-                 {rerun} --encoding {encoding} {}",
+                "    not UTF-8: {}, {} as {encoding} text; if the file is {encoding}, \
+                 ingest it into a new run with the flag: {rerun} --encoding {encoding} {}",
                 plural(file.not_utf8_rows, "row"),
+                if file.not_utf8_rows == 1 {
+                    "which reads"
+                } else {
+                    "all of which read"
+                },
                 shell_word(&file.path)
             );
         }
