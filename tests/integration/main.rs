@@ -10,6 +10,7 @@ mod kapture;
 mod nightly;
 mod reliability;
 mod security;
+mod shapes;
 mod simulator;
 mod snapshots;
 mod support;
