@@ -11,6 +11,7 @@ mod layout;
 mod nightly;
 mod reliability;
 mod security;
+mod shapes;
 mod simulator;
 mod snapshots;
 mod support;
