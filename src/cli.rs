@@ -13,7 +13,9 @@ use crate::engine::{DEFAULT_BURST, DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, DE
 use crate::ingest::{DEFAULT_MAX_RECORD_BYTES, InputFormat};
 use crate::kapture::DEFAULT_TIMEOUT_SECS;
 use crate::logging::LogFormat;
-use crate::simulator::{DEFAULT_SIM_BIND, DEFAULT_SIM_PORT, DEFAULT_SUB_STATUSES};
+use crate::simulator::{
+    DEFAULT_HANG_FOR, DEFAULT_SIM_BIND, DEFAULT_SIM_PORT, DEFAULT_SUB_STATUSES,
+};
 use crate::store::DEFAULT_DB;
 
 /// Text shown after `--help`: the exit codes are part of the contract.
@@ -372,7 +374,7 @@ pub struct SimulateArgs {
     pub port: u16,
 
     /// Address to bind; any other than loopback needs a token (KAPTURE_TOKEN or --token-file)
-    #[arg(long, default_value = DEFAULT_SIM_BIND)]
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_SIM_BIND)]
     pub bind: std::net::IpAddr,
 
     /// File whose first line is the token the simulator expects (or KAPTURE_TOKEN); with
@@ -392,11 +394,11 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 
-    /// Share of requests answered 500/502/503 with an HTML body
+    /// Share of requests (0 to 1) answered 500/502/503 with an HTML body
     #[arg(long, value_name = "P", default_value_t = 0.0)]
     pub fail_rate: f64,
 
-    /// Share of requests answered 429 with Retry-After
+    /// Share of requests (0 to 1) answered 429 with Retry-After
     #[arg(long, value_name = "P", default_value_t = 0.0)]
     pub throttle_rate: f64,
 
@@ -408,11 +410,12 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "DURATION")]
     pub latency: Option<String>,
 
-    /// Share of requests answered only after a long delay
-    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    #[arg(long, value_name = "P", default_value_t = 0.0,
+        help = format!("Share of requests (0 to 1) answered only after {}, to test timeouts",
+            humantime::format_duration(DEFAULT_HANG_FOR)))]
     pub hang_rate: f64,
 
-    /// Share of requests whose connection is closed without a reply
+    /// Share of requests (0 to 1) whose connection is closed without a reply
     #[arg(long, value_name = "P", default_value_t = 0.0)]
     pub drop_rate: f64,
 

@@ -256,10 +256,7 @@ impl Settings {
     pub fn hint_prefix(&self) -> String {
         let mut out = String::from("kapsync");
         let mut push = |flag: &str, value: &str| {
-            out.push_str(&format!(
-                " {flag} {}",
-                crate::report::text::shell_word(value)
-            ));
+            out.push_str(&format!(" {flag} {}", crate::quote::shell_word(value)));
         };
         if self.db_given {
             push("--db", &self.db.to_string_lossy());

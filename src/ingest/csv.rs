@@ -493,4 +493,28 @@ mod tests {
         }
         assert_eq!(seen, vec![(1, 2, None), (2, 2, None), (4, 2, None)]);
     }
+
+    /// Fuzzing found that a row whose first cell is only U+FEFF does not read back when it
+    /// starts the file: the reader takes it for a byte order mark. An export never starts
+    /// with a data cell (its header comes first), so the property holds for exports; this
+    /// keeps the input (`7++7v/8=` in base64) as a regression test of exactly that.
+    #[test]
+    fn a_first_cell_of_only_a_byte_order_mark_survives_an_export() {
+        let cells = ["\u{FEFF}".to_owned(), "x".to_owned()];
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        writer.write_record(["source_file", "ticket_id"]).unwrap();
+        writer
+            .write_record(
+                cells
+                    .iter()
+                    .map(|c| crate::roundtrip::defuse(c).into_owned()),
+            )
+            .unwrap();
+        let bytes = writer.into_inner().unwrap();
+        let mut reader = CsvReader::new(&bytes[..], usize::MAX);
+        assert!(reader.read_record().unwrap());
+        assert!(reader.read_record().unwrap());
+        let back: Vec<&[u8]> = (0..reader.len()).map(|i| reader.field(i)).collect();
+        assert_eq!(back, [cells[0].as_bytes(), cells[1].as_bytes()]);
+    }
 }

@@ -7,6 +7,7 @@ mod engine;
 mod export;
 mod ingest;
 mod kapture;
+mod layout;
 mod nightly;
 mod reliability;
 mod security;
