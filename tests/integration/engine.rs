@@ -186,7 +186,10 @@ async fn retry_after_is_honoured_and_a_429_uses_no_attempt() {
     config.throttle_cap = Duration::from_secs(60);
     let report = drain(&ws.db(), &server.uri(), &config, Duration::from_secs(5)).await;
     assert_eq!(report.counts.succeeded, 1);
-    assert_eq!(report.throttle_events, 1);
+    assert_eq!(
+        report.throttle_events, 0,
+        "a lone 429 makes its row wait, it does not slow the run"
+    );
     let requests = server.received_requests().await.unwrap();
     assert_eq!(requests.len(), 2);
     let jobs = ws.jobs(Some("r")).await;
