@@ -178,9 +178,9 @@ pub struct RunOptions {
     #[arg(long, value_name = "PATH", env = "KAPSYNC_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
 
-    /// Requests per second, 0 for no limit [default: 5]
-    #[arg(long, value_name = "N", env = "KAPSYNC_RATE")]
-    pub rate: Option<u32>,
+    /// Requests per second, decimals allowed (0.5: one every 2 s), 0 for no limit [default: 5]
+    #[arg(long, value_name = "N", env = "KAPSYNC_RATE", value_parser = parse_rate)]
+    pub rate: Option<f64>,
 
     /// Requests allowed at once above the rate [default: 1]
     #[arg(long, value_name = "N", env = "KAPSYNC_BURST")]
@@ -202,7 +202,19 @@ pub struct RunOptions {
     #[arg(long, value_name = "DURATION", env = "KAPSYNC_MAX_DURATION", value_parser = parse_duration)]
     pub max_duration: Option<std::time::Duration>,
 
-    /// Send nothing: show the first rows as they would be sent, the count and the estimated time
+    /// Stop (exit 6, rows kept pending) when Kapture cannot be reached for this long, e.g. 10m
+    /// [default: 10m]
+    #[arg(long, value_name = "DURATION", env = "KAPSYNC_UNREACHABLE_TIMEOUT", value_parser = parse_duration)]
+    pub unreachable_timeout: Option<std::time::Duration>,
+
+    /// Stop (exit 2, rows kept pending) when the first N answers, or the last N, are all
+    /// rejections with one message: a mapping error, not N bad rows. 0 turns it off
+    /// [default: 20]
+    #[arg(long, value_name = "N", env = "KAPSYNC_CANARY")]
+    pub canary: Option<u32>,
+
+    /// Send and store nothing: check the target and the token, show the first rows as they
+    /// would be sent, the count and the estimated time
     #[arg(long)]
     pub dry_run: bool,
 }
@@ -362,6 +374,16 @@ pub struct DemoArgs {
     /// Print the summary as one JSON object
     #[arg(long)]
     pub json: bool,
+}
+
+/// Parses a request rate: a non-negative number of requests per second, decimals allowed.
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{text:?} is not a rate: give requests per second, e.g. 5, 0.5 or 0 for no limit"
+        )),
+    }
 }
 
 /// Parses a human duration such as `6h`, `90m` or `1h 30m`.

@@ -19,7 +19,15 @@ pub const TOKEN_ENV: &str = "KAPTURE_TOKEN";
 /// Largest accepted input record, in bytes.
 pub const DEFAULT_MAX_RECORD_BYTES: u64 = 1024 * 1024;
 /// Requests per second: public Kapture clients pace themselves at 3 to 6.
-pub const DEFAULT_RATE: u32 = 5;
+pub const DEFAULT_RATE: f64 = 5.0;
+/// Above this rate to a target that is not loopback, a run warns once: public Kapture
+/// clients pace themselves at 3 to 6 requests a second.
+pub const RATE_WARNING_ABOVE: f64 = 20.0;
+/// How long Kapture may be unreachable before a run stops with exit code 6.
+pub const DEFAULT_UNREACHABLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Answers the canary looks at: the first N (and the last N) all rejected with one message
+/// stop the run.
+pub const DEFAULT_CANARY: u32 = 20;
 /// Requests allowed at once above the rate.
 pub const DEFAULT_BURST: u32 = 1;
 /// Requests in flight at most.
@@ -64,12 +72,30 @@ pub struct FileConfig {
     pub subdomain: Option<String>,
     pub base_url: Option<String>,
     pub token_file: Option<PathBuf>,
-    pub rate: Option<u32>,
+    #[serde(default, deserialize_with = "rate_from_toml")]
+    pub rate: Option<f64>,
     pub burst: Option<u32>,
     pub concurrency: Option<u32>,
     pub max_attempts: Option<u32>,
     pub timeout: Option<u64>,
     pub max_duration: Option<String>,
+    pub unreachable_timeout: Option<String>,
+    pub canary: Option<u32>,
+}
+
+/// `rate = 5` and `rate = 0.5` both: TOML tells integers from floats.
+fn rate_from_toml<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        Int(i64),
+        Float(f64),
+    }
+    Ok(match Option::<Number>::deserialize(d)? {
+        None => None,
+        Some(Number::Int(n)) => Some(n as f64),
+        Some(Number::Float(f)) => Some(f),
+    })
 }
 
 impl FileConfig {
@@ -188,6 +214,23 @@ impl Settings {
             }
             (None, None) => None,
         };
+        let unreachable_timeout = match (options.unreachable_timeout, &file.unreachable_timeout) {
+            (Some(d), _) => d,
+            (None, Some(text)) => {
+                crate::cli::parse_duration(text).map_err(|message| ConfigError::Invalid {
+                    name: "unreachable_timeout",
+                    message,
+                })?
+            }
+            (None, None) => DEFAULT_UNREACHABLE_TIMEOUT,
+        };
+        let rate = options.rate.or(file.rate).unwrap_or(DEFAULT_RATE);
+        if !rate.is_finite() || rate < 0.0 {
+            return Err(ConfigError::Invalid {
+                name: "rate",
+                message: "must be a number of requests per second, 0 or more".into(),
+            });
+        }
         let timeout = options
             .timeout
             .or(file.timeout)
@@ -205,7 +248,7 @@ impl Settings {
                 .token_file
                 .clone()
                 .or_else(|| file.token_file.clone()),
-            rate: options.rate.or(file.rate).unwrap_or(DEFAULT_RATE),
+            rate,
             burst: positive(
                 "burst",
                 options.burst.or(file.burst).unwrap_or(DEFAULT_BURST),
@@ -226,6 +269,8 @@ impl Settings {
             )?,
             timeout: Duration::from_secs(timeout),
             max_duration,
+            unreachable_timeout,
+            canary: options.canary.or(file.canary).unwrap_or(DEFAULT_CANARY),
             dry_run: options.dry_run,
         })
     }
@@ -247,18 +292,31 @@ pub struct RunSettings {
     pub base_url: Option<String>,
     pub token_file: Option<PathBuf>,
     /// Requests per second; 0 means no limit.
-    pub rate: u32,
+    pub rate: f64,
     pub burst: u32,
     pub concurrency: u32,
     pub max_attempts: u32,
     pub timeout: Duration,
     pub max_duration: Option<Duration>,
+    /// How long Kapture may be unreachable before the run stops (exit 6).
+    pub unreachable_timeout: Duration,
+    /// Answers the canary looks at; 0 turns it off.
+    pub canary: u32,
     pub dry_run: bool,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_rate_may_be_an_integer_or_a_decimal() {
+        let file: FileConfig = toml::from_str("rate = 5").unwrap();
+        assert_eq!(file.rate, Some(5.0));
+        let file: FileConfig = toml::from_str("rate = 0.5\nunreachable_timeout = \"1m\"").unwrap();
+        assert_eq!(file.rate, Some(0.5));
+        assert_eq!(file.unreachable_timeout.as_deref(), Some("1m"));
+    }
 
     #[test]
     fn file_config_rejects_unknown_keys() {
@@ -269,7 +327,7 @@ mod tests {
     #[test]
     fn flags_override_file_and_defaults_fill_the_rest() {
         let file = FileConfig {
-            rate: Some(9),
+            rate: Some(9.0),
             concurrency: Some(3),
             ..FileConfig::default()
         };
@@ -282,16 +340,20 @@ mod tests {
             subdomain: None,
             base_url: None,
             token_file: None,
-            rate: Some(2),
+            rate: Some(2.5),
             burst: None,
             concurrency: None,
             max_attempts: None,
             timeout: None,
             max_duration: None,
+            unreachable_timeout: None,
+            canary: None,
             dry_run: false,
         };
         let run = settings.run(&options).unwrap();
-        assert_eq!(run.rate, 2);
+        assert_eq!(run.rate, 2.5);
+        assert_eq!(run.canary, DEFAULT_CANARY);
+        assert_eq!(run.unreachable_timeout, DEFAULT_UNREACHABLE_TIMEOUT);
         assert_eq!(run.concurrency, 3);
         assert_eq!(run.max_attempts, DEFAULT_MAX_ATTEMPTS);
         assert_eq!(run.timeout, Duration::from_secs(DEFAULT_TIMEOUT_SECS));

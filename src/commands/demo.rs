@@ -99,12 +99,14 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<u8> {
         subdomain: None,
         base_url: Some(base_url.clone()),
         token_file: None,
-        rate: 40,
+        rate: 40.0,
         burst: 4,
         concurrency: 8,
         max_attempts: 8,
         timeout: Duration::from_secs(5),
         max_duration: None,
+        unreachable_timeout: crate::config::DEFAULT_UNREACHABLE_TIMEOUT,
+        canary: crate::config::DEFAULT_CANARY,
         dry_run: false,
     };
     let client = Client::new(

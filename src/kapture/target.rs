@@ -52,6 +52,14 @@ impl Target {
         &self.base_url
     }
 
+    /// Whether requests go to this machine (a simulator or a local proxy).
+    pub fn is_loopback(&self) -> bool {
+        let host = Url::parse(&self.base_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned));
+        is_loopback(host.as_deref())
+    }
+
     /// The full URL of an API path such as [`super::UPDATE_TICKET_PATH`].
     pub(crate) fn url_for(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
@@ -209,6 +217,21 @@ mod tests {
             );
             assert!(err.to_string().contains("loopback"), "{err}");
         }
+    }
+
+    #[test]
+    fn loopback_targets_are_told_apart() {
+        assert!(
+            Target::resolve(None, Some("http://127.0.0.1:8787"))
+                .unwrap()
+                .is_loopback()
+        );
+        assert!(
+            Target::resolve(None, Some("https://[::1]:9"))
+                .unwrap()
+                .is_loopback()
+        );
+        assert!(!Target::resolve(Some("acme"), None).unwrap().is_loopback());
     }
 
     #[test]

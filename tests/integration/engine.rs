@@ -364,6 +364,7 @@ async fn dry_run_sends_nothing_and_shows_the_body() {
     let sim = start_sim(SimConfig::default()).await;
     let out = ws
         .kapsync()
+        .env("KAPTURE_TOKEN", "t")
         .args([
             "run",
             "--dry-run",

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use kapsync::simulator::SimConfig;
 
-use crate::support::{Workspace, drain, eventually, fast_config, ingest_rows, start_sim};
+use crate::support::{
+    Workspace, drain, eventually, fast_config, ingest_rows, start_sim, stderr, stdout,
+};
 
 /// Drains at `--rate 40` against a simulator that answers 1% of requests 429 (with
 /// `Retry-After: 1`) whatever the rate, and returns the request rate achieved over `seconds`
@@ -60,4 +62,137 @@ async fn random_429s_at_rate_40_keep_85_percent_of_it_for_15_s() {
 async fn random_429s_at_rate_40_keep_85_percent_of_it_for_60_s() {
     let share = share_of_rate_40_with_random_429s(60).await;
     assert!(share >= 0.85, "sustained {:.0}% of 40/s", share * 100.0);
+}
+
+/// What a dry run must not change: every run's counts and source files.
+fn database_state(ws: &Workspace) -> String {
+    let runs = ws.kapsync().args(["runs", "--json"]).output().unwrap();
+    let mut state = stdout(&runs);
+    for name in ["nightly", "other"] {
+        let status = ws
+            .kapsync()
+            .args(["status", "--json", "--run", name])
+            .output()
+            .unwrap();
+        state.push_str(&stdout(&status));
+    }
+    state
+}
+
+const ROWS: &str = "ticket_id,sub_status,comment\n\
+    100000000001,CL,closed\n\
+    100000000002,P,waiting\n\
+    ,OP,no ticket id\n";
+
+#[test]
+fn dry_runs_check_the_target_and_token_and_change_nothing() {
+    let ws = Workspace::new();
+    ws.file("old.csv", "ticket_id,sub_status\n100000000009,CL\n");
+    ws.kapsync()
+        .args(["ingest", "--run", "nightly", "old.csv"])
+        .assert()
+        .code(0);
+    ws.file("rows.csv", ROWS);
+    let before = database_state(&ws);
+    let url = crate::support::closed_port_url();
+
+    // Good target and token: the plan, exit 1 as the real sync would give for an invalid row.
+    let out = ws
+        .kapsync()
+        .env("KAPTURE_TOKEN", "dry-secret")
+        .args([
+            "sync",
+            "rows.csv",
+            "--run",
+            "other",
+            "--dry-run",
+            "--base-url",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
+    assert!(text.contains("nothing is stored or sent"), "{text}");
+    assert!(text.contains("Run other: 2 rows would be sent"), "{text}");
+    assert!(text.contains("token: found in KAPTURE_TOKEN"), "{text}");
+    assert!(!text.contains("dry-secret") && !stderr(&out).contains("dry-secret"));
+    assert_eq!(database_state(&ws), before, "sync --dry-run stored nothing");
+
+    // JSON: one object with both parts.
+    let out = ws
+        .kapsync()
+        .env("KAPTURE_TOKEN", "dry-secret")
+        .args([
+            "sync",
+            "rows.csv",
+            "--run",
+            "other",
+            "--dry-run",
+            "--json",
+            "--base-url",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["dry_run"], true);
+    assert_eq!(json["ingest"]["invalid"], 1, "{json}");
+    assert_eq!(json["runs"][0]["pending"], 2, "{json}");
+    assert_eq!(json["checks"]["token_found"], true, "{json}");
+    assert_eq!(database_state(&ws), before);
+
+    // Targets a run refuses, and no token: exit 2, each named.
+    for (flag, value, expected) in [
+        ("--base-url", "http://example.com", "loopback"),
+        ("--subdomain", "https://acme.kapturecrm.com", "only NAME"),
+    ] {
+        let out = ws
+            .kapsync()
+            .env("KAPTURE_TOKEN", "dry-secret")
+            .args([
+                "sync",
+                "rows.csv",
+                "--run",
+                "other",
+                "--dry-run",
+                flag,
+                value,
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        assert!(stdout(&out).contains(expected), "{}", stdout(&out));
+    }
+    let out = ws
+        .kapsync()
+        .args(["run", "--run", "nightly", "--dry-run", "--base-url", &url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stdout(&out).contains("token: ERROR failed to find an API token"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(database_state(&ws), before, "nothing changed at all");
+}
+
+#[test]
+fn sync_dry_run_creates_no_database() {
+    let ws = Workspace::new();
+    ws.file("rows.csv", ROWS);
+    ws.kapsync()
+        .env("KAPTURE_TOKEN", "t")
+        .args([
+            "sync",
+            "rows.csv",
+            "--dry-run",
+            "--base-url",
+            "http://127.0.0.1:9",
+        ])
+        .assert()
+        .code(1);
+    assert!(!ws.db().exists(), "a dry run leaves no database behind");
 }

@@ -219,9 +219,10 @@ fn dry_run_shows_the_first_bodies_and_the_estimate() {
     // Nothing is sent, so nothing needs to listen there.
     let url = closed_port_url();
     let text = transcript(
-        &mut ws.kapsync(),
+        ws.kapsync().env("KAPTURE_TOKEN", "dry-run-secret"),
         &["run", "--dry-run", "--rate", "2", "--base-url", &url],
     );
+    assert!(!text.contains("dry-run-secret"), "{text}");
     check("dry_run_with_target", &ws, &text);
     let text = transcript(
         &mut ws.kapsync(),
@@ -235,7 +236,7 @@ fn dry_run_with_nothing_pending() {
     let ws = Workspace::new();
     ingest(&ws, "empty", "header.csv", "ticket_id,sub_status\n", 0);
     let text = transcript(
-        &mut ws.kapsync(),
+        ws.kapsync().env("KAPTURE_TOKEN", "t"),
         &["run", "--dry-run", "--base-url", &closed_port_url()],
     );
     check("dry_run_nothing_pending", &ws, &text);
