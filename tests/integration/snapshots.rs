@@ -57,6 +57,12 @@ fn redacting(ws: &Workspace) -> insta::Settings {
         r"(\d+ requests? in )[^,]+, [0-9.]+/s\)",
         "${1}[DURATION], [RATE]/s)",
     );
+    // How long ago a run was last active, and its recent pace.
+    settings.add_filter(r"\([0-9a-z ]+ ago\)", "([AGO])");
+    settings.add_filter(
+        r"[0-9.]+ rows/s over its last minute",
+        "[RATE] rows/s over its last minute",
+    );
     // Run creation times (RFC 3339, UTC). Dates inside the rows have no `T`/`Z` and stay.
     settings.add_filter(
         r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z",
