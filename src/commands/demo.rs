@@ -10,8 +10,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::cli::{DemoArgs, IngestOptions};
-use crate::config::{DEFAULT_MAX_RECORD_BYTES, RunSettings, Settings};
+use crate::config::{RunSettings, Settings};
 use crate::exit;
+use crate::ingest::DEFAULT_MAX_RECORD_BYTES;
 use crate::kapture::{Client, Target, Token};
 use crate::report::text;
 use crate::simulator::{Latency, SimConfig, Simulator};
@@ -105,13 +106,13 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<u8> {
         max_attempts: 8,
         timeout: Duration::from_secs(5),
         max_duration: None,
-        unreachable_timeout: crate::config::DEFAULT_UNREACHABLE_TIMEOUT,
-        canary: crate::config::DEFAULT_CANARY,
+        unreachable_timeout: crate::engine::DEFAULT_UNREACHABLE_TIMEOUT,
+        canary: crate::engine::DEFAULT_CANARY,
         dry_run: false,
     };
     let client = Client::new(
         Target::resolve(None, Some(&base_url))?,
-        Token::new(DEMO_TOKEN).map_err(|e| anyhow::anyhow!("{e}"))?,
+        Token::new(DEMO_TOKEN)?,
         resolved.timeout,
     )?;
     if !args.json {

@@ -13,9 +13,9 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::cli::SyncArgs;
-use crate::config::{RunSettings, Settings, TOKEN_ENV};
+use crate::config::{RunSettings, Settings};
 use crate::exit;
-use crate::kapture::{Target, Token, UPDATE_TICKET_PATH};
+use crate::kapture::{TOKEN_ENV, Target, Token, UPDATE_TICKET_PATH};
 use crate::report::text;
 use crate::store::{JobState, Run, Store};
 

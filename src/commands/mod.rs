@@ -15,9 +15,13 @@ mod sync;
 use anyhow::Context as _;
 
 use crate::cli::{Cli, Command};
-use crate::config::Settings;
-use crate::exit::UsageError;
-use crate::store::Store;
+use crate::config::{ConfigError, Settings};
+use crate::engine::LockError;
+use crate::exit::{self, UsageError};
+use crate::ingest::{IngestError, MappingError};
+use crate::kapture::{TargetError, TokenError};
+use crate::simulator::SimError;
+use crate::store::{Store, StoreError};
 
 /// Runs the parsed command line and returns the process exit code.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
@@ -33,6 +37,37 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Export(args) => export::run(&settings, args).await,
         Command::Demo(args) => demo::run(&settings, args).await,
     }
+}
+
+/// Maps an error from a command to its exit code: [`exit::USAGE`] when a [`UsageError`] or a
+/// library error that says it is a usage error sits anywhere in its chain, [`exit::INTERNAL`]
+/// otherwise.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    if error.chain().any(is_usage) {
+        exit::USAGE
+    } else {
+        exit::INTERNAL
+    }
+}
+
+/// Whether one error of a chain is the user's to fix.
+fn is_usage(cause: &(dyn std::error::Error + 'static)) -> bool {
+    macro_rules! asks {
+        ($($kind:ty),+) => {
+            false $(|| cause.downcast_ref::<$kind>().is_some_and(<$kind>::is_usage))+
+        };
+    }
+    cause.is::<UsageError>()
+        || asks!(
+            ConfigError,
+            StoreError,
+            IngestError,
+            MappingError,
+            TargetError,
+            TokenError,
+            LockError,
+            SimError
+        )
 }
 
 /// Opens (creating when missing) the database named by the settings.

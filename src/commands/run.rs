@@ -5,9 +5,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::cli::RunArgs;
-use crate::config::{self, RunSettings, Settings};
+use crate::config::{RunSettings, Settings};
 use crate::engine::{self, DrainReport, EngineConfig, Halt, RetryPolicy, RunnerLock, Shutdown};
-use crate::exit::{self, UsageError};
+use crate::exit;
 use crate::kapture::{Client, Target, Token};
 use crate::report::progress::DrainDisplay;
 use crate::report::text;
@@ -44,15 +44,14 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
 /// Warns once when the rate is far above what public Kapture clients use.
 pub fn client_for(resolved: &RunSettings) -> anyhow::Result<Client> {
     let target = Target::resolve(resolved.subdomain.as_deref(), resolved.base_url.as_deref())?;
-    if resolved.rate > config::RATE_WARNING_ABOVE && !target.is_loopback() {
+    if resolved.rate > engine::RATE_WARNING_ABOVE && !target.is_loopback() {
         tracing::warn!(
             "--rate {} is far above the 3-6 requests/s public Kapture clients use; Kapture \
              documents no limit, and a tenant's API may refuse or throttle such a rate",
             resolved.rate
         );
     }
-    let token =
-        Token::load(resolved.token_file.as_deref()).map_err(|e| UsageError(e.to_string()))?;
+    let token = Token::load(resolved.token_file.as_deref())?;
     Ok(Client::new(target, token, resolved.timeout)?)
 }
 
@@ -79,10 +78,7 @@ pub async fn drain_runs(
     client: &Client,
     runs: &[Run],
 ) -> anyhow::Result<Vec<DrainReport>> {
-    let _lock = RunnerLock::acquire(store.path()).map_err(|e| match e {
-        engine::LockError::Held { .. } => anyhow::Error::new(UsageError(e.to_string())),
-        other => anyhow::Error::new(other),
-    })?;
+    let _lock = RunnerLock::acquire(store.path())?;
     let shutdown = Shutdown::default();
     let signals = tokio::spawn(watch_signals(shutdown.clone()));
     let window = resolved.max_duration.map(|limit| {

@@ -11,4 +11,22 @@ pub use drain::{
     DrainReport, EngineConfig, EngineError, ErrorCount, Halt, Progress, Shutdown, drain,
 };
 pub use lock::{LockError, RunnerLock};
+
+/// Requests per second when `--rate` is not given: public Kapture clients pace themselves at
+/// 3 to 6.
+pub const DEFAULT_RATE: f64 = 5.0;
+/// Above this rate to a target that is not loopback, a run warns once: public Kapture
+/// clients pace themselves at 3 to 6 requests a second.
+pub const RATE_WARNING_ABOVE: f64 = 20.0;
+/// How long Kapture may be unreachable before a run stops with exit code 6.
+pub const DEFAULT_UNREACHABLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+/// Answers the canary looks at: the first N (and the last N) all rejected with one message
+/// stop the run.
+pub const DEFAULT_CANARY: u32 = 20;
+/// Requests allowed at once above the rate.
+pub const DEFAULT_BURST: u32 = 1;
+/// Requests in flight at most.
+pub const DEFAULT_CONCURRENCY: u32 = 4;
+/// Attempts per row before it is failed.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 pub use policy::{QUIET_PERIOD, RETRY_BASE, RETRY_CAP, RateControl, RetryPolicy, THROTTLE_CAP};

@@ -22,8 +22,20 @@ use sha2::{Digest, Sha256};
 
 pub use mapping::{Mapping, Plan};
 
-use crate::cli::InputFormat;
 use crate::store::{IngestWriter, NewJob, Run, SourceProgress, SourceStart, Store, StoreError};
+
+/// Largest accepted input record, in bytes, when `--max-record-bytes` is not given.
+pub const DEFAULT_MAX_RECORD_BYTES: u64 = 1024 * 1024;
+
+/// Input file kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputFormat {
+    /// Comma-separated values with a header row
+    Csv,
+    /// One JSON object per line (also .ndjson)
+    Jsonl,
+}
 
 /// Rows handed from the parser thread to the writer at a time: one INSERT statement's worth.
 /// Larger batches only hold more rows in memory (5,000 cost 10 MB of peak memory, no speed).
@@ -45,7 +57,7 @@ pub struct MappingError(pub String);
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     /// The file could not be opened or read.
-    #[error("failed to read {path}: {source}")]
+    #[error("failed to read {path}")]
     Read {
         path: String,
         #[source]
@@ -67,7 +79,7 @@ pub enum IngestError {
         encoding: &'static str,
     },
     /// The mapping does not fit this file.
-    #[error("{path}: {source}")]
+    #[error("failed to apply the mapping to {path}")]
     Mapping {
         path: String,
         #[source]
@@ -81,7 +93,17 @@ pub enum IngestError {
 impl IngestError {
     /// Whether the user can fix this by changing the command (exit code 2).
     pub fn is_usage(&self) -> bool {
-        !matches!(self, IngestError::Store(_))
+        match self {
+            IngestError::Store(e) => e.is_usage(),
+            _ => true,
+        }
+    }
+}
+
+impl MappingError {
+    /// Whether the user can fix this (exit code 2): always, the mapping file is theirs.
+    pub fn is_usage(&self) -> bool {
+        true
     }
 }
 
@@ -595,13 +617,7 @@ impl Parser {
             serde_json::Value::Object(object) => plan.build_json(object, ignored),
             other => Err(invalid(format!(
                 "line is a JSON {}, not an object",
-                match other {
-                    serde_json::Value::Array(_) => "array",
-                    serde_json::Value::String(_) => "string",
-                    serde_json::Value::Number(_) => "number",
-                    serde_json::Value::Bool(_) => "boolean",
-                    _ => "null",
-                }
+                mapping::json_kind(&other)
             ))),
         }
     }
