@@ -5,7 +5,7 @@ mod client;
 mod target;
 mod token;
 
-pub use classify::{Answer, Class, classify, excerpt, parse_retry_after};
+pub use classify::{Answer, Class, Unreached, classify, excerpt, parse_retry_after};
 pub use client::{Client, ClientError, DEFAULT_TIMEOUT_SECS, Reply};
 pub use target::{Target, TargetError};
 pub(crate) use token::strip_basic;

@@ -196,3 +196,25 @@ fn sync_dry_run_creates_no_database() {
         .code(1);
     assert!(!ws.db().exists(), "a dry run leaves no database behind");
 }
+
+#[tokio::test]
+async fn a_request_that_never_left_names_why() {
+    use kapsync::kapture::Unreached;
+    let refused = crate::support::client(&crate::support::closed_port_url())
+        .update_ticket(&crate::support::update("100000000001", "CL", "x"))
+        .await;
+    assert_eq!(refused.unreached, Some(Unreached::Refused), "{refused:?}");
+    assert!(
+        refused
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("connection refused"),
+        "{refused:?}"
+    );
+    let dns = crate::support::client("https://kapsync-test.invalid")
+        .update_ticket(&crate::support::update("100000000001", "CL", "x"))
+        .await;
+    assert_eq!(dns.unreached, Some(Unreached::Dns), "{dns:?}");
+    assert!(dns.message.as_deref().unwrap().contains("does not resolve"));
+}
