@@ -64,8 +64,8 @@ impl RetryPolicy {
 /// apart from a real limit, where the share of 429s climbs with the rate.
 ///
 /// - Every answer goes into a window of the last [`WINDOW_ANSWERS`] answers within
-///   [`WINDOW`]. A 429 with more than [`THROTTLE_SHARE`] of the window throttled (and at least
-///   [`MIN_THROTTLED`] of them) is a slow-down: the whole run pauses (the server's
+///   [`WINDOW`]. A 429 with more than [`THROTTLE_SHARE`] of the window throttled (counted
+///   over at least [`MIN_WINDOW`] answers) is a slow-down: the whole run pauses (the server's
 ///   `Retry-After`, capped) and the rate is cut to 85-90% of what the server accepted over the
 ///   last two seconds (half the rate when that is not known). The window then starts afresh, so
 ///   the answers to requests already in flight belong to the same event.
@@ -113,8 +113,9 @@ const ACCEPTED_MIN_SAMPLES: usize = 10;
 pub const WINDOW_ANSWERS: usize = 100;
 /// ...and none older than this.
 pub const WINDOW: Duration = Duration::from_secs(10);
-/// 429s in the window needed before a slow-down, however few answers there are.
-pub const MIN_THROTTLED: usize = 2;
+/// The share is taken of at least this many answers: a window that has just begun (or a slow
+/// run's) counts the answers it has not seen yet as accepted.
+pub const MIN_WINDOW: usize = 50;
 /// Slowest the adaptive rate goes (unless the configured rate is slower still).
 const MIN_RATE: f64 = 1.0;
 
@@ -135,10 +136,11 @@ fn accepted_rate(times: &VecDeque<Instant>, now: Instant) -> Option<f64> {
 }
 
 /// Whether the window of recent answers says the server is limiting the rate: more than
-/// [`THROTTLE_SHARE`] of them 429, and at least [`MIN_THROTTLED`].
+/// [`THROTTLE_SHARE`] of them 429, counted over at least [`MIN_WINDOW`] answers so that two
+/// early 429s are not yet a share.
 fn limited(recent: &VecDeque<(Instant, bool)>) -> bool {
     let throttled = recent.iter().filter(|(_, t)| *t).count();
-    throttled >= MIN_THROTTLED && throttled as f64 > THROTTLE_SHARE * recent.len() as f64
+    throttled as f64 > THROTTLE_SHARE * recent.len().max(MIN_WINDOW) as f64
 }
 
 /// The rate after a slow-down: half the effective rate, kept between 85% and 90% of what the
@@ -357,10 +359,11 @@ mod tests {
             Duration::from_millis(300),
             "the row waits the server's delay"
         );
+        control.on_throttled(Some(Duration::from_millis(300)), Duration::from_secs(9));
         assert_eq!(
             control.effective(),
             Some(100.0),
-            "one 429 alone is no slow-down"
+            "two 429s of the first answers are no share yet"
         );
         control.on_throttled(Some(Duration::from_millis(300)), Duration::from_secs(9));
         assert_eq!(control.effective(), Some(50.0));
@@ -368,7 +371,7 @@ mod tests {
         control.on_throttled(None, Duration::from_secs(1));
         assert_eq!(control.effective(), Some(50.0));
         assert_eq!(control.throttle_events(), 1);
-        assert_eq!(control.throttled_answers(), 3);
+        assert_eq!(control.throttled_answers(), 4);
         let start = Instant::now();
         control.ready().await;
         assert!(
@@ -402,6 +405,7 @@ mod tests {
     fn retry_after_is_capped() {
         let control = RateControl::new(200, 1, Duration::from_secs(2));
         control.on_throttled(Some(Duration::from_secs(3600)), Duration::ZERO);
+        control.on_throttled(Some(Duration::from_secs(3600)), Duration::ZERO);
         let wait = control.on_throttled(Some(Duration::from_secs(3600)), Duration::ZERO);
         assert_eq!(wait, Duration::from_secs(2));
         assert_eq!(
@@ -415,8 +419,10 @@ mod tests {
     fn decimal_rates_are_kept_and_never_cut_below_themselves() {
         let control = RateControl::new(0.5, 1, THROTTLE_CAP);
         assert_eq!(control.effective(), Some(0.5));
-        control.on_throttled(None, Duration::ZERO);
-        control.on_throttled(None, Duration::ZERO);
+        for _ in 0..5 {
+            control.on_throttled(None, Duration::ZERO);
+        }
+        assert_eq!(control.throttle_events(), 1);
         assert_eq!(control.effective(), Some(0.5));
         assert_eq!(RateControl::new(0, 1, THROTTLE_CAP).effective(), None);
     }
@@ -437,13 +443,15 @@ mod tests {
     }
 
     #[test]
-    fn the_share_window_needs_two_429s_and_more_than_five_percent() {
+    fn the_share_window_needs_more_than_five_percent_of_at_least_fifty() {
         let now = Instant::now();
         let mut recent = VecDeque::new();
         remember(&mut recent, now, true);
         assert!(!limited(&recent), "one 429 is no evidence");
         remember(&mut recent, now, true);
-        assert!(limited(&recent));
+        assert!(!limited(&recent), "2 of the first answers are 2 of 50");
+        remember(&mut recent, now, true);
+        assert!(limited(&recent), "3 of at least 50");
         for _ in 0..WINDOW_ANSWERS {
             remember(&mut recent, now, false);
         }

@@ -346,7 +346,7 @@ async fn against_a_server_limited_to_50_per_second_rate_200_uses_it_without_hamm
     let share = throttled / ledger.len() as f64;
     assert!(
         usage >= 0.8,
-        "used {:.0}% of the server's limit",
+        "used {:.0}% of the server's limit: {per_second:?}",
         usage * 100.0
     );
     assert!(
