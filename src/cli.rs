@@ -6,7 +6,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 
 use crate::engine::{DEFAULT_BURST, DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, DEFAULT_RATE};
 use crate::ingest::{DEFAULT_MAX_RECORD_BYTES, InputFormat};
@@ -20,20 +21,38 @@ const AFTER_HELP: &str = "\
 Exit codes:
   0  all rows done and succeeded (or nothing to do)
   1  finished, but some rows failed or were invalid
-  2  usage or configuration error
+  2  usage or configuration error, including a wrong target (404/405/501, a host that does
+     not resolve) and a canary that every row fails
   3  halted: the API key is invalid, expired or lacks permission
   4  stopped early (Ctrl-C, SIGTERM, --max-duration) with work left; run again to resume
   5  internal error (database, I/O)
+  6  Kapture could not be reached for --unreachable-timeout: nothing was sent, run again to
+     resume
 
 The API token is read from the KAPTURE_TOKEN environment variable or from --token-file,
 never from a flag value.";
+
+/// `--version`'s long form: the version, the commit and the build date (stamped by build.rs).
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit: ",
+    env!("KAPSYNC_COMMIT"),
+    "\nbuilt:  ",
+    env!("KAPSYNC_BUILD_DATE"),
+);
 
 /// Moves ticket updates from CSV and JSONL files into Kapture CRM, durably.
 ///
 /// Rows are ingested into a SQLite job table, drained through a rate-limited pool of workers
 /// with backoff, and every outcome and attempt is recorded. Re-running a command resumes it.
 #[derive(Debug, Parser)]
-#[command(name = "kapsync", version, after_help = AFTER_HELP, max_term_width = 100)]
+#[command(
+    name = "kapsync",
+    version,
+    long_version = LONG_VERSION,
+    after_help = AFTER_HELP,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -42,12 +61,29 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Flags accepted by every subcommand.
+impl Cli {
+    /// Parses the process's arguments like `Cli::parse`, and also notes whether `--db` was
+    /// typed on the command line rather than taken from `KAPSYNC_DB`.
+    pub fn parse_args() -> Self {
+        let matches = Self::command().get_matches();
+        let mut cli = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        cli.global.db_on_command_line =
+            matches.value_source("db") == Some(ValueSource::CommandLine);
+        cli
+    }
+}
+
+/// Flags accepted by every subcommand, listed apart from each command's own in `--help`.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "PATH", env = "KAPSYNC_DB",
         help = with_default("SQLite database holding runs, rows and attempts", format!("./{DEFAULT_DB}")))]
     pub db: Option<PathBuf>,
+
+    /// Whether `--db` itself was given (not `KAPSYNC_DB`): set by [`Cli::parse_args`].
+    #[arg(skip)]
+    pub db_on_command_line: bool,
 
     /// Settings file [default: ./kapsync.toml when it exists]
     #[arg(long, global = true, value_name = "PATH", env = "KAPSYNC_CONFIG")]
@@ -91,6 +127,10 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Sync the built-in sample data into a local simulator and show the result
     Demo(DemoArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish)
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), e.g. `kapsync man | man -l -`
+    Man,
 }
 
 impl Command {
@@ -256,8 +296,7 @@ pub struct RetryArgs {
     #[arg(long, value_name = "NAME")]
     pub run: Option<String>,
 
-    /// Only rows whose last error has this class: rejected, transient, transient_in_doubt,
-    /// auth, forbidden, throttled, invalid
+    /// Only rows whose last error has this class: rejected, transient, transient_in_doubt
     #[arg(long, value_name = "CLASS")]
     pub class: Option<String>,
 
@@ -374,6 +413,14 @@ pub fn parse_rate(text: &str) -> Result<f64, String> {
             "{text:?} is not a rate: give requests per second, e.g. 5, 0.5 or 0 for no limit"
         )),
     }
+}
+
+/// `kapsync completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// Parses a human duration such as `6h`, `90m` or `1h 30m`.

@@ -349,4 +349,47 @@ mod tests {
         assert_eq!(run.max_attempts, DEFAULT_MAX_ATTEMPTS);
         assert_eq!(run.timeout, Duration::from_secs(DEFAULT_TIMEOUT_SECS));
     }
+
+    #[test]
+    fn help_shows_the_defaults_the_code_uses() {
+        use clap::CommandFactory as _;
+        let root = crate::cli::Cli::command();
+        let help = |command: &clap::Command, id: &str| {
+            let arg = command.get_arguments().find(|a| a.get_id() == id);
+            arg.and_then(|a| a.get_help()).map(|h| h.to_string())
+        };
+        let run = root.find_subcommand("run").unwrap();
+        let ingest = root.find_subcommand("ingest").unwrap();
+        let simulate = root.find_subcommand("simulate").unwrap();
+        for (command, id, default) in [
+            (run, "rate", DEFAULT_RATE.to_string()),
+            (run, "burst", DEFAULT_BURST.to_string()),
+            (run, "concurrency", DEFAULT_CONCURRENCY.to_string()),
+            (run, "max_attempts", DEFAULT_MAX_ATTEMPTS.to_string()),
+            (run, "timeout", DEFAULT_TIMEOUT_SECS.to_string()),
+            (
+                ingest,
+                "max_record_bytes",
+                DEFAULT_MAX_RECORD_BYTES.to_string(),
+            ),
+            (&root, "db", format!("./{DEFAULT_DB}")),
+            (
+                &root,
+                "config",
+                format!("./{DEFAULT_CONFIG_FILE} when it exists"),
+            ),
+        ] {
+            let text = help(command, id).unwrap_or_else(|| panic!("no help for --{id}"));
+            assert!(
+                text.ends_with(&format!("[default: {default}]")),
+                "--{id}: {text}"
+            );
+        }
+        let port = simulate
+            .get_arguments()
+            .find(|a| a.get_id() == "port")
+            .unwrap();
+        let shown: Vec<_> = port.get_default_values().iter().collect();
+        assert_eq!(shown, [&crate::simulator::DEFAULT_SIM_PORT.to_string()]);
+    }
 }

@@ -8,6 +8,7 @@ mod ingest;
 mod retry;
 mod run;
 mod runs;
+mod shell;
 mod simulate;
 mod status;
 mod sync;
@@ -25,6 +26,29 @@ use crate::store::{Store, StoreError};
 
 /// Runs the parsed command line and returns the process exit code.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    // These two describe the command line only: no settings file is read.
+    match &cli.command {
+        Command::Completions(args) => return shell::completions(args),
+        Command::Man => return shell::man(),
+        Command::Simulate(_) | Command::Demo(_) if cli.global.db_on_command_line => {
+            return Err(UsageError(format!(
+                "`kapsync {}` uses no database of yours: leave out --db ({})",
+                if matches!(cli.command, Command::Demo(_)) {
+                    "demo"
+                } else {
+                    "simulate"
+                },
+                if matches!(cli.command, Command::Demo(_)) {
+                    "the demo writes to a temporary database that it removes at the end, so \
+                     sample rows never mix with a real migration"
+                } else {
+                    "the simulator keeps its tickets in memory"
+                }
+            ))
+            .into());
+        }
+        _ => {}
+    }
     let settings = Settings::resolve(&cli.global)?;
     match cli.command {
         Command::Ingest(args) => ingest::run(&settings, args).await,
@@ -36,6 +60,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Retry(args) => retry::run(&settings, args).await,
         Command::Export(args) => export::run(&settings, args).await,
         Command::Demo(args) => demo::run(&settings, args).await,
+        Command::Completions(_) | Command::Man => unreachable!("handled above"),
     }
 }
 

@@ -6,7 +6,9 @@ use anyhow::Context as _;
 
 use crate::cli::RunArgs;
 use crate::config::{RunSettings, Settings};
-use crate::engine::{self, DrainReport, EngineConfig, Halt, RetryPolicy, RunnerLock, Shutdown};
+use crate::engine::{
+    self, DrainReport, EngineConfig, Halt, RetryPolicy, RunnerLock, Shutdown, StoreThread,
+};
 use crate::exit;
 use crate::kapture::{Client, Target, Token};
 use crate::report::progress::DrainDisplay;
@@ -59,13 +61,14 @@ pub fn client_for(resolved: &RunSettings) -> anyhow::Result<Client> {
 pub fn engine_config(resolved: &RunSettings) -> EngineConfig {
     EngineConfig {
         concurrency: resolved.concurrency as usize,
-        // Until the engine takes decimal rates: never slower than asked.
-        rate: resolved.rate.ceil() as u32,
+        rate: resolved.rate,
         burst: resolved.burst,
         max_attempts: resolved.max_attempts,
         retry: RetryPolicy::default(),
         throttle_cap: engine::THROTTLE_CAP,
         stop_deadline: resolved.timeout + STOP_GRACE,
+        unreachable_timeout: resolved.unreachable_timeout,
+        canary: resolved.canary,
     }
 }
 
@@ -90,11 +93,22 @@ pub async fn drain_runs(
         })
     });
     let config = engine_config(resolved);
+    // Claims and results run on a thread of their own, shared by the runs drained here.
+    let store_thread = StoreThread::start();
     let mut reports = Vec::new();
     for run in runs {
         let (sender, receiver) = tokio::sync::watch::channel(engine::Progress::default());
         let display = DrainDisplay::start(&run.name, receiver, settings.progress);
-        let report = engine::drain(store, client, run, &config, &shutdown, sender).await;
+        let report = engine::drain(
+            store,
+            client,
+            run,
+            &config,
+            &shutdown,
+            sender,
+            &store_thread.handle(),
+        )
+        .await;
         display.finish();
         let report = report.with_context(|| format!("failed to drain run {}", run.name))?;
         if report.idle() {
@@ -149,8 +163,9 @@ pub fn exit_code(reports: &[DrainReport]) -> u8 {
     for r in reports {
         match &r.halt {
             Some(Halt::Auth { .. } | Halt::Forbidden { .. }) => return exit::AUTH_HALT,
-            Some(Halt::Config { .. }) => return exit::USAGE,
-            None => {}
+            Some(Halt::Unreachable { .. }) => return exit::UNREACHABLE,
+            Some(halt) if halt.is_usage() => return exit::USAGE,
+            Some(_) | None => {}
         }
         if r.stopped && r.counts.pending + r.counts.in_flight > 0 {
             return exit::STOPPED;

@@ -309,11 +309,7 @@ fn hash_file(path: &Path) -> io::Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hex(&hasher.finalize()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    Ok(format!("{:x}", hasher.finalize()))
 }
 
 /// The input with a byte counter (for progress) and, for standard input, a running hash.
@@ -390,7 +386,10 @@ impl Parser {
             InputFormat::Csv => self.csv(&mut reader, &mut samples)?,
             InputFormat::Jsonl => self.jsonl(&mut reader, &mut samples)?,
         };
-        let stdin_hash = reader.into_inner().hasher.map(|h| hex(&h.finalize()));
+        let stdin_hash = reader
+            .into_inner()
+            .hasher
+            .map(|h| format!("{:x}", h.finalize()));
         Ok(ParseReport {
             progress: self.progress,
             ignored,

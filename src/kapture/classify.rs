@@ -112,6 +112,9 @@ pub enum Class {
     Transient,
     /// A passing failure after the request went out: retry, and mark the attempt in doubt.
     TransientInDoubt,
+    /// The request never reached the server (refused, DNS, TLS, connect timeout): the row is
+    /// fine and uses no attempt; the run waits for Kapture to be reachable again.
+    NotReceived,
 }
 
 impl Class {
@@ -125,6 +128,7 @@ impl Class {
             Class::Throttled { .. } => "throttled",
             Class::Transient => "transient",
             Class::TransientInDoubt => "transient_in_doubt",
+            Class::NotReceived => "not_received",
         }
     }
 }
@@ -132,7 +136,7 @@ impl Class {
 /// Classifies an answer; `now` turns an HTTP-date `Retry-After` into a delay.
 pub fn classify(answer: &Answer<'_>, now: SystemTime) -> Class {
     match *answer {
-        Answer::NotSent => Class::Transient,
+        Answer::NotSent => Class::NotReceived,
         Answer::InDoubt => Class::TransientInDoubt,
         Answer::Http {
             status,
@@ -289,7 +293,7 @@ mod tests {
         #[rustfmt::skip]
         let rows: Vec<(&str, Answer<'_>, Class)> = vec![
             // no response
-            ("not sent", Answer::NotSent, Class::Transient),
+            ("not sent", Answer::NotSent, Class::NotReceived),
             ("in doubt", Answer::InDoubt, Class::TransientInDoubt),
             // auth, any status
             ("401 empty", Answer::Http { status: 401, retry_after: None, body: b"" }, Class::Auth),
@@ -389,6 +393,7 @@ mod tests {
             throttled(Some(1)),
             Class::Transient,
             Class::TransientInDoubt,
+            Class::NotReceived,
         ]
         .iter()
         .map(Class::as_str)
@@ -402,7 +407,8 @@ mod tests {
                 "rejected",
                 "throttled",
                 "transient",
-                "transient_in_doubt"
+                "transient_in_doubt",
+                "not_received"
             ]
         );
     }

@@ -1,6 +1,8 @@
 //! The SQLite job table: every SQL statement of kapsync lives in this module.
 
 mod claim;
+#[cfg(test)]
+mod fixtures;
 mod ingest;
 mod open;
 mod reports;

@@ -57,6 +57,11 @@ fn readme_starts_with_the_demo_and_the_tests() {
 #[test]
 fn every_documented_exit_code_is_in_the_readme_and_help() {
     let readme = include_str!("../../README.md");
+    let help = assert_cmd::Command::cargo_bin("kapsync")
+        .unwrap()
+        .arg("--help")
+        .output()
+        .unwrap();
     for (code, _) in [
         (kapsync::exit::OK, "0"),
         (kapsync::exit::ROWS_FAILED, "1"),
@@ -64,10 +69,15 @@ fn every_documented_exit_code_is_in_the_readme_and_help() {
         (kapsync::exit::AUTH_HALT, "3"),
         (kapsync::exit::STOPPED, "4"),
         (kapsync::exit::INTERNAL, "5"),
+        (kapsync::exit::UNREACHABLE, "6"),
     ] {
         assert!(
             readme.contains(&format!("| {code} |")),
             "exit code {code} is not in the README"
+        );
+        assert!(
+            crate::support::stdout(&help).contains(&format!("\n  {code}  ")),
+            "exit code {code} is not in --help"
         );
     }
 }
@@ -177,4 +187,73 @@ fn parse_errors_name_the_place_and_never_echo_a_token() {
             .unwrap(),
         "line 5, column 5",
     );
+}
+
+#[test]
+fn completions_man_page_and_long_version() {
+    let kapsync = || assert_cmd::Command::cargo_bin("kapsync").unwrap();
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let out = kapsync().args(["completions", shell]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", stderr(&out));
+        let script = crate::support::stdout(&out);
+        assert!(
+            script.contains("kapsync") && script.contains("sync"),
+            "{shell}"
+        );
+    }
+    let out = kapsync().arg("man").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let page = crate::support::stdout(&out);
+    assert!(page.contains(".TH kapsync 1"), "{page}");
+    for part in ["GLOBAL OPTIONS", "SUBCOMMANDS", "Exit codes"] {
+        assert!(page.contains(part), "no {part} in the page");
+    }
+
+    let long = crate::support::stdout(&kapsync().arg("--version").output().unwrap());
+    assert!(long.starts_with(&format!("kapsync {}\n", env!("CARGO_PKG_VERSION"))));
+    assert!(
+        long.contains("\ncommit: ") && long.contains("\nbuilt:  20"),
+        "{long}"
+    );
+    let short = crate::support::stdout(&kapsync().arg("-V").output().unwrap());
+    assert_eq!(short, format!("kapsync {}\n", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn help_lists_global_options_apart() {
+    let out = assert_cmd::Command::cargo_bin("kapsync")
+        .unwrap()
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = crate::support::stdout(&out);
+    let global = help
+        .find("Global options:")
+        .expect("a global options heading");
+    assert!(help[global..].contains("--db <PATH>"), "{help}");
+    assert!(help[..global].contains("--rate <N>"), "{help}");
+}
+
+#[test]
+fn simulate_and_demo_refuse_db_but_not_the_environment_variable() {
+    let ws = crate::support::Workspace::new();
+    for command in ["simulate", "demo"] {
+        let out = ws.kapsync().arg(command).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        let text = stderr(&out);
+        assert!(
+            text.contains(&format!("`kapsync {command}` uses no database of yours")),
+            "{text}"
+        );
+        assert!(!ws.db().exists(), "{command} created the database");
+    }
+    // KAPSYNC_DB exported for the real commands does not stop a demo.
+    let out = assert_cmd::Command::cargo_bin("kapsync")
+        .unwrap()
+        .env("KAPSYNC_DB", ws.db())
+        .args(["--no-progress", "demo", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!ws.db().exists(), "the demo wrote to KAPSYNC_DB");
 }
