@@ -218,3 +218,212 @@ async fn a_request_that_never_left_names_why() {
     assert_eq!(dns.unreached, Some(Unreached::Dns), "{dns:?}");
     assert!(dns.message.as_deref().unwrap().contains("does not resolve"));
 }
+
+/// The run's rows per state, from `status --json`.
+fn counts(ws: &Workspace) -> serde_json::Value {
+    let out = ws
+        .kapsync()
+        .args(["status", "--json", "--run", "r"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    json["counts"].clone()
+}
+
+/// `kapsync run --run r` against `url` with a token, the given extra flags.
+fn run_against(ws: &Workspace, url: &str, extra: &[&str]) -> std::process::Output {
+    ws.kapsync()
+        .env("KAPTURE_TOKEN", "t")
+        .args(["run", "--run", "r", "--rate", "0", "--base-url", url])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_closed_port_waits_then_stops_with_exit_6_and_fails_no_row() {
+    let ws = Workspace::new();
+    ingest_rows(&ws, 20, 20);
+    let url = crate::support::closed_port_url();
+    let out = run_against(&ws, &url, &["--unreachable-timeout", "2s"]);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(6), "{text}");
+    assert!(text.contains("could not be reached"), "{text}");
+    assert!(text.contains("connection refused"), "{text}");
+    let c = counts(&ws);
+    assert_eq!(
+        (c["pending"].as_i64(), c["failed"].as_i64()),
+        (Some(20), Some(0)),
+        "{c}"
+    );
+    // Nothing was charged: the next run starts every row at its first attempt.
+    let db = ws.db();
+    let jobs = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(crate::support::jobs_in(&db, Some("r")));
+    assert!(jobs.iter().all(|j| j.attempts == 0), "{jobs:?}");
+}
+
+#[test]
+fn a_host_that_does_not_resolve_is_a_configuration_error() {
+    let ws = Workspace::new();
+    ingest_rows(&ws, 20, 20);
+    let out = run_against(&ws, "https://kapsync-test.invalid", &[]);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("does not resolve"), "{text}");
+    let c = counts(&ws);
+    assert_eq!(
+        (c["pending"].as_i64(), c["failed"].as_i64()),
+        (Some(20), Some(0)),
+        "{c}"
+    );
+}
+
+// The binary is waited for with blocking calls: the mock server needs its own threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_501_server_and_one_answering_html_pages_are_configuration_errors() {
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    for (status, body) in [
+        (501, "Not Implemented"),
+        (200, "<html><body>Log in</body></html>"),
+    ] {
+        let ws = Workspace::new();
+        ingest_rows(&ws, 40, 40);
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(status).set_body_string(body))
+            .mount(&server)
+            .await;
+        let out = run_against(&ws, &server.uri(), &["--concurrency", "4"]);
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        assert_eq!(out.status.code(), Some(2), "{status}: {text}");
+        assert!(text.contains("not Kapture"), "{text}");
+        let requests = server.received_requests().await.unwrap().len();
+        assert!(
+            requests <= 3 + 4,
+            "{requests} requests to a {status} server"
+        );
+        let c = counts(&ws);
+        assert_eq!(
+            (c["pending"].as_i64(), c["failed"].as_i64()),
+            (Some(40), Some(0)),
+            "{c}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_that_opens_late_is_waited_for_and_the_run_completes() {
+    let ws = Workspace::new();
+    ingest_rows(&ws, 20, 20);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("kapsync"))
+        .current_dir(ws.dir.path())
+        .env("KAPTURE_TOKEN", "t")
+        .args(["--no-progress", "--db"])
+        .arg(ws.db())
+        .args([
+            "run",
+            "--run",
+            "r",
+            "--rate",
+            "0",
+            "--unreachable-timeout",
+            "60s",
+        ])
+        .args(["--base-url", &format!("http://{addr}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Some seconds with nothing listening, then Kapture "comes back".
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(child.try_wait().unwrap().is_none(), "the run waits");
+    let sim = kapsync::simulator::Simulator::start(SimConfig::default(), addr)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let stats = sim.stats();
+    sim.shutdown().await;
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(stats.succeeded, 20);
+    let c = counts(&ws);
+    assert_eq!(
+        (c["succeeded"].as_i64(), c["failed"].as_i64()),
+        (Some(20), Some(0)),
+        "{c}"
+    );
+}
+
+/// 100 rows whose sub_status a mapping typo leaves unmapped (`Solved`), or one such row.
+fn rows_with_bad_status(rows: usize, bad: impl Fn(usize) -> bool) -> String {
+    let mut csv = String::from("ticket_id,sub_status,comment\n");
+    for i in 0..rows {
+        let status = if bad(i) { "Solved" } else { "CL" };
+        csv.push_str(&format!(
+            "{},{status},c{i}\n",
+            100_000_000_000u64 + i as u64
+        ));
+    }
+    csv
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_canary_stops_a_mapping_typo_and_lets_one_bad_row_through() {
+    let sim = start_sim(SimConfig::default()).await;
+    // Every row rejected alike: stop after at most N + concurrency requests, rows pending.
+    let ws = Workspace::new();
+    ws.file("rows.csv", rows_with_bad_status(100, |_| true));
+    ws.kapsync()
+        .args(["ingest", "--run", "r", "rows.csv"])
+        .assert()
+        .code(0);
+    let out = run_against(
+        &ws,
+        &sim.base_url(),
+        &["--canary", "20", "--concurrency", "4"],
+    );
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("Invalid sub_status"), "{text}");
+    assert!(text.contains("[values.sub_status]"), "{text}");
+    let requests = sim.stats().requests;
+    assert!(requests <= 20 + 4, "{requests} requests");
+    let c = counts(&ws);
+    assert_eq!(
+        (c["pending"].as_i64(), c["failed"].as_i64()),
+        (Some(100), Some(0)),
+        "{c}"
+    );
+
+    // One bad row among good ones: it fails, the run goes on.
+    let ws = Workspace::new();
+    ws.file("rows.csv", rows_with_bad_status(60, |i| i == 3));
+    ws.kapsync()
+        .args(["ingest", "--run", "r", "rows.csv"])
+        .assert()
+        .code(0);
+    let out = run_against(&ws, &sim.base_url(), &["--canary", "20"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let c = counts(&ws);
+    assert_eq!(
+        (c["succeeded"].as_i64(), c["failed"].as_i64()),
+        (Some(59), Some(1)),
+        "{c}"
+    );
+    sim.shutdown().await;
+}
