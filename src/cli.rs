@@ -89,6 +89,10 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "PATH", env = "KAPSYNC_CONFIG")]
     pub config: Option<PathBuf>,
 
+    /// Settings profile: the [profiles.NAME] table of the settings file, laid over its top level
+    #[arg(long, global = true, value_name = "NAME", env = "KAPSYNC_PROFILE")]
+    pub profile: Option<String>,
+
     /// More log output (-v debug, -vv trace); RUST_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -202,6 +206,11 @@ pub struct RunOptions {
     /// File whose first line is the API token (instead of KAPTURE_TOKEN)
     #[arg(long, value_name = "PATH", env = "KAPSYNC_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+
+    /// Send through this proxy (http://HOST:PORT) instead of the one HTTPS_PROXY/ALL_PROXY
+    /// name; a loopback target never goes through a proxy
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
 
     #[arg(long, value_name = "N", env = "KAPSYNC_RATE", value_parser = parse_rate,
         help = with_default("Requests per second, decimals allowed (0.5: one every 2 s), 0 for no limit", DEFAULT_RATE))]
@@ -334,10 +343,14 @@ pub struct ExportArgs {
     #[arg(long, value_enum, default_value = "csv")]
     pub format: ExportFormat,
 
-    /// Write to this file instead of standard output (a new file is readable by its owner
-    /// only: exports hold customer data)
+    /// Write to this file instead of standard output: written readable by its owner only
+    /// (exports hold customer data) and renamed into place when complete
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+
+    /// Replace the --output file when it exists (a link there is replaced, not followed)
+    #[arg(long, requires = "output")]
+    pub force: bool,
 }
 
 /// `kapsync simulate`.
@@ -347,12 +360,17 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = DEFAULT_SIM_PORT)]
     pub port: u16,
 
-    /// Address to bind
+    /// Address to bind; any other than loopback needs a token (KAPTURE_TOKEN or --token-file)
     #[arg(long, default_value = DEFAULT_SIM_BIND)]
     pub bind: std::net::IpAddr,
 
-    /// Token the simulator expects (or KAPTURE_TOKEN); with none it accepts any
-    #[arg(long, value_name = "TOKEN", hide_env_values = true)]
+    /// File whose first line is the token the simulator expects (or KAPTURE_TOKEN); with
+    /// neither it accepts any token, on loopback only
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
+    /// Removed: a token on the command line is visible to every user in `ps`
+    #[arg(long, value_name = "TOKEN", hide = true)]
     pub token: Option<String>,
 
     /// Accepted sub_status keys, comma-separated

@@ -19,7 +19,7 @@ use crate::cli::{Cli, Command};
 use crate::config::{ConfigError, Settings};
 use crate::engine::LockError;
 use crate::exit::{self, UsageError};
-use crate::ingest::{IngestError, MappingError};
+use crate::ingest::{IngestError, MappingError, MappingFileError};
 use crate::kapture::{TargetError, TokenError};
 use crate::simulator::SimError;
 use crate::store::{Store, StoreError};
@@ -88,6 +88,7 @@ fn is_usage(cause: &(dyn std::error::Error + 'static)) -> bool {
             StoreError,
             IngestError,
             MappingError,
+            MappingFileError,
             TargetError,
             TokenError,
             LockError,
@@ -105,7 +106,9 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
 /// Opens the database for a command that only reads or updates existing runs: a missing file
 /// is a usage error (a wrong `--db` or directory), not a new empty database.
 async fn open_existing_store(settings: &Settings) -> anyhow::Result<Store> {
-    if !settings.db.exists() {
+    // Not `exists()`: that follows a link, and a dangling one is refused by the open, not
+    // reported as missing.
+    if std::fs::symlink_metadata(&settings.db).is_err() {
         return Err(UsageError(format!(
             "no database at {}: ingest a file first, or pass --db",
             settings.db.display()

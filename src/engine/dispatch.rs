@@ -1,10 +1,8 @@
 //! The dispatcher: claims rows in id order and hands them to the workers until the run is done
 //! or sending stops.
 //!
-//! Claimed rows wait for a worker in a bounded flume channel (flume came with sqlx; several
-//! workers take from one receiver). The channel holds half a claim batch and the dispatcher
-//! pushes the next half while the workers empty it, so at most one batch of rows is claimed
-//! but not yet sent, and the next claim runs while half a batch is still queued.
+//! Claimed rows wait in a [`super::queue`] that `concurrency` workers take from; the
+//! dispatcher claims a batch at a time, when the queue runs low.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,19 +10,20 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::events::{Tally, lock};
-use super::worker::{Shared, unsent};
-use crate::store::{Claimed, Cursor, Store, StoreError, now_ms};
+use super::queue::Feeder;
+use super::worker::Shared;
+use crate::store::{Cursor, Store, StoreError, now_ms};
 
 /// Rows claimed per store round trip, at most.
 const CLAIM_BATCH: usize = 512;
 /// Longest the dispatcher sleeps before looking at the table again.
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
-/// The rows one claim takes and the channel to the workers holds, for `workers` workers: a
-/// claim per free worker would cost three statements a row, and a claimed row waits at most
-/// a few requests long.
-pub(super) fn queue_size(workers: usize) -> usize {
-    ((workers * 8).clamp(1, CLAIM_BATCH) / 2).max(1)
+/// The rows claimed but not yet sent at most, for `workers` workers: a whole batch per round
+/// trip, since claiming one row per free worker would cost three statements a row; claimed
+/// rows wait in the queue at most a few requests long.
+pub(super) fn batch_size(workers: usize) -> usize {
+    (workers * 8).clamp(1, CLAIM_BATCH)
 }
 
 /// What the dispatcher owns: it runs on the store's thread.
@@ -35,10 +34,10 @@ pub(super) struct Dispatch {
     pub tally: Arc<Mutex<Tally>>,
     /// Woken by the writer after every stored batch.
     pub stored: Arc<Notify>,
-    /// The workers' side of the channel; closing it (dropping this) ends them.
-    pub rows: flume::Sender<Claimed>,
-    /// Rows one claim takes at most.
-    pub claim: usize,
+    /// The workers' queue; dropping it, once the dispatcher is done, ends them.
+    pub queue: Feeder,
+    /// Rows claimed but not yet sent, at most.
+    pub batch: usize,
 }
 
 /// Keeps the workers supplied with claimed rows until the run is done or sending stops.
@@ -49,8 +48,8 @@ pub(super) async fn dispatch(
         shared,
         tally,
         stored,
-        rows,
-        claim,
+        queue,
+        batch,
     }: Dispatch,
 ) -> Result<(), StoreError> {
     let mut cursor = Cursor::default();
@@ -58,9 +57,16 @@ pub(super) async fn dispatch(
         if shared.stop_sending.is_cancelled() {
             return Ok(());
         }
-        let claimed = store
-            .claim(run_id, &mut cursor, claim as i64, now_ms())
-            .await?;
+        let queued = queue.len();
+        if queued >= queue.low_water() {
+            tokio::select! {
+                () = shared.stop_sending.cancelled() => return Ok(()),
+                () = queue.low() => {}
+            }
+            continue;
+        }
+        let limit = (batch - queued) as i64;
+        let claimed = store.claim(run_id, &mut cursor, limit, now_ms()).await?;
         if !claimed.is_empty() {
             {
                 let mut t = lock(&tally);
@@ -69,14 +75,11 @@ pub(super) async fn dispatch(
                     t.waiting.remove(&row.id);
                 }
             }
-            // Waits while the channel is full. Once sending stops, the workers put every row
-            // they take back unsent (and with no worker left, the drain does), so this never
-            // waits long.
-            for row in claimed {
-                if let Err(flume::SendError(row)) = rows.send_async(row).await {
-                    let _ = shared.results.send(unsent(&row));
-                }
-            }
+            queue.push(claimed);
+            continue;
+        }
+        if !cursor.exhausted {
+            // The claim's bounded walk passed only parked rows: go on from where it stopped.
             continue;
         }
         // Nothing claimable now: finished, or waiting for retries or for earlier rows.

@@ -18,15 +18,16 @@ use tokio::runtime::Handle;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::dispatch::{Dispatch, dispatch, queue_size};
+use super::dispatch::{Dispatch, batch_size, dispatch};
 use super::events::{
     DrainReport, EngineConfig, EngineError, Progress, Shutdown, Tally, TestPanic, lock,
 };
+use super::queue::{Taker, queue};
 use super::report::{self, Sent};
 use super::worker::{Shared, unsent, worker};
 use super::writer::{WriterContext, writer};
 use crate::kapture::Client;
-use crate::store::{Claimed, Run, Store, StoreError, now_ms};
+use crate::store::{Run, Store, StoreError, now_ms};
 
 /// Drains the pending rows of one run until none is left, the run halts, or `shutdown` fires.
 /// The dispatcher and the writer run on `store_side` (see [`super::StoreThread`]).
@@ -88,8 +89,8 @@ pub async fn drain(
         },
     ));
     let workers = config.concurrency.max(1);
-    let claim = queue_size(workers);
-    let (rows, queued) = flume::bounded(claim);
+    let batch = batch_size(workers);
+    let (feeder, queued) = queue((batch / 2).max(1));
     let mut tasks = JoinSet::new();
     for _ in 0..workers {
         tasks.spawn(worker(shared.clone(), queued.clone()));
@@ -100,8 +101,8 @@ pub async fn drain(
         shared: shared.clone(),
         tally: tally.clone(),
         stored,
-        rows,
-        claim,
+        queue: feeder,
+        batch,
     }));
 
     let ended = watch(
@@ -141,8 +142,8 @@ struct Tasks {
     dispatcher: JoinHandle<Result<(), StoreError>>,
     workers: JoinSet<()>,
     writer: JoinHandle<Result<(), StoreError>>,
-    /// A receiver of the workers' channel, for the rows no worker is left to take.
-    queued: flume::Receiver<Claimed>,
+    /// The workers' queue, for the rows no worker took.
+    queued: Taker,
 }
 
 /// How the watch ended: the first failure, and the writer when it is still running.
@@ -229,10 +230,6 @@ async fn watch(
                     fail(failure, &mut ended);
                 }
             }
-            Ok(row) = tasks.queued.recv_async(), if tasks.workers.is_empty() => {
-                // No worker is left to put it back.
-                let _ = shared.results.send(unsent(&row));
-            }
             () = sleep_until(deadline), if deadline.is_some() && !aborted
                 && shutdown.graceful.is_cancelled() => {
                 tracing::warn!(
@@ -248,7 +245,8 @@ async fn watch(
             }
         }
     }
-    for row in tasks.queued.drain() {
+    // Rows claimed but taken by no worker (they were aborted) go back untouched.
+    for row in tasks.queued.take_all() {
         let _ = shared.results.send(unsent(&row));
     }
     if writing {

@@ -16,6 +16,7 @@ mod drain;
 mod events;
 mod lock;
 mod policy;
+mod queue;
 mod reach;
 mod report;
 mod store_thread;

@@ -15,6 +15,7 @@ use super::canary::Canary;
 use super::decide::{ConfigCheck, Decision, Due, Feedback, Policy, Step, decide};
 use super::events::{EngineConfig, ErrorTally, Halt, TestPanic, lock};
 use super::policy::RateControl;
+use super::queue::Taker;
 use super::reach::Reach;
 use crate::kapture::{Class, Client, Reply};
 use crate::store::{AttemptRecord, Claimed, Next, Outcome, now_ms};
@@ -266,8 +267,8 @@ async fn send_one(row: Claimed, shared: &Shared) -> Outcome {
 
 /// A long-lived worker: takes rows from the dispatcher and sends them one at a time, until
 /// the dispatcher is done. Once sending has stopped, the rows still queued go back unsent.
-pub(super) async fn worker(shared: Arc<Shared>, rows: flume::Receiver<Claimed>) {
-    while let Ok(row) = rows.recv_async().await {
+pub(super) async fn worker(shared: Arc<Shared>, queue: Taker) {
+    while let Some(row) = queue.next().await {
         shared.sending.fetch_add(1, Ordering::Relaxed);
         let outcome = send_one(row, &shared).await;
         shared.sending.fetch_sub(1, Ordering::Relaxed);

@@ -3,4 +3,5 @@
 pub mod activity;
 pub mod export;
 pub mod progress;
+pub mod terminal;
 pub mod text;

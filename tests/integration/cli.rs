@@ -257,3 +257,63 @@ fn simulate_and_demo_refuse_db_but_not_the_environment_variable() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(!ws.db().exists(), "the demo wrote to KAPSYNC_DB");
 }
+
+/// `[profiles.NAME]` chosen by `--profile` or `KAPSYNC_PROFILE`: the profile beats the file's
+/// top level, the environment beats the profile, and an unknown name lists the real ones.
+#[test]
+fn settings_profiles_through_the_binary() {
+    let ws = crate::support::Workspace::new();
+    let long = "x".repeat(60);
+    ws.file(
+        "a.csv",
+        format!("ticket_id,sub_status,comment\n1,CL,{long}\n2,CL,{long}\n"),
+    );
+    ws.file(
+        "kapsync.toml",
+        "db = \"top.db\"\n\n[profiles.acme]\ndb = \"acme.db\"\nmax_record_bytes = 40\n\n\
+         [profiles.beta]\ndb = \"beta.db\"\n",
+    );
+    let kapsync = || {
+        let mut cmd = assert_cmd::Command::cargo_bin("kapsync").unwrap();
+        cmd.current_dir(ws.dir.path())
+            .env_remove("KAPSYNC_DB")
+            .env_remove("KAPSYNC_PROFILE")
+            .env_remove("KAPSYNC_MAX_RECORD_BYTES")
+            .arg("--no-progress");
+        cmd
+    };
+    let db = |name: &str| ws.dir.path().join(name);
+
+    // The profile's small record limit makes every row invalid (exit 1), in acme.db.
+    let out = kapsync()
+        .env("KAPSYNC_PROFILE", "acme")
+        .args(["ingest", "--run", "one", "a.csv"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(db("acme.db").exists() && !db("top.db").exists());
+
+    // The environment beats the profile: the same rows are valid.
+    let out = kapsync()
+        .env("KAPSYNC_MAX_RECORD_BYTES", "100000")
+        .args(["--profile", "acme", "ingest", "--run", "two", "a.csv"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // No profile: the top level.
+    let out = kapsync().args(["ingest", "a.csv"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(db("top.db").exists());
+
+    let out = kapsync()
+        .args(["--profile", "prod", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no profile \"prod\" in kapsync.toml: its profiles are acme, beta"),
+        "{}",
+        stderr(&out)
+    );
+}
