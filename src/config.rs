@@ -347,7 +347,12 @@ impl Settings {
                 file.base_url.clone(),
                 match &file.source {
                     Some(path) if file.subdomain.is_some() || file.base_url.is_some() => {
-                        format!("settings file {}", path.display())
+                        match &self.profile {
+                            Some(name) => {
+                                format!("settings file {} (profile {name})", path.display())
+                            }
+                            None => format!("settings file {}", path.display()),
+                        }
                     }
                     _ => "nowhere".to_owned(),
                 },

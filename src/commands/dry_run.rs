@@ -213,7 +213,9 @@ pub async fn sync(
     let (run, ingested) =
         super::ingest::ingest_into(&store, &scratch_settings, &args.input, args.run.as_deref())
             .await?;
-    let plans = plans(&store, std::slice::from_ref(&run), resolved.rate).await?;
+    // As a real sync: the leftovers of earlier runs go first.
+    let runs = super::run::sync_runs(&store, run.clone()).await?;
+    let plans = plans(&store, &runs, resolved.rate).await?;
     store.close().await;
     drop(scratch);
     if args.json {

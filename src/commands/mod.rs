@@ -5,9 +5,11 @@ mod demo;
 mod dry_run;
 mod export;
 mod ingest;
+mod mapping;
 mod retry;
 mod run;
 mod runs;
+mod samples;
 mod shell;
 mod simulate;
 mod status;
@@ -60,6 +62,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Retry(args) => retry::run(&settings, args).await,
         Command::Export(args) => export::run(&settings, args).await,
         Command::Demo(args) => demo::run(&settings, args).await,
+        Command::Mapping(command) => mapping::run(&settings, command),
+        Command::Samples(args) => samples::run(&settings, &args),
         Command::Completions(_) | Command::Man => unreachable!("handled above"),
     }
 }

@@ -6,7 +6,7 @@ use std::io::Write as _;
 
 use super::terminal::{self, shown};
 use crate::engine::Halt;
-use crate::ingest::FileSummary;
+use crate::ingest::{FieldValues, FileSummary};
 use crate::store::{Counts, JobState, Run, RunSummary, SourceSummary};
 
 /// Writes text for a person to standard output, any control character in it escaped (the
@@ -32,7 +32,10 @@ pub fn print_json(value: &impl serde::Serialize) -> std::io::Result<()> {
 }
 
 /// The summary of an ingest.
-pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary]) -> String {
+///
+/// `rerun` starts an ingest command with the same settings (`kapsync --db x ingest
+/// --mapping m.toml`), for the hint that names `--encoding`.
+pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary], rerun: &str) -> String {
     let mut out = String::new();
     let how = if created { "new run" } else { "run" };
     let _ = writeln!(out, "Ingested into {how} {}", shown(&run.name));
@@ -55,11 +58,40 @@ pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary]) -> String
             file.valid,
             file.invalid
         );
+        let delimiter = file.delimiter.filter(|d| *d != ",");
+        if delimiter.is_some() || file.encoding != "utf-8" {
+            let mut how = Vec::new();
+            if let Some(delimiter) = delimiter {
+                let found = if file.delimiter_detected {
+                    " (found on the header line)"
+                } else {
+                    ""
+                };
+                how.push(format!("delimiter {delimiter}{found}"));
+            }
+            how.push(format!("encoding {}", file.encoding));
+            let _ = writeln!(out, "    read with {}", how.join(", "));
+        }
         if !file.ignored_columns.is_empty() {
             // Header names come from the file: each escaped and cut.
             let names: Vec<String> = file.ignored_columns.iter().map(|c| shown(c)).collect();
             let _ = writeln!(out, "    ignored columns: {}", names.join(", "));
         }
+        if let Some(encoding) = file.suggested_encoding {
+            let _ = writeln!(
+                out,
+                "    not UTF-8: {}, {} as {encoding} text; if the file is {encoding}, \
+                 ingest it into a new run with the flag: {rerun} --encoding {encoding} {}",
+                plural(file.not_utf8_rows, "row"),
+                if file.not_utf8_rows == 1 {
+                    "which reads"
+                } else {
+                    "all of which read"
+                },
+                shell_word(&file.path)
+            );
+        }
+        value_lines(&mut out, &file.values);
         for sample in &file.invalid_samples {
             let _ = writeln!(out, "    line {}: {}", sample.line, shown(&sample.reason));
         }
@@ -77,6 +109,46 @@ pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary]) -> String
         "Total: {read} rows read, {valid} valid, {invalid} invalid, {added} added"
     );
     out
+}
+
+/// The listed fields' source values, for fields the mapping checks (a `[values]` table or an
+/// allowed list): what each value became, so a typo in the table shows.
+fn value_lines(out: &mut String, fields: &[FieldValues]) {
+    for field in fields.iter().filter(|f| f.checked) {
+        let from = field
+            .column
+            .as_ref()
+            .map(|c| format!(" (from {c:?})"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "    {} values{from}:", field.field);
+        for value in &field.values {
+            let rows = plural(value.rows, "row");
+            let what = match (&value.sent, value.note) {
+                (Some(sent), "unmapped") => {
+                    format!("not in [values.{}], sent as {sent:?}", field.field)
+                }
+                (Some(sent), _) => format!("sent as {sent:?}"),
+                (None, _) => "not allowed: rows invalid".to_owned(),
+            };
+            let _ = writeln!(out, "      {:?}: {rows}, {what}", value.value);
+        }
+        if field.other_values > 0 || field.other_rows > 0 {
+            let _ = writeln!(
+                out,
+                "      ... and {} more values ({})",
+                field.other_values,
+                plural(field.other_rows, "row")
+            );
+        }
+    }
+}
+
+fn plural(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
 
 /// A run's counts and source files.

@@ -43,6 +43,8 @@ pub struct NewJob {
     pub payload_hash: Option<[u8; 16]>,
     /// Why the row cannot be sent (invalid rows only).
     pub invalid_reason: Option<String>,
+    /// The source record as read, for an invalid row (at most the record limit of it).
+    pub raw_record: Option<String>,
 }
 
 /// Where an ingest of a file starts.
@@ -74,6 +76,37 @@ pub struct SourceProgress {
 
 impl Store {
     /// Registers a source file in a run, or finds an earlier ingest of the same content.
+    /// The mappings a run's files were ingested with: (file name, digest), one per digest;
+    /// files ingested before mappings were recorded are left out.
+    pub async fn run_mappings(&self, run_id: i64) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT coalesce(min(mapping_name), ''), mapping_fingerprint FROM source_files
+             WHERE run_id = ? AND mapping_fingerprint IS NOT NULL
+             GROUP BY mapping_fingerprint ORDER BY min(id)",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Records the mapping (file name and digest, '' for none) a source is ingested with.
+    pub async fn set_source_mapping(
+        &self,
+        source_id: i64,
+        name: &str,
+        fingerprint: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE source_files SET mapping_name = ?, mapping_fingerprint = ? WHERE id = ?",
+        )
+        .bind(name)
+        .bind(fingerprint)
+        .bind(source_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     pub async fn begin_source(
         &self,
         run_id: i64,
@@ -169,12 +202,12 @@ impl Store {
 
 fn insert_sql(run_id: i64, source_id: i64, rows: usize) -> String {
     let row = format!(
-        "({run_id},{source_id},?,?,?,?,iif(?,'invalid','pending'),iif(?,'invalid',NULL),?)"
+        "({run_id},{source_id},?,?,?,?,iif(?,'invalid','pending'),iif(?,'invalid',NULL),?,?)"
     );
     let mut sql = String::with_capacity(200 + rows * (row.len() + 1));
     sql.push_str(
         "INSERT OR ROLLBACK INTO jobs (run_id, source_id, line, ticket_id, payload, payload_hash, \
-         state, error_class, error_message) VALUES ",
+         state, error_class, error_message, raw_record) VALUES ",
     );
     for i in 0..rows {
         if i > 0 {
@@ -241,7 +274,8 @@ impl IngestWriter {
                     .bind(job.payload_hash.map(Vec::from))
                     .bind(invalid)
                     .bind(invalid)
-                    .bind(job.invalid_reason);
+                    .bind(job.invalid_reason)
+                    .bind(job.raw_record);
             }
             query.execute(&mut *self.conn).await?;
         }
@@ -378,6 +412,7 @@ mod tests {
             payload: (!invalid).then(|| format!("{{\"ticket_id\":\"{line:012}\"}}")),
             payload_hash: (!invalid).then_some([line as u8; 16]),
             invalid_reason: invalid.then(|| "sub_status is empty".to_owned()),
+            raw_record: None,
         }
     }
 

@@ -219,6 +219,8 @@ pub struct JobRow {
     pub error_message: Option<String>,
     pub http_status: Option<i64>,
     pub replayed: bool,
+    /// The source record of an invalid row, as read.
+    pub raw_record: Option<String>,
 }
 
 impl Store {
@@ -236,7 +238,7 @@ impl Store {
     ) -> Result<Vec<JobRow>, StoreError> {
         Ok(sqlx::query_as::<_, JobRow>(
             "SELECT j.id, s.path AS source, j.line, j.ticket_id, j.payload, j.state, j.attempts,
-                    j.error_class, j.error_message, j.http_status, j.replayed
+                    j.error_class, j.error_message, j.http_status, j.replayed, j.raw_record
              FROM jobs j INDEXED BY jobs_by_run JOIN source_files s ON s.id = j.source_id
              WHERE j.run_id = ?1 AND j.id > ?2 AND (?3 IS NULL OR j.state = ?3)
              ORDER BY j.id LIMIT ?4",

@@ -11,6 +11,7 @@ mod nightly;
 mod reliability;
 mod runs;
 mod security;
+mod shapes;
 mod simulator;
 mod snapshots;
 mod support;

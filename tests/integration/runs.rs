@@ -139,7 +139,9 @@ fn dry_runs_check_the_target_and_token_and_change_nothing() {
     let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(json["dry_run"], true);
     assert_eq!(json["ingest"]["invalid"], 1, "{json}");
-    assert_eq!(json["runs"][0]["pending"], 2, "{json}");
+    // As a real sync: the earlier run's leftovers go first.
+    assert_eq!(json["runs"][0]["run"], "nightly", "{json}");
+    assert_eq!(json["runs"][1]["pending"], 2, "{json}");
     assert_eq!(json["checks"]["token_found"], true, "{json}");
     assert_eq!(database_state(&ws), before);
 

@@ -669,3 +669,31 @@ fn export_to_a_terminal_escapes_cells_and_to_a_file_keeps_them() {
     assert!(text.contains("\\u{1b}]0;pwned\\u{7}x"), "{text}");
     assert!(!tty.stdout.contains(&0x1b), "{text}");
 }
+
+/// A kapsync.toml in the working directory can set where the token goes: the start line says
+/// so, naming the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settings_file_that_sets_the_target_is_named_by_the_start_line() {
+    let sim = start_sim(SimConfig::default()).await;
+    let base_url = sim.base_url();
+    let ws = Workspace::new();
+    ws.file("kapsync.toml", format!("base_url = \"{base_url}\"\n"));
+    let input = ws.file("in.csv", rows_csv(2, 2));
+    let out = ws
+        .kapsync()
+        .env("KAPTURE_TOKEN", "t")
+        .args(["sync", "--rate", "0"])
+        .arg(&input)
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    sim.shutdown().await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(
+        log.contains(&format!(
+            "sending to {base_url} (target from settings file kapsync.toml; no proxy)"
+        )),
+        "{log}"
+    );
+}

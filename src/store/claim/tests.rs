@@ -24,6 +24,7 @@ async fn add_run(store: &Store, name: &str, tickets: &[&str]) -> i64 {
             payload: Some(format!("{{\"ticket_id\":\"{t}\",\"n\":{i}}}")),
             payload_hash: None,
             invalid_reason: None,
+            raw_record: None,
         })
         .collect();
     writer.write(&jobs).await.unwrap();
