@@ -237,9 +237,9 @@ pub struct RunOptions {
     #[arg(long, value_name = "URL")]
     pub proxy: Option<String>,
 
-    #[arg(long, value_name = "N", env = "KAPSYNC_RATE",
-        help = with_default("Requests per second, 0 for no limit", DEFAULT_RATE))]
-    pub rate: Option<u32>,
+    #[arg(long, value_name = "N", env = "KAPSYNC_RATE", value_parser = parse_rate,
+        help = with_default("Requests per second, decimals allowed (0.5: one every 2 s), 0 for no limit", DEFAULT_RATE))]
+    pub rate: Option<f64>,
 
     #[arg(long, value_name = "N", env = "KAPSYNC_BURST",
         help = with_default("Requests allowed at once above the rate", DEFAULT_BURST))]
@@ -261,7 +261,19 @@ pub struct RunOptions {
     #[arg(long, value_name = "DURATION", env = "KAPSYNC_MAX_DURATION", value_parser = parse_duration)]
     pub max_duration: Option<std::time::Duration>,
 
-    /// Send nothing: show the first rows as they would be sent, the count and the estimated time
+    /// Stop (exit 6, rows kept pending) when Kapture cannot be reached for this long, e.g. 10m
+    /// [default: 10m]
+    #[arg(long, value_name = "DURATION", env = "KAPSYNC_UNREACHABLE_TIMEOUT", value_parser = parse_duration)]
+    pub unreachable_timeout: Option<std::time::Duration>,
+
+    /// Stop (exit 2, rows kept pending) when the first N answers, or the last N, are all
+    /// rejections with one message: a mapping error, not N bad rows. 0 turns it off
+    /// [default: 20]
+    #[arg(long, value_name = "N", env = "KAPSYNC_CANARY")]
+    pub canary: Option<u32>,
+
+    /// Send and store nothing: check the target and the token, show the first rows as they
+    /// would be sent, the count and the estimated time
     #[arg(long)]
     pub dry_run: bool,
 }
@@ -463,6 +475,16 @@ pub struct SamplesArgs {
 /// A flag's help line ending in its default, taken from the constant the code uses.
 fn with_default(text: &str, default: impl std::fmt::Display) -> String {
     format!("{text} [default: {default}]")
+}
+
+/// Parses a request rate: a non-negative number of requests per second, decimals allowed.
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{text:?} is not a rate: give requests per second, e.g. 5, 0.5 or 0 for no limit"
+        )),
+    }
 }
 
 /// `kapsync completions`.

@@ -2,6 +2,7 @@
 //! the only layer that uses `anyhow`.
 
 mod demo;
+mod dry_run;
 mod export;
 mod ingest;
 mod mapping;

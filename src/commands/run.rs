@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use serde::Serialize;
 
 use crate::cli::RunArgs;
 use crate::config::{RunSettings, Settings};
@@ -11,15 +10,13 @@ use crate::engine::{
     self, DrainReport, EngineConfig, Halt, RetryPolicy, RunnerLock, Shutdown, StoreThread,
 };
 use crate::exit;
-use crate::kapture::{Client, Target, Token, UPDATE_TICKET_PATH};
+use crate::kapture::{Client, Target, Token};
 use crate::report::progress::DrainDisplay;
 use crate::report::text;
-use crate::store::{self, JobState, Run, Store};
+use crate::store::{self, Run, Store};
 
 /// Extra time, beyond the request timeout, that in-flight requests get after a stop.
 const STOP_GRACE: Duration = Duration::from_secs(5);
-/// Rows a dry run shows.
-const DRY_RUN_ROWS: i64 = 3;
 
 /// Runs `kapsync run`.
 pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
@@ -33,7 +30,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
         None => store.open_runs().await?,
     };
     if resolved.dry_run {
-        let code = dry_run(&store, &resolved, &runs, args.json).await?;
+        let code = super::dry_run::run(&store, &resolved, &runs, args.json).await?;
         store.close().await;
         return Ok(code);
     }
@@ -51,8 +48,16 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
 /// The client for the configured target and token; both are usage errors when missing.
 /// Logs one line saying where requests go, where that was set and through which proxy: a
 /// kapsync.toml in the working directory can name the target, so a person can see it.
+/// Warns once when the rate is far above what public Kapture clients use.
 pub fn client_for(resolved: &RunSettings) -> anyhow::Result<Client> {
     let target = Target::resolve(resolved.subdomain.as_deref(), resolved.base_url.as_deref())?;
+    if resolved.rate > engine::RATE_WARNING_ABOVE && !target.is_loopback() {
+        tracing::warn!(
+            "--rate {} is far above the 3-6 requests/s public Kapture clients use; Kapture \
+             documents no limit, and a tenant's API may refuse or throttle such a rate",
+            resolved.rate
+        );
+    }
     let token = Token::load(resolved.token_file.as_deref())?;
     let client = Client::with_proxy(target, token, resolved.timeout, resolved.proxy.as_deref())
         .map_err(|e| crate::exit::UsageError(e.to_string()))?;
@@ -82,6 +87,8 @@ pub fn engine_config(resolved: &RunSettings) -> EngineConfig {
         retry: RetryPolicy::default(),
         throttle_cap: engine::THROTTLE_CAP,
         stop_deadline: resolved.timeout + STOP_GRACE,
+        unreachable_timeout: resolved.unreachable_timeout,
+        canary: resolved.canary,
     }
 }
 
@@ -263,8 +270,9 @@ pub fn exit_code(reports: &[DrainReport]) -> u8 {
     for r in reports {
         match &r.halt {
             Some(Halt::Auth { .. } | Halt::Forbidden { .. }) => return exit::AUTH_HALT,
-            Some(Halt::Config { .. }) => return exit::USAGE,
-            None => {}
+            Some(Halt::Unreachable { .. }) => return exit::UNREACHABLE,
+            Some(halt) if halt.is_usage() => return exit::USAGE,
+            Some(_) | None => {}
         }
         if r.stopped && r.counts.pending + r.counts.in_flight > 0 {
             return exit::STOPPED;
@@ -274,82 +282,4 @@ pub fn exit_code(reports: &[DrainReport]) -> u8 {
         }
     }
     code
-}
-
-#[derive(Debug, Serialize)]
-struct DryRun {
-    run: String,
-    pending: i64,
-    url: Option<String>,
-    first: Vec<serde_json::Value>,
-    estimated_seconds: Option<f64>,
-}
-
-/// Shows what would be sent, without sending or claiming anything.
-async fn dry_run(
-    store: &Store,
-    resolved: &RunSettings,
-    runs: &[Run],
-    json: bool,
-) -> anyhow::Result<u8> {
-    let url = Target::resolve(resolved.subdomain.as_deref(), resolved.base_url.as_deref())
-        .ok()
-        .map(|t| format!("{}{UPDATE_TICKET_PATH}", t.base_url()));
-    let mut plans = Vec::new();
-    for run in runs {
-        let counts = store.counts(run.id).await?;
-        if counts.pending == 0 {
-            continue;
-        }
-        let rows = store
-            .job_rows(run.id, Some(JobState::Pending), 0, DRY_RUN_ROWS)
-            .await?;
-        let first = rows
-            .iter()
-            .filter_map(|r| r.payload.as_deref())
-            .map(|p| serde_json::from_str(&format!("[{p}]")))
-            .collect::<Result<Vec<_>, _>>()?;
-        plans.push(DryRun {
-            run: run.name.clone(),
-            pending: counts.pending,
-            url: url.clone(),
-            first,
-            estimated_seconds: (resolved.rate > 0)
-                .then(|| counts.pending as f64 / f64::from(resolved.rate)),
-        });
-    }
-    if json {
-        text::print_json(&serde_json::json!({ "dry_run": true, "runs": plans }))?;
-        return Ok(exit::OK);
-    }
-    let mut out = String::from("Dry run: nothing is sent.\n");
-    if plans.is_empty() {
-        out.push_str("No run has pending rows.\n");
-    }
-    for plan in &plans {
-        out.push_str(&format!(
-            "Run {}: {} rows would be sent",
-            plan.run, plan.pending
-        ));
-        match plan.estimated_seconds {
-            Some(secs) => out.push_str(&format!(
-                ", about {} at {} requests/s\n",
-                humantime::format_duration(Duration::from_secs(secs.ceil() as u64)),
-                resolved.rate
-            )),
-            None => out.push_str(" (no rate limit: as fast as Kapture answers)\n"),
-        }
-        let target = plan
-            .url
-            .as_deref()
-            .unwrap_or("(no --subdomain or --base-url yet)");
-        for body in &plan.first {
-            out.push_str(&format!(
-                "  POST {target}\n  Authorization: Basic [token]\n  {}\n",
-                serde_json::to_string(body)?
-            ));
-        }
-    }
-    text::print(&out)?;
-    Ok(exit::OK)
 }

@@ -1,12 +1,16 @@
-//! `kapsync status`: counts per state for one run.
+//! `kapsync status`: counts per state for one run, its pace and its most frequent errors.
 
 use serde::Serialize;
 
 use crate::cli::StatusArgs;
 use crate::config::Settings;
 use crate::exit;
+use crate::report::activity::{self, Pace, TopError};
 use crate::report::text;
 use crate::store::{Counts, Run, SourceSummary};
+
+/// Kinds of error `status` lists.
+const TOP_ERRORS: i64 = 5;
 
 #[derive(Debug, Serialize)]
 struct StatusReport {
@@ -14,6 +18,9 @@ struct StatusReport {
     run: Run,
     counts: Counts,
     total: i64,
+    #[serde(flatten)]
+    pace: Pace,
+    top_errors: Vec<TopError>,
     sources: Vec<SourceSummary>,
 }
 
@@ -23,15 +30,31 @@ pub async fn run(settings: &Settings, args: StatusArgs) -> anyhow::Result<u8> {
     let run = store.resolve_run(args.run.as_deref()).await?;
     let counts = store.counts(run.id).await?;
     let sources = store.sources(run.id).await?;
+    let pace = Pace::new(
+        &store.activity(run.id).await?,
+        &counts,
+        crate::store::now_ms(),
+    );
+    let top_errors: Vec<TopError> = store
+        .top_attempt_errors(run.id, TOP_ERRORS)
+        .await?
+        .into_iter()
+        .map(TopError::new)
+        .collect();
     if args.json {
         text::print_json(&StatusReport {
             total: counts.total(),
             run,
             counts,
+            pace,
+            top_errors,
             sources,
         })?;
     } else {
-        text::print(&text::status(&run, &counts, &sources))?;
+        let mut out = text::status(&run, &counts, &sources);
+        out.push_str(&pace.text());
+        out.push_str(&activity::errors_text(&top_errors));
+        text::print(&out)?;
     }
     store.close().await;
     Ok(exit::OK)

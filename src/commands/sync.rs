@@ -9,30 +9,16 @@ use crate::report::text;
 pub async fn run(settings: &Settings, args: SyncArgs) -> anyhow::Result<u8> {
     // Settings and target are checked before anything is ingested, so a typo costs nothing.
     let resolved = settings.run(&args.options)?;
-    let client = if resolved.dry_run {
-        None
-    } else {
-        Some(super::run::client_for(&resolved)?)
-    };
+    if resolved.dry_run {
+        return super::dry_run::sync(settings, &resolved, &args).await;
+    }
+    let client = super::run::client_for(&resolved)?;
     let store = super::open_store(settings).await?;
     let (run, ingested) =
         super::ingest::ingest_into(&store, settings, &args.input, args.run.as_deref()).await?;
     if !args.json {
         text::print(&ingested.text(&run))?;
     }
-    let Some(client) = client else {
-        let code = super::run::run(
-            settings,
-            crate::cli::RunArgs {
-                run: Some(run.name.clone()),
-                options: args.options,
-                json: args.json,
-            },
-        )
-        .await?;
-        store.close().await;
-        return Ok(code);
-    };
     // The leftovers of earlier runs go with the new one, oldest first: a stopped night's rows
     // can never land after a newer night's rows of the same ticket.
     let runs = super::run::sync_runs(&store, run).await?;

@@ -226,7 +226,12 @@ pub fn shell_word(word: &str) -> String {
 fn shown_halt(halt: &Halt) -> String {
     let mut halt = halt.clone();
     match &mut halt {
-        Halt::Auth { message } | Halt::Forbidden { message } | Halt::Config { message, .. } => {
+        Halt::Auth { message }
+        | Halt::Forbidden { message }
+        | Halt::Config { message, .. }
+        | Halt::WrongTarget { message, .. }
+        | Halt::Canary { message, .. }
+        | Halt::Unreachable { message, .. } => {
             *message = shown(message);
         }
     }
@@ -270,11 +275,17 @@ pub fn drain_summary(reports: &[crate::engine::DrainReport]) -> String {
                 r.replayed
             );
         }
-        if r.throttle_events > 0 {
+        if r.throttled > 0 {
+            // The same count as "N x throttled" below: answers, not slow-downs.
+            let slowed = match r.throttle_events {
+                0 => "too few to slow the run down".to_owned(),
+                1 => "the run slowed down once".to_owned(),
+                n => format!("the run slowed down {n} times"),
+            };
             let _ = writeln!(
                 out,
-                "  throttled: the server asked to slow down {} times",
-                r.throttle_events
+                "  throttled: {} answers were 429 (too many requests); {slowed}",
+                r.throttled
             );
         }
         if !r.top_errors.is_empty() {

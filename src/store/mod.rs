@@ -14,7 +14,7 @@ mod runs;
 pub use claim::{Claimed, Cursor};
 pub use ingest::{IngestWriter, NewJob, SourceProgress, SourceStart};
 pub use open::Store;
-pub use reports::{Counts, JobRow, RunSummary, SourceSummary};
+pub use reports::{Activity, AttemptError, Counts, JobRow, RunSummary, SourceSummary};
 pub use results::{AttemptRecord, Next, Outcome};
 pub use retry::ERROR_CLASSES;
 pub use runs::Run;
