@@ -24,7 +24,7 @@ use crate::exit::{self, UsageError};
 use crate::ingest::{IngestError, MappingError, MappingFileError};
 use crate::kapture::{TargetError, TokenError};
 use crate::simulator::SimError;
-use crate::store::{Store, StoreError};
+use crate::store::{Run, Store, StoreError};
 
 /// Runs the parsed command line and returns the process exit code.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
@@ -120,4 +120,15 @@ async fn open_existing_store(settings: &Settings) -> anyhow::Result<Store> {
         .into());
     }
     open_store(settings).await
+}
+
+/// The runs a `sync` into `run` drains: every run with rows pending or in flight, oldest
+/// open row first, so the leftovers of a stopped night are sent before the new one; `run`
+/// is among them (last when it holds nothing older).
+async fn sync_runs(store: &Store, run: Run) -> anyhow::Result<Vec<Run>> {
+    let mut runs = store.open_runs().await?;
+    if !runs.iter().any(|r| r.id == run.id) {
+        runs.push(run);
+    }
+    Ok(runs)
 }

@@ -126,17 +126,6 @@ pub async fn with_earlier_runs(store: &Store, run: Run) -> anyhow::Result<Vec<Ru
     Ok(runs)
 }
 
-/// The runs a `sync` into `run` drains: every run with rows pending or in flight, oldest
-/// open row first, so the leftovers of a stopped night are sent before the new one; `run`
-/// is among them (last when it holds nothing older).
-pub async fn sync_runs(store: &Store, run: Run) -> anyhow::Result<Vec<Run>> {
-    let mut runs = store.open_runs().await?;
-    if !runs.iter().any(|r| r.id == run.id) {
-        runs.push(run);
-    }
-    Ok(runs)
-}
-
 /// Most passes over the runs of one command. A pass drains each run in turn; a row released
 /// by a later run's drain in a run drained before it (rows synced into an older run after a
 /// newer one) is sent by the next pass.
