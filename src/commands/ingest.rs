@@ -76,6 +76,15 @@ pub async fn ingest_into(
         Some(name) => store.get_or_create_run(name).await?,
         None => (store.create_timed_run().await?, true),
     };
+    let mapping_name = resolved.mapping.as_deref().map(|p| p.display().to_string());
+    store
+        .mapping_used(
+            run.id,
+            mapping_name.as_deref().unwrap_or(""),
+            mapping.fingerprint(),
+            env!("CARGO_PKG_VERSION"),
+        )
+        .await?;
     let config = IngestConfig {
         mapping,
         format: input.format,

@@ -4,6 +4,7 @@
 mod demo;
 mod export;
 mod ingest;
+mod report;
 mod retry;
 mod run;
 mod runs;
@@ -30,6 +31,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Sync(args) => sync::run(&settings, args).await,
         Command::Retry(args) => retry::run(&settings, args).await,
         Command::Export(args) => export::run(&settings, args).await,
+        Command::Report(args) => report::run(&settings, args).await,
         Command::Demo(args) => demo::run(&settings, args).await,
     }
 }

@@ -12,7 +12,7 @@ use crate::exit::{self, UsageError};
 use crate::kapture::{Client, Target, Token, UPDATE_TICKET_PATH};
 use crate::report::progress::DrainDisplay;
 use crate::report::text;
-use crate::store::{JobState, Run, Store};
+use crate::store::{DrainSettings, JobState, Run, Store};
 
 /// Extra time, beyond the request timeout, that in-flight requests get after a stop.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -64,6 +64,19 @@ pub fn engine_config(resolved: &RunSettings) -> EngineConfig {
     }
 }
 
+/// What a drain runs with, recorded for `kapsync report` (never the token).
+fn drain_settings(resolved: &RunSettings, client: &Client) -> DrainSettings {
+    DrainSettings {
+        target: client.target().base_url().to_owned(),
+        rate: resolved.rate.into(),
+        burst: resolved.burst.into(),
+        concurrency: resolved.concurrency.into(),
+        max_attempts: resolved.max_attempts.into(),
+        timeout_secs: resolved.timeout.as_secs() as i64,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    }
+}
+
 /// Drains each run in turn under the runner lock, with signal handling and the progress
 /// display; stops at the first run that halts or is stopped.
 pub async fn drain_runs(
@@ -92,8 +105,13 @@ pub async fn drain_runs(
     for run in runs {
         let (sender, receiver) = tokio::sync::watch::channel(engine::Progress::default());
         let display = DrainDisplay::start(&run.name, receiver, settings.progress);
+        let session = store
+            .drain_started(run.id, &drain_settings(resolved, client))
+            .await?;
         let report = engine::drain(store, client, run, &config, &shutdown, sender).await;
         display.finish();
+        let idle = report.as_ref().is_ok_and(DrainReport::idle);
+        store.drain_ended(session, idle).await?;
         let report = report.with_context(|| format!("failed to drain run {}", run.name))?;
         if report.idle() {
             // A run with nothing open is left out of the summary.

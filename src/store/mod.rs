@@ -1,20 +1,28 @@
 //! The SQLite job table: every SQL statement of kapsync lives in this module.
 
 mod claim;
+mod history;
 mod ingest;
 mod open;
+mod problems;
 mod reports;
 mod results;
 mod retry;
 mod runs;
+mod series;
+mod settings;
 
 pub use claim::{Claimed, Cursor};
+pub use history::Failures;
 pub use ingest::{IngestWriter, NewJob, SourceProgress, SourceStart};
 pub use open::Store;
+pub use problems::{EXAMPLES_PER_GROUP, Example, MessageGroup};
 pub use reports::{Counts, JobRow, RunSummary, SourceSummary};
 pub use results::{AttemptRecord, Next, Outcome};
 pub use retry::ERROR_CLASSES;
 pub use runs::Run;
+pub use series::{AttemptCell, Buckets, latency_bin};
+pub use settings::{DrainSession, DrainSettings, MappingUse, RunSet, SessionId};
 
 /// A database operation that failed.
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,7 @@ mod export;
 mod ingest;
 mod kapture;
 mod reliability;
+mod report;
 mod simulator;
 mod snapshots;
 mod support;
