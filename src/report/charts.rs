@@ -13,6 +13,8 @@ use super::model::{Bucket, RunStanding, Standing, Timeline};
 const WIDTH: u32 = 760;
 const HEIGHT: u32 = 280;
 const FONT: (&str, u32) = ("sans-serif", 15);
+/// Runs drawn as bars at most (the latest); the page's table lists every run.
+pub const STANDING_BARS: usize = 9;
 
 /// The colours of the report, shared with the page's legends.
 pub mod colour {
@@ -97,8 +99,11 @@ fn svg(
 
 /// One horizontal stacked bar per run (and the total), rows by state.
 pub fn standing(runs: &[RunStanding], total: &Standing) -> Result<String, ChartError> {
-    let mut bars: Vec<(String, &Standing)> =
-        runs.iter().map(|r| (r.run.clone(), &r.standing)).collect();
+    let skip = runs.len().saturating_sub(STANDING_BARS);
+    let mut bars: Vec<(String, &Standing)> = runs[skip..]
+        .iter()
+        .map(|r| (r.run.clone(), &r.standing))
+        .collect();
     if runs.len() > 1 {
         bars.push(("total".into(), total));
     }
@@ -108,12 +113,14 @@ pub fn standing(runs: &[RunStanding], total: &Standing) -> Result<String, ChartE
         let n = bars.len();
         let mut chart = ChartBuilder::on(&root)
             .margin(8)
+            .margin_right(24)
             .x_label_area_size(30)
             .y_label_area_size(0)
             .build_cartesian_2d(0f64..100f64, 0f64..n as f64)?;
         chart
             .configure_mesh()
             .disable_y_mesh()
+            .max_light_lines(1)
             .disable_y_axis()
             .x_labels(6)
             .x_label_formatter(&|x| format!("{x:.0}%"))
@@ -146,25 +153,39 @@ pub fn standing(runs: &[RunStanding], total: &Standing) -> Result<String, ChartE
 
 /// Draws an x axis of bucket indexes with time labels and returns the chart to draw into.
 macro_rules! time_chart {
-    ($root:expr, $timeline:expr, $ymax:expr, $ydesc:expr, $labels:expr) => {{
+    ($root:expr, $timeline:expr, $yrange:expr, $ydesc:expr, $labels:expr, $ylabel:expr) => {{
         let n = $timeline.buckets.len().max(1) as f64;
         let mut chart = ChartBuilder::on($root)
             .margin(10)
+            .margin_right(24)
             .x_label_area_size(34)
             .y_label_area_size(64)
-            .build_cartesian_2d(0f64..n, 0f64..$ymax)?;
+            .build_cartesian_2d(0f64..n, $yrange)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
+            .max_light_lines(1)
             .x_labels(7)
             .y_labels(6)
             .x_label_formatter($labels)
+            .y_label_formatter($ylabel)
             .y_desc($ydesc)
             .label_style(FONT)
             .axis_desc_style(FONT)
             .draw()?;
         chart
     }};
+}
+
+/// An axis number: whole numbers without a decimal point, small ones with one or two.
+fn axis_number(v: &f64) -> String {
+    if (v.fract()).abs() < 1e-9 || v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
 }
 
 /// Rows finished per bucket: succeeded and failed, stacked.
@@ -179,7 +200,14 @@ pub fn finished(t: &Timeline, label: &dyn Fn(&f64) -> String) -> Result<String, 
         * 1.1;
     svg("rows finished", (WIDTH, HEIGHT), |root| {
         root.fill(&WHITE)?;
-        let mut chart = time_chart!(&root, t, ymax, format!("rows per {}", t.bucket), label);
+        let mut chart = time_chart!(
+            &root,
+            t,
+            0f64..ymax,
+            format!("rows per {}", t.bucket),
+            label,
+            &axis_number
+        );
         chart.draw_series(t.buckets.iter().enumerate().flat_map(|(i, b)| {
             let x = i as f64;
             let ok = b.succeeded as f64;
@@ -211,7 +239,7 @@ pub fn requests(t: &Timeline, label: &dyn Fn(&f64) -> String) -> Result<String, 
         * 1.2;
     svg("requests per second", (WIDTH, HEIGHT), |root| {
         root.fill(&WHITE)?;
-        let mut chart = time_chart!(&root, t, top, "requests/s", label);
+        let mut chart = time_chart!(&root, t, 0f64..top, "requests/s", label, &axis_number);
         let mid = |i: usize| i as f64 + 0.5;
         // Halts first, so the lines are drawn over them.
         chart.draw_series(
@@ -274,7 +302,15 @@ pub fn latency(t: &Timeline, label: &dyn Fn(&f64) -> String) -> Result<String, C
         * 1.15;
     svg("request duration", (WIDTH, HEIGHT), |root| {
         root.fill(&WHITE)?;
-        let mut chart = time_chart!(&root, t, top, "milliseconds", label);
+        // Log scale: a few 30 s timeouts must not flatten the typical request to the axis.
+        let mut chart = time_chart!(
+            &root,
+            t,
+            (1f64..top).log_scale(),
+            "milliseconds (log scale)",
+            label,
+            &axis_number
+        );
         type Pick = fn(&Bucket) -> Option<i64>;
         let lines: [(Pick, (u8, u8, u8)); 3] = [
             (|b| b.p99_ms, colour::P99),
@@ -286,7 +322,7 @@ pub fn latency(t: &Timeline, label: &dyn Fn(&f64) -> String) -> Result<String, C
                 .buckets
                 .iter()
                 .enumerate()
-                .filter_map(|(i, b)| pick(b).map(|v| (i as f64 + 0.5, v as f64)))
+                .filter_map(|(i, b)| pick(b).map(|v| (i as f64 + 0.5, v.max(1) as f64)))
                 .collect();
             chart.draw_series(LineSeries::new(points.clone(), rgb(c).stroke_width(2)))?;
             if points.len() < 3 {

@@ -31,11 +31,14 @@ border-radius:3px;overflow-wrap:anywhere}
 .msg{overflow-wrap:anywhere}
 ul.ex{margin:0;padding-left:18px}
 @media (max-width:640px){body{padding:12px;font-size:14px}h1{font-size:1.3em}
-figure svg{min-width:560px}th,td{padding:4px 5px}.hide-narrow{display:none}}
+figure .scroll svg{min-width:520px}th,td{padding:4px 5px}.hide-narrow{display:none}}
 @media print{body{max-width:none;padding:0;font-size:11pt}h2{break-after:avoid}
-figure,table,.card{break-inside:avoid}.scroll{overflow:visible}figure svg{min-width:0}
+figure,table,.card{break-inside:avoid}.scroll{overflow:visible}figure .scroll svg{min-width:0}
 a{color:inherit;text-decoration:none}}
 ";
+
+/// Intervals listed under "429 pauses and halts" at most.
+const MARKS_SHOWN: usize = 12;
 
 /// Renders the page.
 pub fn render(report: &Report, title: &str) -> Result<String, ChartError> {
@@ -109,7 +112,13 @@ fn standing(page: &mut String, r: &Report) -> Result<(), ChartError> {
     }
     let _ = write!(
         page,
-        "<figure><figcaption>Rows by state</figcaption>{}<div class=\"legend\">",
+        "<figure><figcaption>Rows by state{}</figcaption><div class=\"fit\">{}</div>\
+         <div class=\"legend\">",
+        if r.runs.len() > charts::STANDING_BARS {
+            format!(" (the latest {} runs and the total)", charts::STANDING_BARS)
+        } else {
+            String::new()
+        },
         charts::standing(&r.runs, t)?
     );
     for (name, _, c) in charts::segments(t) {
@@ -233,7 +242,15 @@ fn marks(page: &mut String, t: &Timeline, nightly: bool) {
          <th class=\"n\">429 answers</th><th class=\"n\">halting answers</th>\
          <th class=\"n\">requests/s</th><th class=\"n\">limit</th></tr>\n",
     );
-    for b in marked.iter().take(50) {
+    let shown: Vec<&&Bucket> = marked
+        .iter()
+        .filter(|b| b.requests.halts() > 0)
+        .chain(marked.iter().filter(|b| b.requests.halts() == 0))
+        .take(MARKS_SHOWN)
+        .collect();
+    let mut shown = shown;
+    shown.sort_by_key(|b| b.start);
+    for b in shown {
         let when = time_text(b.start);
         let when = if nightly { &when[..10] } else { &when[..] };
         let _ = writeln!(
@@ -247,6 +264,16 @@ fn marks(page: &mut String, t: &Timeline, nightly: bool) {
         );
     }
     page.push_str("</table></div>\n");
+    if marked.len() > MARKS_SHOWN {
+        let throttled: i64 = marked.iter().map(|b| b.requests.throttled).sum();
+        let _ = writeln!(
+            page,
+            "<p class=\"note\">{} intervals had 429 answers or halts ({} 429 answers in all); \
+             the first {MARKS_SHOWN} are listed, halts first. <code>--json</code> has them all.</p>",
+            marked.len(),
+            num(throttled)
+        );
+    }
 }
 
 fn problems(page: &mut String, r: &Report) {

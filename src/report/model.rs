@@ -407,13 +407,16 @@ fn assemble(
     }
     let width_secs = b.width as f64 / 1000.0;
     let now = now_ms();
+    // A drain with no end recorded is running, or its runner died: either way it ran until
+    // the last attempt at most.
+    let end_of = |s: &DrainSession| s.finished_at.unwrap_or(b.to).min(now);
     let mut buckets: Vec<Bucket> = (0..n)
         .map(|k| {
             let start = b.origin + k as i64 * b.width;
             let end = start + b.width;
             let overlap: i64 = sessions
                 .iter()
-                .map(|s| (s.finished_at.unwrap_or(now).min(end) - s.started_at.max(start)).max(0))
+                .map(|s| (end_of(s).min(end) - s.started_at.max(start)).max(0))
                 .sum();
             let active_seconds = if sessions.is_empty() {
                 width_secs
@@ -478,7 +481,12 @@ fn percentile(hist: &BTreeMap<i64, i64>, q: f64) -> Option<i64> {
 fn eta(timeline: &Timeline, counts: &Counts) -> Option<Eta> {
     let open_rows = counts.pending + counts.in_flight;
     let (mut rows, mut secs) = (0i64, 0.0);
-    for b in timeline.buckets.iter().rev() {
+    // The last hour of draining that finished rows (retries alone finish none).
+    let last = timeline
+        .buckets
+        .iter()
+        .rposition(|b| b.succeeded + b.failed > 0)?;
+    for b in timeline.buckets[..=last].iter().rev() {
         if secs >= RECENT_SECS {
             break;
         }

@@ -44,12 +44,15 @@ pub fn latency_bin(ms: i64) -> i64 {
 }
 
 impl Store {
-    /// The first and last attempt start of the whole database (two index probes).
+    /// The first and last attempt start of the whole database: two index probes (one
+    /// `min(), max()` query would scan the whole index).
     pub async fn attempt_span(&self) -> Result<Option<(i64, i64)>, StoreError> {
-        let (first, last): (Option<i64>, Option<i64>) =
-            sqlx::query_as("SELECT min(started_at), max(started_at) FROM attempts")
-                .fetch_one(&self.pool)
-                .await?;
+        let (first, last): (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT (SELECT min(started_at) FROM attempts),
+                        (SELECT max(started_at) FROM attempts)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(first.zip(last))
     }
 
