@@ -6,29 +6,53 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 
-use crate::config;
+use crate::engine::{DEFAULT_BURST, DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, DEFAULT_RATE};
+use crate::ingest::{DEFAULT_MAX_RECORD_BYTES, InputFormat};
+use crate::kapture::DEFAULT_TIMEOUT_SECS;
+use crate::logging::LogFormat;
+use crate::simulator::{DEFAULT_SIM_BIND, DEFAULT_SIM_PORT, DEFAULT_SUB_STATUSES};
+use crate::store::DEFAULT_DB;
 
 /// Text shown after `--help`: the exit codes are part of the contract.
 const AFTER_HELP: &str = "\
 Exit codes:
   0  all rows done and succeeded (or nothing to do)
   1  finished, but some rows failed or were invalid
-  2  usage or configuration error
+  2  usage or configuration error, including a wrong target (404/405/501, a host that does
+     not resolve) and a canary that every row fails
   3  halted: the API key is invalid, expired or lacks permission
   4  stopped early (Ctrl-C, SIGTERM, --max-duration) with work left; run again to resume
   5  internal error (database, I/O)
+  6  Kapture could not be reached for --unreachable-timeout: nothing was sent, run again to
+     resume
 
 The API token is read from the KAPTURE_TOKEN environment variable or from --token-file,
 never from a flag value.";
+
+/// `--version`'s long form: the version, the commit and the build date (stamped by build.rs).
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit: ",
+    env!("KAPSYNC_COMMIT"),
+    "\nbuilt:  ",
+    env!("KAPSYNC_BUILD_DATE"),
+);
 
 /// Moves ticket updates from CSV and JSONL files into Kapture CRM, durably.
 ///
 /// Rows are ingested into a SQLite job table, drained through a rate-limited pool of workers
 /// with backoff, and every outcome and attempt is recorded. Re-running a command resumes it.
 #[derive(Debug, Parser)]
-#[command(name = "kapsync", version, after_help = AFTER_HELP, max_term_width = 100)]
+#[command(
+    name = "kapsync",
+    version,
+    long_version = LONG_VERSION,
+    after_help = AFTER_HELP,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -37,16 +61,37 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Flags accepted by every subcommand.
+impl Cli {
+    /// Parses the process's arguments like `Cli::parse`, and also notes whether `--db` was
+    /// typed on the command line rather than taken from `KAPSYNC_DB`.
+    pub fn parse_args() -> Self {
+        let matches = Self::command().get_matches();
+        let mut cli = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        cli.global.db_on_command_line =
+            matches.value_source("db") == Some(ValueSource::CommandLine);
+        cli
+    }
+}
+
+/// Flags accepted by every subcommand, listed apart from each command's own in `--help`.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
-    /// SQLite database holding runs, rows and attempts [default: ./kapsync.db]
-    #[arg(long, global = true, value_name = "PATH", env = "KAPSYNC_DB")]
+    #[arg(long, global = true, value_name = "PATH", env = "KAPSYNC_DB",
+        help = with_default("SQLite database holding runs, rows and attempts", format!("./{DEFAULT_DB}")))]
     pub db: Option<PathBuf>,
+
+    /// Whether `--db` itself was given (not `KAPSYNC_DB`): set by [`Cli::parse_args`].
+    #[arg(skip)]
+    pub db_on_command_line: bool,
 
     /// Settings file [default: ./kapsync.toml when it exists]
     #[arg(long, global = true, value_name = "PATH", env = "KAPSYNC_CONFIG")]
     pub config: Option<PathBuf>,
+
+    /// Settings profile: the [profiles.NAME] table of the settings file, laid over its top level
+    #[arg(long, global = true, value_name = "NAME", env = "KAPSYNC_PROFILE")]
+    pub profile: Option<String>,
 
     /// More log output (-v debug, -vv trace); RUST_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -63,16 +108,6 @@ pub struct GlobalArgs {
     /// Never draw progress bars or progress lines
     #[arg(long, global = true)]
     pub no_progress: bool,
-}
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines
-    Text,
-    /// One JSON object per line
-    Json,
 }
 
 /// The subcommands.
@@ -98,6 +133,10 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Sync the built-in sample data into a local simulator and show the result
     Demo(DemoArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish)
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), e.g. `kapsync man | man -l -`
+    Man,
 }
 
 impl Command {
@@ -115,16 +154,6 @@ pub struct JsonArg {
     pub json: bool,
 }
 
-/// Input file kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InputFormat {
-    /// Comma-separated values with a header row
-    Csv,
-    /// One JSON object per line (also .ndjson)
-    Jsonl,
-}
-
 /// Flags shared by `ingest` and `sync`.
 #[derive(Debug, Args)]
 pub struct IngestOptions {
@@ -140,8 +169,8 @@ pub struct IngestOptions {
     #[arg(long, value_name = "FILE", env = "KAPSYNC_MAPPING")]
     pub mapping: Option<PathBuf>,
 
-    /// Largest accepted record in bytes; larger ones are stored as invalid [default: 1048576]
-    #[arg(long, value_name = "BYTES", env = "KAPSYNC_MAX_RECORD_BYTES")]
+    #[arg(long, value_name = "BYTES", env = "KAPSYNC_MAX_RECORD_BYTES",
+        help = with_default("Largest accepted record in bytes; larger ones are stored as invalid", DEFAULT_MAX_RECORD_BYTES))]
     pub max_record_bytes: Option<u64>,
 }
 
@@ -180,24 +209,24 @@ pub struct RunOptions {
     #[arg(long, value_name = "PATH", env = "KAPSYNC_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
 
-    /// Requests per second, 0 for no limit [default: 5]
-    #[arg(long, value_name = "N", env = "KAPSYNC_RATE")]
+    #[arg(long, value_name = "N", env = "KAPSYNC_RATE",
+        help = with_default("Requests per second, 0 for no limit", DEFAULT_RATE))]
     pub rate: Option<u32>,
 
-    /// Requests allowed at once above the rate [default: 1]
-    #[arg(long, value_name = "N", env = "KAPSYNC_BURST")]
+    #[arg(long, value_name = "N", env = "KAPSYNC_BURST",
+        help = with_default("Requests allowed at once above the rate", DEFAULT_BURST))]
     pub burst: Option<u32>,
 
-    /// Requests in flight at most [default: 4]
-    #[arg(long, value_name = "N", env = "KAPSYNC_CONCURRENCY")]
+    #[arg(long, value_name = "N", env = "KAPSYNC_CONCURRENCY",
+        help = with_default("Requests in flight at most", DEFAULT_CONCURRENCY))]
     pub concurrency: Option<u32>,
 
-    /// Attempts per row before it is failed [default: 8]
-    #[arg(long, value_name = "N", env = "KAPSYNC_MAX_ATTEMPTS")]
+    #[arg(long, value_name = "N", env = "KAPSYNC_MAX_ATTEMPTS",
+        help = with_default("Attempts per row before it is failed", DEFAULT_MAX_ATTEMPTS))]
     pub max_attempts: Option<u32>,
 
-    /// Seconds a request may take in all [default: 30]
-    #[arg(long, value_name = "SECS", env = "KAPSYNC_TIMEOUT")]
+    #[arg(long, value_name = "SECS", env = "KAPSYNC_TIMEOUT",
+        help = with_default("Seconds a request may take in all", DEFAULT_TIMEOUT_SECS))]
     pub timeout: Option<u64>,
 
     /// Stop gracefully after this long, e.g. 6h or 90m (for nightly windows)
@@ -261,8 +290,7 @@ pub struct RetryArgs {
     #[arg(long, value_name = "NAME")]
     pub run: Option<String>,
 
-    /// Only rows whose last error has this class: rejected, transient, transient_in_doubt,
-    /// auth, forbidden, throttled, invalid
+    /// Only rows whose last error has this class: rejected, transient, transient_in_doubt
     #[arg(long, value_name = "CLASS")]
     pub class: Option<String>,
 
@@ -331,11 +359,11 @@ pub struct ReportArgs {
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
     /// Port to listen on (0 picks a free one)
-    #[arg(long, default_value_t = config::DEFAULT_SIM_PORT)]
+    #[arg(long, default_value_t = DEFAULT_SIM_PORT)]
     pub port: u16,
 
     /// Address to bind
-    #[arg(long, default_value = config::DEFAULT_SIM_BIND)]
+    #[arg(long, default_value = DEFAULT_SIM_BIND)]
     pub bind: std::net::IpAddr,
 
     /// Token the simulator expects (or KAPTURE_TOKEN); with none it accepts any
@@ -343,7 +371,7 @@ pub struct SimulateArgs {
     pub token: Option<String>,
 
     /// Accepted sub_status keys, comma-separated
-    #[arg(long, value_name = "KEYS", default_value = config::DEFAULT_SUB_STATUSES)]
+    #[arg(long, value_name = "KEYS", default_value = DEFAULT_SUB_STATUSES)]
     pub sub_statuses: String,
 
     /// Seed for fault injection, so runs repeat
@@ -385,6 +413,19 @@ pub struct DemoArgs {
     /// Print the summary as one JSON object
     #[arg(long)]
     pub json: bool,
+}
+
+/// A flag's help line ending in its default, taken from the constant the code uses.
+fn with_default(text: &str, default: impl std::fmt::Display) -> String {
+    format!("{text} [default: {default}]")
+}
+
+/// `kapsync completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// Parses a human duration such as `6h`, `90m` or `1h 30m`.

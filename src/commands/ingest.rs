@@ -76,15 +76,6 @@ pub async fn ingest_into(
         Some(name) => store.get_or_create_run(name).await?,
         None => (store.create_timed_run().await?, true),
     };
-    let mapping_name = resolved.mapping.as_deref().map(|p| p.display().to_string());
-    store
-        .mapping_used(
-            run.id,
-            mapping_name.as_deref().unwrap_or(""),
-            mapping.fingerprint(),
-            env!("CARGO_PKG_VERSION"),
-        )
-        .await?;
     let config = IngestConfig {
         mapping,
         format: input.format,
@@ -112,6 +103,16 @@ pub async fn ingest_into(
         tracing::debug!(path = %summary.path, rows = summary.rows_read, "ingested");
         files.push(summary);
     }
+    // Recorded once the files are in, so a run discarded for failing holds no record.
+    let mapping_name = resolved.mapping.as_deref().map(|p| p.display().to_string());
+    store
+        .mapping_used(
+            run.id,
+            mapping_name.as_deref().unwrap_or(""),
+            config.mapping.fingerprint(),
+            env!("CARGO_PKG_VERSION"),
+        )
+        .await?;
     let sum = |f: fn(&FileSummary) -> i64| files.iter().map(f).sum();
     let report = IngestReport {
         run: run.name.clone(),

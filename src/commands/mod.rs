@@ -8,6 +8,7 @@ mod report;
 mod retry;
 mod run;
 mod runs;
+mod shell;
 mod simulate;
 mod status;
 mod sync;
@@ -15,12 +16,39 @@ mod sync;
 use anyhow::Context as _;
 
 use crate::cli::{Cli, Command};
-use crate::config::Settings;
-use crate::exit::UsageError;
-use crate::store::Store;
+use crate::config::{ConfigError, Settings};
+use crate::engine::LockError;
+use crate::exit::{self, UsageError};
+use crate::ingest::{IngestError, MappingError, MappingFileError};
+use crate::kapture::{TargetError, TokenError};
+use crate::simulator::SimError;
+use crate::store::{Store, StoreError};
 
 /// Runs the parsed command line and returns the process exit code.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    // These two describe the command line only: no settings file is read.
+    match &cli.command {
+        Command::Completions(args) => return shell::completions(args),
+        Command::Man => return shell::man(),
+        Command::Simulate(_) | Command::Demo(_) if cli.global.db_on_command_line => {
+            return Err(UsageError(format!(
+                "`kapsync {}` uses no database of yours: leave out --db ({})",
+                if matches!(cli.command, Command::Demo(_)) {
+                    "demo"
+                } else {
+                    "simulate"
+                },
+                if matches!(cli.command, Command::Demo(_)) {
+                    "the demo writes to a temporary database that it removes at the end, so \
+                     sample rows never mix with a real migration"
+                } else {
+                    "the simulator keeps its tickets in memory"
+                }
+            ))
+            .into());
+        }
+        _ => {}
+    }
     let settings = Settings::resolve(&cli.global)?;
     match cli.command {
         Command::Ingest(args) => ingest::run(&settings, args).await,
@@ -33,7 +61,40 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Export(args) => export::run(&settings, args).await,
         Command::Report(args) => report::run(&settings, args).await,
         Command::Demo(args) => demo::run(&settings, args).await,
+        Command::Completions(_) | Command::Man => unreachable!("handled above"),
     }
+}
+
+/// Maps an error from a command to its exit code: [`exit::USAGE`] when a [`UsageError`] or a
+/// library error that says it is a usage error sits anywhere in its chain, [`exit::INTERNAL`]
+/// otherwise.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    if error.chain().any(is_usage) {
+        exit::USAGE
+    } else {
+        exit::INTERNAL
+    }
+}
+
+/// Whether one error of a chain is the user's to fix.
+fn is_usage(cause: &(dyn std::error::Error + 'static)) -> bool {
+    macro_rules! asks {
+        ($($kind:ty),+) => {
+            false $(|| cause.downcast_ref::<$kind>().is_some_and(<$kind>::is_usage))+
+        };
+    }
+    cause.is::<UsageError>()
+        || asks!(
+            ConfigError,
+            StoreError,
+            IngestError,
+            MappingError,
+            MappingFileError,
+            TargetError,
+            TokenError,
+            LockError,
+            SimError
+        )
 }
 
 /// Opens (creating when missing) the database named by the settings.

@@ -6,10 +6,11 @@ use std::path::Path;
 use anyhow::Context as _;
 
 use crate::cli::ReportArgs;
-use crate::config::{DEFAULT_DB, Settings};
+use crate::config::Settings;
 use crate::exit::{self, UsageError};
 use crate::report::model::{self, Scope};
 use crate::report::{html, text};
+use crate::store::DEFAULT_DB;
 
 /// Runs `kapsync report`.
 pub async fn run(settings: &Settings, args: ReportArgs) -> anyhow::Result<u8> {

@@ -7,8 +7,10 @@ use serde::Serialize;
 
 use crate::cli::RunArgs;
 use crate::config::{RunSettings, Settings};
-use crate::engine::{self, DrainReport, EngineConfig, Halt, RetryPolicy, RunnerLock, Shutdown};
-use crate::exit::{self, UsageError};
+use crate::engine::{
+    self, DrainReport, EngineConfig, Halt, RetryPolicy, RunnerLock, Shutdown, StoreThread,
+};
+use crate::exit;
 use crate::kapture::{Client, Target, Token, UPDATE_TICKET_PATH};
 use crate::report::progress::DrainDisplay;
 use crate::report::text;
@@ -46,8 +48,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
 /// The client for the configured target and token; both are usage errors when missing.
 pub fn client_for(resolved: &RunSettings) -> anyhow::Result<Client> {
     let target = Target::resolve(resolved.subdomain.as_deref(), resolved.base_url.as_deref())?;
-    let token =
-        Token::load(resolved.token_file.as_deref()).map_err(|e| UsageError(e.to_string()))?;
+    let token = Token::load(resolved.token_file.as_deref())?;
     Ok(Client::new(target, token, resolved.timeout)?)
 }
 
@@ -86,10 +87,7 @@ pub async fn drain_runs(
     client: &Client,
     runs: &[Run],
 ) -> anyhow::Result<Vec<DrainReport>> {
-    let _lock = RunnerLock::acquire(store.path()).map_err(|e| match e {
-        engine::LockError::Held { .. } => anyhow::Error::new(UsageError(e.to_string())),
-        other => anyhow::Error::new(other),
-    })?;
+    let _lock = RunnerLock::acquire(store.path())?;
     let shutdown = Shutdown::default();
     let signals = tokio::spawn(watch_signals(shutdown.clone()));
     let window = resolved.max_duration.map(|limit| {
@@ -101,6 +99,8 @@ pub async fn drain_runs(
         })
     });
     let config = engine_config(resolved);
+    // Claims and results run on a thread of their own, shared by the runs drained here.
+    let store_thread = StoreThread::start();
     let mut reports = Vec::new();
     for run in runs {
         let (sender, receiver) = tokio::sync::watch::channel(engine::Progress::default());
@@ -108,7 +108,16 @@ pub async fn drain_runs(
         let session = store
             .drain_started(run.id, &drain_settings(resolved, client))
             .await?;
-        let report = engine::drain(store, client, run, &config, &shutdown, sender).await;
+        let report = engine::drain(
+            store,
+            client,
+            run,
+            &config,
+            &shutdown,
+            sender,
+            &store_thread.handle(),
+        )
+        .await;
         display.finish();
         let idle = report.as_ref().is_ok_and(DrainReport::idle);
         store.drain_ended(session, idle).await?;

@@ -6,6 +6,8 @@
 //! naming the field; only a file that cannot be read at all is an error.
 
 pub mod csv;
+mod error;
+mod format;
 pub mod jsonl;
 pub mod mapping;
 pub mod validate;
@@ -13,17 +15,23 @@ pub mod validate;
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-pub use mapping::{Mapping, Plan};
+pub use error::{IngestError, MappingError};
+pub use format::{InputFormat, check_inputs, detect_format};
+pub use mapping::{Mapping, MappingFileError, Plan};
 
-use crate::cli::InputFormat;
-use crate::store::{IngestWriter, NewJob, Run, SourceProgress, SourceStart, Store, StoreError};
+use format::{display_path, format_name};
+
+use crate::store::{IngestWriter, NewJob, Run, SourceProgress, SourceStart, Store};
+
+/// Largest accepted input record, in bytes, when `--max-record-bytes` is not given.
+pub const DEFAULT_MAX_RECORD_BYTES: u64 = 1024 * 1024;
 
 /// Rows handed from the parser thread to the writer at a time: one INSERT statement's worth.
 /// Larger batches only hold more rows in memory (5,000 cost 10 MB of peak memory, no speed).
@@ -35,55 +43,6 @@ const COMMIT_ROWS: i64 = 100_000;
 const SAMPLE_LIMIT: usize = 5;
 /// Read buffer of the parser.
 const READ_BUFFER: usize = 256 * 1024;
-
-/// A mapping file that cannot be used, or one that does not fit the file.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct MappingError(pub String);
-
-/// An input that cannot be ingested at all.
-#[derive(Debug, thiserror::Error)]
-pub enum IngestError {
-    /// The file could not be opened or read.
-    #[error("failed to read {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: io::Error,
-    },
-    /// The format cannot be told from the name.
-    #[error("cannot tell the format of {0}: name it .csv, .jsonl or .ndjson, or pass --format")]
-    UnknownFormat(String),
-    /// The CSV header is unusable.
-    #[error("{path}: the header row is unusable: {reason}")]
-    Header { path: String, reason: String },
-    /// The input starts with a UTF-16 (or UTF-32) byte order mark: it is not UTF-8 text.
-    #[error(
-        "{path}: the file is {encoding} (it starts with a byte order mark): save it as UTF-8 \
-         and ingest it again"
-    )]
-    Encoding {
-        path: String,
-        encoding: &'static str,
-    },
-    /// The mapping does not fit this file.
-    #[error("{path}: {source}")]
-    Mapping {
-        path: String,
-        #[source]
-        source: MappingError,
-    },
-    /// Storing rows failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl IngestError {
-    /// Whether the user can fix this by changing the command (exit code 2).
-    pub fn is_usage(&self) -> bool {
-        !matches!(self, IngestError::Store(_))
-    }
-}
 
 /// What happened to one input file.
 #[derive(Debug, Clone, Serialize)]
@@ -117,30 +76,6 @@ pub struct IngestConfig {
     pub max_record_bytes: u64,
     /// Bytes read so far, for a progress display.
     pub bytes_read: Arc<AtomicU64>,
-}
-
-/// The format named by the flag, else by the extension.
-pub fn detect_format(path: &Path, flag: Option<InputFormat>) -> Result<InputFormat, IngestError> {
-    if let Some(format) = flag {
-        return Ok(format);
-    }
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
-    match ext.as_deref() {
-        Some("csv") => Ok(InputFormat::Csv),
-        Some("jsonl" | "ndjson") => Ok(InputFormat::Jsonl),
-        _ => Err(IngestError::UnknownFormat(display_path(path))),
-    }
-}
-
-fn display_path(path: &Path) -> String {
-    if path == Path::new("-") {
-        "<stdin>".to_owned()
-    } else {
-        path.display().to_string()
-    }
 }
 
 /// Ingests one file (or `-` for standard input) into `run`.
@@ -268,13 +203,6 @@ pub async fn ingest_file(
     Ok(summary)
 }
 
-fn format_name(format: InputFormat) -> &'static str {
-    match format {
-        InputFormat::Csv => "csv",
-        InputFormat::Jsonl => "jsonl",
-    }
-}
-
 /// The SHA-256 of a file's content, hex-encoded.
 fn hash_file(path: &Path) -> io::Result<String> {
     let mut file = File::open(path)?;
@@ -287,11 +215,7 @@ fn hash_file(path: &Path) -> io::Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hex(&hasher.finalize()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    Ok(format!("{:x}", hasher.finalize()))
 }
 
 /// The input with a byte counter (for progress) and, for standard input, a running hash.
@@ -368,7 +292,10 @@ impl Parser {
             InputFormat::Csv => self.csv(&mut reader, &mut samples)?,
             InputFormat::Jsonl => self.jsonl(&mut reader, &mut samples)?,
         };
-        let stdin_hash = reader.into_inner().hasher.map(|h| hex(&h.finalize()));
+        let stdin_hash = reader
+            .into_inner()
+            .hasher
+            .map(|h| format!("{:x}", h.finalize()));
         Ok(ParseReport {
             progress: self.progress,
             ignored,
@@ -595,13 +522,7 @@ impl Parser {
             serde_json::Value::Object(object) => plan.build_json(object, ignored),
             other => Err(invalid(format!(
                 "line is a JSON {}, not an object",
-                match other {
-                    serde_json::Value::Array(_) => "array",
-                    serde_json::Value::String(_) => "string",
-                    serde_json::Value::Number(_) => "number",
-                    serde_json::Value::Bool(_) => "boolean",
-                    _ => "null",
-                }
+                mapping::json_kind(&other)
             ))),
         }
     }
@@ -639,25 +560,4 @@ fn invalid_job(line: i64, invalid: mapping::Invalid) -> NewJob {
         payload_hash: None,
         invalid_reason: Some(invalid.reason),
     }
-}
-
-/// Paths given on the command line, checked to exist before anything is stored.
-pub fn check_inputs(paths: &[PathBuf], format: Option<InputFormat>) -> Result<(), IngestError> {
-    let stdin_count = paths.iter().filter(|p| *p == Path::new("-")).count();
-    if stdin_count > 1 {
-        return Err(IngestError::Read {
-            path: "<stdin>".into(),
-            source: io::Error::new(io::ErrorKind::InvalidInput, "`-` may be given only once"),
-        });
-    }
-    for path in paths {
-        detect_format(path, format)?;
-        if path != Path::new("-") {
-            File::open(path).map_err(|source| IngestError::Read {
-                path: display_path(path),
-                source,
-            })?;
-        }
-    }
-    Ok(())
 }

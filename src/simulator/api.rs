@@ -263,7 +263,7 @@ fn parse_update(body: &[u8], seq: u64) -> (Result<Map<String, Value>, String>, S
                 .and_then(Value::as_str)
                 .map(str::to_owned);
         }
-        Err(_) => seen.digest = hex(&Sha256::digest(body)),
+        Err(_) => seen.digest = format!("{:x}", Sha256::digest(body)),
     }
     (parsed, seen)
 }
@@ -359,13 +359,13 @@ fn parse_ticket_ids(body: &[u8]) -> Result<Vec<String>, String> {
 ///
 /// Tests compute it for the payloads they sent to match them with ledger entries.
 pub fn digest(object: &Value) -> String {
-    hex(&Sha256::digest(object.to_string().as_bytes()))
+    format!("{:x}", Sha256::digest(object.to_string().as_bytes()))
 }
 
 fn digest_map(object: &Map<String, Value>) -> String {
     let mut hasher = Sha256::new();
     serde_json::to_writer(HashWriter(&mut hasher), object).expect("a JSON map always serializes");
-    hex(&hasher.finalize())
+    format!("{:x}", hasher.finalize())
 }
 
 /// Feeds serialized bytes straight into the hasher, without an intermediate string.
@@ -379,14 +379,6 @@ impl std::io::Write for HashWriter<'_> {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response {

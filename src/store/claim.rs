@@ -15,13 +15,9 @@ use super::{Store, StoreError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claimed {
     pub id: i64,
-    pub run_id: i64,
-    pub ticket_id: String,
     pub payload: String,
     /// The attempt number this send is (1 for the first).
     pub attempt: i64,
-    /// Whether the row was found in flight after a runner died (it may have been applied).
-    pub replayed: bool,
 }
 
 /// Where the dispatcher is in a run's fresh rows.
@@ -167,54 +163,16 @@ impl Store {
 fn claimed_row(row: &sqlx::sqlite::SqliteRow) -> Claimed {
     Claimed {
         id: row.get(0),
-        run_id: row.get(1),
-        ticket_id: row.get::<Option<String>, _>(2).unwrap_or_default(),
         payload: row.get::<Option<String>, _>(3).unwrap_or_default(),
         attempt: row.get(4),
-        replayed: row.get(5),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{AttemptRecord, NewJob, Next, Outcome, SourceProgress, SourceStart};
-
-    /// A store with one run whose rows have these ticket ids, in order.
-    async fn store_with(tickets: &[&str]) -> (tempfile::TempDir, Store, i64) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("k.db")).await.unwrap();
-        let (run, _) = store.get_or_create_run("r").await.unwrap();
-        let SourceStart::New { source_id } = store
-            .begin_source(run.id, "a.csv", "h", "s", "csv")
-            .await
-            .unwrap()
-        else {
-            panic!()
-        };
-        let mut writer = store.ingest_writer(run.id, source_id).await.unwrap();
-        let jobs: Vec<NewJob> = tickets
-            .iter()
-            .enumerate()
-            .map(|(i, t)| NewJob {
-                line: i as i64 + 2,
-                ticket_id: Some((*t).to_owned()),
-                payload: Some(format!("{{\"ticket_id\":\"{t}\",\"n\":{i}}}")),
-                payload_hash: None,
-                invalid_reason: None,
-            })
-            .collect();
-        writer.write(&jobs).await.unwrap();
-        let n = tickets.len() as i64;
-        let progress = SourceProgress {
-            last_line: n + 1,
-            rows_read: n,
-            rows_valid: n,
-            rows_invalid: 0,
-        };
-        writer.finish(progress, "h").await.unwrap();
-        (dir, store, run.id)
-    }
+    use crate::store::fixtures::store_with;
+    use crate::store::{AttemptRecord, Next, Outcome};
 
     fn done(id: i64) -> Outcome {
         Outcome {
@@ -232,7 +190,7 @@ mod tests {
         let first = store.claim(run, &mut cursor, 10, 1).await.unwrap();
         let ids: Vec<i64> = first.iter().map(|c| c.id).collect();
         assert_eq!(ids, [1, 2, 4], "later rows of ticket a wait");
-        assert!(first.iter().all(|c| c.attempt == 1 && !c.replayed));
+        assert!(first.iter().all(|c| c.attempt == 1));
         assert!(cursor.exhausted);
         assert_eq!(store.waiting(run, 1).await.unwrap(), (true, None));
         assert!(
@@ -315,10 +273,9 @@ mod tests {
         assert_eq!(store.record_outcomes(&[done(1)]).await.unwrap(), 0);
         let mut cursor = Cursor::default();
         let again = store.claim(run, &mut cursor, 10, 3).await.unwrap();
-        assert!(
-            again.iter().all(|c| c.replayed && c.attempt == 1),
-            "{again:?}"
-        );
+        assert!(again.iter().all(|c| c.attempt == 1), "{again:?}");
+        let rows = store.job_rows(run, None, 0, 10).await.unwrap();
+        assert!(rows.iter().all(|r| r.replayed), "{rows:?}");
     }
 
     #[tokio::test]

@@ -1031,3 +1031,56 @@ async fn a_full_disk_stops_ingest_and_run_cleanly_and_both_resume() {
     assert_eq!(applied.len(), rows, "every row reached the server");
     assert_eq!(integrity(&db).await, "ok");
 }
+
+/// A worker or the result writer that panics ends `kapsync run` with exit 5, never a hang (the
+/// command has a deadline); the runner lock is released, and the next run sends every row,
+/// replaying those the panic left in flight. The panic is injected through the real binary by
+/// `KAPSYNC_TEST_PANIC`, which only debug builds read.
+#[cfg(debug_assertions)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_worker_or_writer_ends_the_run_with_exit_5_and_the_next_run_replays() {
+    const ROWS: usize = 200;
+    for (task, name) in [("worker", "worker"), ("writer", "result writer")] {
+        let ws = Workspace::new();
+        ingest_rows(&ws, ROWS, 50);
+        let sim = start_sim(SimConfig::default()).await;
+        let run = |panic: Option<&str>| {
+            let mut cmd = ws.kapsync();
+            cmd.env("KAPTURE_TOKEN", "t")
+                .args(["run", "--run", "r", "--rate", "0", "--concurrency", "8"])
+                .args(["--base-url", &sim.base_url(), "--json"])
+                .timeout(Duration::from_secs(120));
+            if let Some(task) = panic {
+                cmd.env("KAPSYNC_TEST_PANIC", task);
+            }
+            cmd.output().unwrap()
+        };
+
+        let first = run(Some(task));
+        let message = stderr(&first);
+        assert_eq!(first.status.code(), Some(5), "{task}: {message}");
+        assert!(
+            message.contains(&format!("the {name} stopped unexpectedly")),
+            "{task}: {message}"
+        );
+        let left = ws.jobs(Some("r")).await;
+        let in_flight = left.iter().filter(|j| j.state == "in_flight").count();
+        assert!(in_flight >= 1, "{task}: the panic left its rows in flight");
+
+        // The lock was released with the failed run: the next one starts and finishes.
+        let second = run(None);
+        assert_eq!(second.status.code(), Some(0), "{task}: {}", stderr(&second));
+        let report: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+        assert_eq!(
+            report["runs"][0]["replayed"].as_u64(),
+            Some(in_flight as u64),
+            "{task}: every row left in flight is replayed"
+        );
+        let jobs = ws.jobs(Some("r")).await;
+        assert!(jobs.iter().all(|j| j.state == "succeeded"), "{task}");
+        let ledger = sim.ledger();
+        sim.shutdown().await;
+        check_ledger(&ledger, ROWS);
+        assert_eq!(integrity(&ws.db()).await, "ok");
+    }
+}
