@@ -30,11 +30,12 @@ code{font:.88em ui-monospace,SFMono-Regular,Menlo,monospace;background:#f1f3f4;p
 border-radius:3px;overflow-wrap:anywhere}
 .msg{overflow-wrap:anywhere}
 ul.ex{margin:0;padding-left:18px}
+nav{font-size:.92em;margin:2px 0 0}nav a{color:#1a5fb4}
 @media (max-width:640px){body{padding:12px;font-size:14px}h1{font-size:1.3em}
 figure .scroll svg{min-width:520px}th,td{padding:4px 5px}.hide-narrow{display:none}}
 @media print{body{max-width:none;padding:0;font-size:11pt}h2{break-after:avoid}
 figure,table,.card{break-inside:avoid}.scroll{overflow:visible}figure .scroll svg{min-width:0}
-a{color:inherit;text-decoration:none}}
+a{color:inherit;text-decoration:none}nav{display:none}}
 ";
 
 /// Intervals listed under "429 pauses and halts" at most.
@@ -48,7 +49,9 @@ pub fn render(report: &Report, title: &str) -> Result<String, ChartError> {
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <title>{t}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<h1>{t}</h1>\n\
-         <p class=\"sub\">{} · generated {} by kapsync {}</p>\n",
+         <p class=\"sub\">{} · generated {} by kapsync {}</p>\n\
+         <nav><a href=\"#stands\">Where it stands</a> · <a href=\"#over-time\">Over time</a> · \
+         <a href=\"#problems\">What went wrong</a> · <a href=\"#settings\">Settings</a></nav>\n",
         scope_text(report),
         time_text(report.generated_at),
         esc(report.kapsync_version),
@@ -71,7 +74,7 @@ fn scope_text(report: &Report) -> String {
 
 fn standing(page: &mut String, r: &Report) -> Result<(), ChartError> {
     let t = &r.total;
-    page.push_str("<h2>Where it stands</h2>\n<div class=\"cards\">\n");
+    page.push_str("<h2 id=\"stands\">Where it stands</h2>\n<div class=\"cards\">\n");
     let done = t.counts.succeeded + t.failed_resolved;
     let share = if t.total > 0 {
         format!("{:.1}%", done as f64 * 100.0 / t.total as f64)
@@ -165,7 +168,7 @@ fn standing(page: &mut String, r: &Report) -> Result<(), ChartError> {
 }
 
 fn over_time(page: &mut String, r: &Report) -> Result<(), ChartError> {
-    page.push_str("<h2>Over time</h2>\n");
+    page.push_str("<h2 id=\"over-time\">Over time</h2>\n");
     let Some(t) = r.timeline.as_ref().filter(|t| !t.buckets.is_empty()) else {
         page.push_str("<p>No request has been sent yet.</p>\n");
         return Ok(());
@@ -278,7 +281,7 @@ fn marks(page: &mut String, t: &Timeline, nightly: bool) {
 
 fn problems(page: &mut String, r: &Report) {
     let p = &r.problems;
-    page.push_str("<h2>What went wrong</h2>\n<h3>Requests by outcome</h3>\n");
+    page.push_str("<h2 id=\"problems\">What went wrong</h2>\n<h3>Requests by outcome</h3>\n");
     class_table(page, &p.requests);
     if p.failed_classes.is_empty() {
         page.push_str("<p>No row has failed.</p>\n");
@@ -395,7 +398,7 @@ fn commands(page: &mut String, title: &str, commands: &[String]) {
 }
 
 fn settings(page: &mut String, r: &Report) {
-    page.push_str("<h2>Settings</h2>\n");
+    page.push_str("<h2 id=\"settings\">Settings</h2>\n");
     for run in &r.settings {
         if r.settings.len() > 1 {
             let _ = writeln!(page, "<h3>{}</h3>", esc(&run.run));

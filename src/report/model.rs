@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::store::{
-    AttemptCell, Buckets, Counts, DrainSession, JobState, MappingUse, MessageGroup, Run, RunSet,
-    Store, StoreError, now_ms,
+    Buckets, CLASSES, Counts, DrainSession, JobState, MappingUse, MessageGroup, Run, RunSet, Store,
+    StoreError, now_ms,
 };
 
 /// Message groups shown per kind of problem.
@@ -20,6 +20,9 @@ const DAY_MS: i64 = 86_400_000;
 /// A night runs noon to noon UTC, so a nightly window around midnight in most time zones
 /// falls in one point.
 const NIGHT_OFFSET_MS: i64 = DAY_MS / 2;
+/// Requests whose duration is read at most, spread evenly: percentiles of a month of
+/// attempts from a fixed-size sample.
+const LATENCY_SAMPLE: i64 = 200_000;
 /// How far back the recent rate behind the ETA looks, in seconds of draining.
 const RECENT_SECS: f64 = 3_600.0;
 
@@ -85,6 +88,8 @@ pub struct Timeline {
     /// "minute", "hour", "night", ... : what one bucket is.
     pub bucket: String,
     pub bucket_seconds: i64,
+    /// Percentiles come from every n-th request (1: all), so a month stays fast.
+    pub latency_sampled_every: i64,
     pub buckets: Vec<Bucket>,
 }
 
@@ -372,35 +377,62 @@ async fn timeline(
     let Some(span) = store.attempt_span().await? else {
         return Ok(None);
     };
-    let Some((buckets, name)) = buckets_for(scope, sessions, span) else {
+    let Some((b, name)) = buckets_for(scope, sessions, span) else {
         return Ok(None);
     };
     // `--all` reads every attempt without joining the jobs: the runs are all of them.
     let filter = (!scope.all).then_some(set);
-    let cells = store.attempt_cells(filter, buckets).await?;
+    let n = ((b.to - b.origin) / b.width + 1).max(1) as usize;
+    let bounds = |k: usize| {
+        let start = b.origin + k as i64 * b.width;
+        (start.max(b.from), (start + b.width).min(b.to + 1))
+    };
+    let mut classes = Vec::with_capacity(n);
+    for k in 0..n {
+        let (from, to) = bounds(k);
+        let counts = store.attempt_classes(filter, from, to).await?;
+        let mut c = ClassCounts::default();
+        for (class, count) in CLASSES.iter().zip(counts) {
+            c.add(class, count);
+        }
+        c.other += counts[CLASSES.len()];
+        classes.push(c);
+    }
+    let requests: i64 = classes.iter().map(ClassCounts::total).sum();
+    let sample_every = (requests + LATENCY_SAMPLE - 1) / LATENCY_SAMPLE;
+    let mut latency = Vec::with_capacity(n);
+    for (k, c) in classes.iter().enumerate() {
+        let hist: BTreeMap<i64, i64> = if c.total() == 0 {
+            BTreeMap::new()
+        } else {
+            let (from, to) = bounds(k);
+            store
+                .latency_bins(filter, from, to, sample_every)
+                .await?
+                .into_iter()
+                .collect()
+        };
+        latency.push(hist);
+    }
     let failed = store
-        .settled_by_time(set, JobState::Failed, buckets.origin, buckets.width)
+        .settled_by_time(set, JobState::Failed, b.origin, b.width)
         .await?;
-    Ok(Some(assemble(buckets, name, &cells, &failed, sessions)))
+    let mut timeline = assemble(b, name, classes, &latency, &failed, sessions);
+    timeline.latency_sampled_every = sample_every.max(1);
+    Ok(Some(timeline))
 }
 
-/// Turns the SQL cells into buckets: class counts, percentiles, limits, active time.
+/// Turns the per-bucket counts into buckets: percentiles, limits, active time.
 fn assemble(
     b: Buckets,
     name: String,
-    cells: &[AttemptCell],
+    classes: Vec<ClassCounts>,
+    latency: &[BTreeMap<i64, i64>],
     failed: &[(i64, i64)],
     sessions: &[DrainSession],
 ) -> Timeline {
-    let n = ((b.to - b.origin) / b.width + 1).max(1) as usize;
+    let n = classes.len();
     let clamp = |k: i64| k.clamp(0, n as i64 - 1) as usize;
-    let mut classes = vec![ClassCounts::default(); n];
-    let mut latency: Vec<BTreeMap<i64, i64>> = vec![BTreeMap::new(); n];
-    for cell in cells {
-        let k = clamp(cell.bucket);
-        classes[k].add(&cell.class, cell.count);
-        *latency[k].entry(cell.bin_ms).or_default() += cell.count;
-    }
     let mut failed_rows = vec![0; n];
     for &(k, count) in failed {
         failed_rows[clamp(k)] += count;
@@ -456,6 +488,7 @@ fn assemble(
     Timeline {
         bucket: name,
         bucket_seconds: b.width / 1000,
+        latency_sampled_every: 1,
         buckets,
     }
 }

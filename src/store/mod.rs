@@ -23,7 +23,7 @@ pub use reports::{Counts, JobRow, RunSummary, SourceSummary};
 pub use results::{AttemptRecord, Next, Outcome};
 pub use retry::ERROR_CLASSES;
 pub use runs::Run;
-pub use series::{AttemptCell, Buckets, latency_bin};
+pub use series::{Buckets, CLASSES, latency_bin};
 pub use settings::{DrainSession, DrainSettings, MappingUse, RunSet, SessionId};
 
 /// Database file used when neither `--db`, `KAPSYNC_DB` nor kapsync.toml names one.
