@@ -33,9 +33,9 @@ CREATE TABLE run_mappings (
     UNIQUE (run_id, mapping, digest)
 );
 
--- Attempts by time, covering what the report's series read (class, duration), so a month of
--- attempts is read from this narrow index per time window, never per job.
-CREATE INDEX attempts_by_time ON attempts(started_at, class, duration_ms);
+-- Attempts by time, covering what the report's series read (class, duration, job), so a month
+-- of attempts is read from this narrow index per time window, never per job.
+CREATE INDEX attempts_by_time ON attempts(started_at, class, duration_ms, job_id);
 
 -- Rows that have left `pending`, by run and state: counts without reading the rows, and the
 -- failed and invalid rows of a run without walking the others. Pending rows (most rows at

@@ -45,7 +45,9 @@ pub fn latency_bin(ms: i64) -> i64 {
     }
 }
 
-/// The join that finds an attempt's run, when only some runs are wanted.
+/// The join that finds an attempt's run, when only some runs are wanted. The queries name
+/// `attempts_by_time`: left to itself SQLite walked the run's jobs for every bucket (the
+/// whole run once per bucket: 15 s instead of a fraction of one on a 33k-row night).
 fn join_for(runs: Option<&RunSet>) -> &'static str {
     match runs {
         Some(_) => "JOIN jobs j ON j.id = a.job_id",
@@ -90,7 +92,7 @@ impl Store {
             .map(|c| format!("coalesce(sum(a.class = '{c}'), 0)"))
             .collect();
         let sql = format!(
-            "SELECT count(*), {} FROM attempts a {}
+            "SELECT count(*), {} FROM attempts a INDEXED BY attempts_by_time {}
              WHERE a.started_at >= ?1 AND a.started_at < ?2 {}",
             sums.join(", "),
             join_for(runs),
@@ -121,7 +123,7 @@ impl Store {
         sample_every: i64,
     ) -> Result<Vec<(i64, i64)>, StoreError> {
         let sql = format!(
-            "SELECT {BIN_SQL} AS bin_ms, count(*) FROM attempts a {}
+            "SELECT {BIN_SQL} AS bin_ms, count(*) FROM attempts a INDEXED BY attempts_by_time {}
              WHERE a.started_at >= ?1 AND a.started_at < ?2 AND a.id % ?4 = 0 {}
              GROUP BY bin_ms",
             join_for(runs),
