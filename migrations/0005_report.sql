@@ -1,4 +1,4 @@
--- What `kapsync report` needs that the job table does not keep, and the indexes that keep its
+-- What `kapsync report` needs that the job table does not keep (each drain's settings), and the indexes that keep its
 -- queries bounded. A shipped migration is never edited: changes go in a new file.
 
 -- One drain of a run, written when it starts (finished_at when it ends; NULL if the runner
@@ -21,17 +21,7 @@ CREATE TABLE run_settings (
 );
 CREATE INDEX run_settings_by_run ON run_settings(run_id, started_at);
 
--- The mapping file each ingest into a run used ('' for none), once per distinct file.
-CREATE TABLE run_mappings (
-    id           INTEGER PRIMARY KEY,
-    run_id       INTEGER NOT NULL REFERENCES runs(id),
-    mapping      TEXT NOT NULL,
-    -- The mapping's fingerprint (a digest of its text), '' without a mapping file.
-    digest       TEXT NOT NULL,
-    version      TEXT NOT NULL,
-    recorded_at  INTEGER NOT NULL,
-    UNIQUE (run_id, mapping, digest)
-);
+-- The mapping each file was ingested with is in source_files (migration 0004).
 
 -- Attempts by time, covering what the report's series read (class, duration, job), so a month
 -- of attempts is read from this narrow index per time window, never per job.

@@ -133,6 +133,11 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Sync the built-in sample data into a local simulator and show the result
     Demo(DemoArgs),
+    /// Mapping files: `mapping init FILE` proposes one from a sample of a CSV export
+    #[command(subcommand)]
+    Mapping(MappingCommand),
+    /// Write the built-in sample exports and their mapping files into a directory
+    Samples(SamplesArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish)
     Completions(CompletionsArgs),
     /// Print the manual page (roff), e.g. `kapsync man | man -l -`
@@ -172,6 +177,24 @@ pub struct IngestOptions {
     #[arg(long, value_name = "BYTES", env = "KAPSYNC_MAX_RECORD_BYTES",
         help = with_default("Largest accepted record in bytes; larger ones are stored as invalid", DEFAULT_MAX_RECORD_BYTES))]
     pub max_record_bytes: Option<u64>,
+
+    /// CSV field delimiter: , ; tab or | [default: found on the header line]
+    #[arg(long, value_name = "CHAR", value_parser = crate::ingest::delimiter::parse)]
+    pub delimiter: Option<u8>,
+
+    /// Text encoding: utf-8, windows-1252, iso-8859-1, utf-16le, utf-16be or another WHATWG
+    /// label [default: utf-8, or UTF-16 when the file starts with its byte order mark]
+    #[arg(long, value_name = "LABEL")]
+    pub encoding: Option<String>,
+
+    /// Comma-separated sub_status values Kapture accepts; others are stored as invalid
+    /// (overrides the mapping's [allowed] sub_status)
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub sub_statuses: Option<Vec<String>>,
+
+    /// Add to a run whose files were ingested with another mapping file (or none)
+    #[arg(long)]
+    pub mapping_changed: bool,
 }
 
 /// `kapsync ingest`.
@@ -208,6 +231,11 @@ pub struct RunOptions {
     /// File whose first line is the API token (instead of KAPTURE_TOKEN)
     #[arg(long, value_name = "PATH", env = "KAPSYNC_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+
+    /// Send through this proxy (http://HOST:PORT) instead of the one HTTPS_PROXY/ALL_PROXY
+    /// name; a loopback target never goes through a proxy
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
 
     #[arg(long, value_name = "N", env = "KAPSYNC_RATE",
         help = with_default("Requests per second, 0 for no limit", DEFAULT_RATE))]
@@ -328,10 +356,14 @@ pub struct ExportArgs {
     #[arg(long, value_enum, default_value = "csv")]
     pub format: ExportFormat,
 
-    /// Write to this file instead of standard output (a new file is readable by its owner
-    /// only: exports hold customer data)
+    /// Write to this file instead of standard output: written readable by its owner only
+    /// (exports hold customer data) and renamed into place when complete
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+
+    /// Replace the --output file when it exists (a link there is replaced, not followed)
+    #[arg(long, requires = "output")]
+    pub force: bool,
 }
 
 /// `kapsync report`.
@@ -362,12 +394,17 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = DEFAULT_SIM_PORT)]
     pub port: u16,
 
-    /// Address to bind
+    /// Address to bind; any other than loopback needs a token (KAPTURE_TOKEN or --token-file)
     #[arg(long, default_value = DEFAULT_SIM_BIND)]
     pub bind: std::net::IpAddr,
 
-    /// Token the simulator expects (or KAPTURE_TOKEN); with none it accepts any
-    #[arg(long, value_name = "TOKEN", hide_env_values = true)]
+    /// File whose first line is the token the simulator expects (or KAPTURE_TOKEN); with
+    /// neither it accepts any token, on loopback only
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
+    /// Removed: a token on the command line is visible to every user in `ps`
+    #[arg(long, value_name = "TOKEN", hide = true)]
     pub token: Option<String>,
 
     /// Accepted sub_status keys, comma-separated
@@ -413,6 +450,34 @@ pub struct DemoArgs {
     /// Print the summary as one JSON object
     #[arg(long)]
     pub json: bool,
+}
+
+/// `kapsync mapping ...`.
+#[derive(Debug, Subcommand)]
+pub enum MappingCommand {
+    /// Propose a mapping file from the header and first 10,000 rows of a CSV export:
+    /// delimiter, encoding, columns, the status values to map and the callback time formats
+    Init(MappingInitArgs),
+}
+
+/// `kapsync mapping init`.
+#[derive(Debug, Args)]
+pub struct MappingInitArgs {
+    /// The CSV export to sample
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Write the mapping here (refused if the file exists) [default: standard output]
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// `kapsync samples`.
+#[derive(Debug, Args)]
+pub struct SamplesArgs {
+    /// Directory to write into (created if missing; existing files are not overwritten)
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 /// A flag's help line ending in its default, taken from the constant the code uses.

@@ -90,6 +90,9 @@ pub struct FileConfig {
     /// Named sets of settings, chosen with `--profile NAME` or `KAPSYNC_PROFILE`.
     #[serde(default)]
     pub profiles: BTreeMap<String, FileConfig>,
+    /// The file these settings came from (not a key).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -119,6 +122,7 @@ impl FileConfig {
             path: path.clone(),
             source: TomlError::new(&e, &text),
         })?;
+        config.source = Some(path.clone());
         let base = path.parent().unwrap_or(Path::new(""));
         config.relative_to(base);
         for (name, table) in &mut config.profiles {
@@ -175,6 +179,7 @@ impl FileConfig {
             timeout,
             max_duration,
             profiles: _,
+            source: _,
         } = self;
         let (subdomain, base_url) = if subdomain.is_some() || base_url.is_some() {
             (subdomain, base_url)
@@ -195,6 +200,7 @@ impl FileConfig {
             timeout: timeout.or(base.timeout),
             max_duration: max_duration.or(base.max_duration),
             profiles: BTreeMap::new(),
+            source: base.source,
         }
     }
 }
@@ -267,9 +273,13 @@ impl Settings {
         out
     }
 
-    /// The same settings with another database file.
+    /// The same settings with another database file, which hints then name.
     pub fn with_db(&self, db: PathBuf) -> Self {
-        Self { db, ..self.clone() }
+        Self {
+            db,
+            db_given: true,
+            ..self.clone()
+        }
     }
 
     /// Resolves the ingest settings.
@@ -306,9 +316,27 @@ impl Settings {
                 Ok(value)
             }
         };
-        let (subdomain, base_url) = match (&options.subdomain, &options.base_url) {
-            (None, None) => (file.subdomain.clone(), file.base_url.clone()),
-            (flag_sub, flag_url) => (flag_sub.clone(), flag_url.clone()),
+        let (subdomain, base_url, target_origin) = match (&options.subdomain, &options.base_url) {
+            (None, None) => (
+                file.subdomain.clone(),
+                file.base_url.clone(),
+                match &file.source {
+                    Some(path) if file.subdomain.is_some() || file.base_url.is_some() => {
+                        match &self.profile {
+                            Some(name) => {
+                                format!("settings file {} (profile {name})", path.display())
+                            }
+                            None => format!("settings file {}", path.display()),
+                        }
+                    }
+                    _ => "nowhere".to_owned(),
+                },
+            ),
+            (flag_sub, flag_url) => (
+                flag_sub.clone(),
+                flag_url.clone(),
+                "the command line or KAPSYNC_* environment".to_owned(),
+            ),
         };
         let max_duration = match (options.max_duration, &file.max_duration) {
             (Some(d), _) => Some(d),
@@ -335,6 +363,8 @@ impl Settings {
         Ok(RunSettings {
             subdomain,
             base_url,
+            target_origin,
+            proxy: options.proxy.clone(),
             token_file: options
                 .token_file
                 .clone()
@@ -379,6 +409,10 @@ pub struct IngestSettings {
 pub struct RunSettings {
     pub subdomain: Option<String>,
     pub base_url: Option<String>,
+    /// Where the subdomain or base URL came from, for the line that says where requests go.
+    pub target_origin: String,
+    /// `--proxy`, if given.
+    pub proxy: Option<String>,
     pub token_file: Option<PathBuf>,
     /// Requests per second; 0 means no limit.
     pub rate: u32,

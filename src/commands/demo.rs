@@ -19,10 +19,10 @@ use crate::simulator::{Latency, SimConfig, Simulator};
 use crate::store::Store;
 
 /// An embedded file: its name and content.
-type Embedded = (&'static str, &'static str);
+pub(super) type Embedded = (&'static str, &'static str);
 
 /// The sample files, embedded: (file name, content, mapping name and content).
-const SAMPLES: [(&str, &str, Option<Embedded>); 3] = [
+pub(super) const SAMPLES: [(&str, &str, Option<Embedded>); 3] = [
     (
         "zendesk_export.csv",
         include_str!("../../sample_data/zendesk_export.csv"),
@@ -86,6 +86,11 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<u8> {
             format: None,
             mapping,
             max_record_bytes: Some(DEFAULT_MAX_RECORD_BYTES),
+            delimiter: None,
+            encoding: None,
+            sub_statuses: None,
+            // The samples come with mappings of their own, into one run on purpose.
+            mapping_changed: true,
         };
         let (r, report) =
             super::ingest::ingest_into(&store, &settings, &input, Some("demo")).await?;
@@ -99,6 +104,8 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<u8> {
     let resolved = RunSettings {
         subdomain: None,
         base_url: Some(base_url.clone()),
+        target_origin: "the demo".to_owned(),
+        proxy: None,
         token_file: None,
         rate: 40,
         burst: 4,

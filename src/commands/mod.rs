@@ -4,10 +4,12 @@
 mod demo;
 mod export;
 mod ingest;
+mod mapping;
 mod report;
 mod retry;
 mod run;
 mod runs;
+mod samples;
 mod shell;
 mod simulate;
 mod status;
@@ -61,6 +63,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Export(args) => export::run(&settings, args).await,
         Command::Report(args) => report::run(&settings, args).await,
         Command::Demo(args) => demo::run(&settings, args).await,
+        Command::Mapping(command) => mapping::run(&settings, command),
+        Command::Samples(args) => samples::run(&settings, &args),
         Command::Completions(_) | Command::Man => unreachable!("handled above"),
     }
 }
@@ -107,7 +111,9 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
 /// Opens the database for a command that only reads or updates existing runs: a missing file
 /// is a usage error (a wrong `--db` or directory), not a new empty database.
 async fn open_existing_store(settings: &Settings) -> anyhow::Result<Store> {
-    if !settings.db.exists() {
+    // Not `exists()`: that follows a link, and a dangling one is refused by the open, not
+    // reported as missing.
+    if std::fs::symlink_metadata(&settings.db).is_err() {
         return Err(UsageError(format!(
             "no database at {}: ingest a file first, or pass --db",
             settings.db.display()

@@ -78,6 +78,10 @@ pub(super) async fn dispatch(
             queue.push(claimed);
             continue;
         }
+        if !cursor.exhausted {
+            // The claim's bounded walk passed only parked rows: go on from where it stopped.
+            continue;
+        }
         // Nothing claimable now: finished, or waiting for retries or for earlier rows.
         let outstanding = lock(&tally).outstanding;
         let (any_waiting, next_due) = store.waiting(run_id, now_ms()).await?;

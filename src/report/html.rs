@@ -439,7 +439,7 @@ fn settings(page: &mut String, r: &Report) {
             page.push_str("</table></div>\n");
         }
         if !run.mappings.is_empty() {
-            page.push_str("<table><tr><th>mapping file</th><th>digest</th><th>kapsync</th></tr>\n");
+            page.push_str("<table><tr><th>mapping file</th><th>digest</th></tr>\n");
             for m in &run.mappings {
                 let name = if m.mapping.is_empty() {
                     "(none: columns named as Kapture's fields)"
@@ -448,10 +448,9 @@ fn settings(page: &mut String, r: &Report) {
                 };
                 let _ = writeln!(
                     page,
-                    "<tr><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
+                    "<tr><td>{}</td><td><code>{}</code></td></tr>",
                     esc(name),
-                    esc(&m.digest),
-                    esc(&m.version)
+                    esc(&m.digest)
                 );
             }
             page.push_str("</table>\n");

@@ -5,4 +5,5 @@ pub mod export;
 pub mod html;
 pub mod model;
 pub mod progress;
+pub mod terminal;
 pub mod text;

@@ -4,11 +4,19 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use crate::ingest::FileSummary;
+use super::terminal::{self, shown};
+use crate::engine::Halt;
+use crate::ingest::{FieldValues, FileSummary};
 use crate::store::{Counts, JobState, Run, RunSummary, SourceSummary};
 
-/// Writes `text` to standard output. A closed pipe (`kapsync status | head`) is not an error.
+/// Writes text for a person to standard output, any control character in it escaped (the
+/// parts that come from servers and files are escaped and cut where they are put in, too).
+/// A closed pipe (`kapsync status | head`) is not an error.
 pub fn print(text: &str) -> std::io::Result<()> {
+    write_stdout(&terminal::lines(text))
+}
+
+fn write_stdout(text: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
@@ -20,14 +28,17 @@ pub fn print(text: &str) -> std::io::Result<()> {
 pub fn print_json(value: &impl serde::Serialize) -> std::io::Result<()> {
     let mut text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
     text.push('\n');
-    print(&text)
+    write_stdout(&text)
 }
 
 /// The summary of an ingest.
-pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary]) -> String {
+///
+/// `rerun` starts an ingest command with the same settings (`kapsync --db x ingest
+/// --mapping m.toml`), for the hint that names `--encoding`.
+pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary], rerun: &str) -> String {
     let mut out = String::new();
     let how = if created { "new run" } else { "run" };
-    let _ = writeln!(out, "Ingested into {how} {}", run.name);
+    let _ = writeln!(out, "Ingested into {how} {}", shown(&run.name));
     let (mut read, mut valid, mut invalid, mut added) = (0, 0, 0, 0);
     for file in files {
         read += file.rows_read;
@@ -42,17 +53,47 @@ pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary]) -> String
         let _ = writeln!(
             out,
             "  {}: {} rows read, {} valid, {} invalid{note}",
-            file.path, file.rows_read, file.valid, file.invalid
+            shown(&file.path),
+            file.rows_read,
+            file.valid,
+            file.invalid
         );
+        let delimiter = file.delimiter.filter(|d| *d != ",");
+        if delimiter.is_some() || file.encoding != "utf-8" {
+            let mut how = Vec::new();
+            if let Some(delimiter) = delimiter {
+                let found = if file.delimiter_detected {
+                    " (found on the header line)"
+                } else {
+                    ""
+                };
+                how.push(format!("delimiter {delimiter}{found}"));
+            }
+            how.push(format!("encoding {}", file.encoding));
+            let _ = writeln!(out, "    read with {}", how.join(", "));
+        }
         if !file.ignored_columns.is_empty() {
+            // Header names come from the file: each escaped and cut.
+            let names: Vec<String> = file.ignored_columns.iter().map(|c| shown(c)).collect();
+            let _ = writeln!(out, "    ignored columns: {}", names.join(", "));
+        }
+        if let Some(encoding) = file.suggested_encoding {
             let _ = writeln!(
                 out,
-                "    ignored columns: {}",
-                file.ignored_columns.join(", ")
+                "    not UTF-8: {}, {} as {encoding} text; if the file is {encoding}, \
+                 ingest it into a new run with the flag: {rerun} --encoding {encoding} {}",
+                plural(file.not_utf8_rows, "row"),
+                if file.not_utf8_rows == 1 {
+                    "which reads"
+                } else {
+                    "all of which read"
+                },
+                shell_word(&file.path)
             );
         }
+        value_lines(&mut out, &file.values);
         for sample in &file.invalid_samples {
-            let _ = writeln!(out, "    line {}: {}", sample.line, sample.reason);
+            let _ = writeln!(out, "    line {}: {}", sample.line, shown(&sample.reason));
         }
         if file.invalid > file.invalid_samples.len() as i64 && !file.invalid_samples.is_empty() {
             let _ = writeln!(
@@ -70,10 +111,50 @@ pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary]) -> String
     out
 }
 
+/// The listed fields' source values, for fields the mapping checks (a `[values]` table or an
+/// allowed list): what each value became, so a typo in the table shows.
+fn value_lines(out: &mut String, fields: &[FieldValues]) {
+    for field in fields.iter().filter(|f| f.checked) {
+        let from = field
+            .column
+            .as_ref()
+            .map(|c| format!(" (from {c:?})"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "    {} values{from}:", field.field);
+        for value in &field.values {
+            let rows = plural(value.rows, "row");
+            let what = match (&value.sent, value.note) {
+                (Some(sent), "unmapped") => {
+                    format!("not in [values.{}], sent as {sent:?}", field.field)
+                }
+                (Some(sent), _) => format!("sent as {sent:?}"),
+                (None, _) => "not allowed: rows invalid".to_owned(),
+            };
+            let _ = writeln!(out, "      {:?}: {rows}, {what}", value.value);
+        }
+        if field.other_values > 0 || field.other_rows > 0 {
+            let _ = writeln!(
+                out,
+                "      ... and {} more values ({})",
+                field.other_values,
+                plural(field.other_rows, "row")
+            );
+        }
+    }
+}
+
+fn plural(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
 /// A run's counts and source files.
 pub fn status(run: &Run, counts: &Counts, sources: &[SourceSummary]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "Run {} (created {})", run.name, run.created_at);
+    let _ = writeln!(out, "Run {} (created {})", shown(&run.name), run.created_at);
     for state in JobState::ALL {
         let _ = writeln!(out, "  {:<10} {:>9}", state.as_str(), counts.get(state));
     }
@@ -89,7 +170,7 @@ pub fn status(run: &Run, counts: &Counts, sources: &[SourceSummary]) -> String {
             let _ = writeln!(
                 out,
                 "  {} ({}): {} rows, {} valid, {} invalid{partial}",
-                source.path,
+                shown(&source.path),
                 source.format,
                 source.rows_read,
                 source.rows_valid,
@@ -141,6 +222,17 @@ pub fn shell_word(word: &str) -> String {
     }
 }
 
+/// A halt as shown: the server's message in it escaped and cut, the advice whole.
+fn shown_halt(halt: &Halt) -> String {
+    let mut halt = halt.clone();
+    match &mut halt {
+        Halt::Auth { message } | Halt::Forbidden { message } | Halt::Config { message, .. } => {
+            *message = shown(message);
+        }
+    }
+    halt.to_string()
+}
+
 /// The summary of a drain, one block per run.
 pub fn drain_summary(reports: &[crate::engine::DrainReport]) -> String {
     let mut out = String::new();
@@ -154,7 +246,7 @@ pub fn drain_summary(reports: &[crate::engine::DrainReport]) -> String {
         let _ = writeln!(
             out,
             "Run {}: {} succeeded, {} failed just now ({} {} in {}, {:.1}/s)",
-            r.run,
+            shown(&r.run),
             r.succeeded,
             r.failed,
             r.requests,
@@ -188,11 +280,17 @@ pub fn drain_summary(reports: &[crate::engine::DrainReport]) -> String {
         if !r.top_errors.is_empty() {
             let _ = writeln!(out, "  most frequent errors:");
             for e in &r.top_errors {
-                let _ = writeln!(out, "    {:>6} x {}: {}", e.count, e.class, e.message);
+                let _ = writeln!(
+                    out,
+                    "    {:>6} x {}: {}",
+                    e.count,
+                    e.class,
+                    shown(&e.message)
+                );
             }
         }
         if let Some(halt) = &r.halt {
-            let _ = writeln!(out, "  HALTED: {halt}");
+            let _ = writeln!(out, "  HALTED: {}", shown_halt(halt));
         } else if r.stopped && c.pending + c.in_flight > 0 {
             let _ = writeln!(
                 out,

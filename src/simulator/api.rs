@@ -219,7 +219,20 @@ async fn get_ticket(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes
     )
 }
 
-async fn ledger(State(sim): State<Arc<Sim>>) -> Response {
+/// The `/_sim/` endpoints show every ticket sent: with a token set, they want it too.
+fn sim_auth_refused(sim: &Sim, headers: &HeaderMap) -> Option<Response> {
+    let expected = sim.config.token.as_deref()?;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(normalize_token);
+    (given != Some(expected)).then(|| failed(StatusCode::UNAUTHORIZED, "Invalid Auth Key"))
+}
+
+async fn ledger(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
+    if let Some(refused) = sim_auth_refused(&sim, &headers) {
+        return refused;
+    }
     let mut text = Vec::new();
     for entry in sim.books.ledger() {
         serde_json::to_writer(&mut text, &entry).expect("a ledger entry always serializes");
@@ -228,7 +241,10 @@ async fn ledger(State(sim): State<Arc<Sim>>) -> Response {
     ([(header::CONTENT_TYPE, "application/x-ndjson")], text).into_response()
 }
 
-async fn stats(State(sim): State<Arc<Sim>>) -> Response {
+async fn stats(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
+    if let Some(refused) = sim_auth_refused(&sim, &headers) {
+        return refused;
+    }
     json_response(StatusCode::OK, &json!(sim.books.stats(sim.ticket_count())))
 }
 

@@ -24,6 +24,7 @@ pub(crate) async fn store_with(tickets: &[&str]) -> (tempfile::TempDir, Store, i
             payload: Some(format!("{{\"ticket_id\":\"{t}\",\"n\":{i}}}")),
             payload_hash: None,
             invalid_reason: None,
+            raw_record: None,
         })
         .collect();
     writer.write(&jobs).await.unwrap();

@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use sqlx::Sqlite;
 use sqlx::pool::PoolConnection;
 
-use super::{Store, StoreError, now_text};
+use super::{Counts, JobState, Store, StoreError, now_text};
 
 /// Rows per multi-row INSERT: 7 bound values a row stays far below SQLite's 32,766 limit.
 /// (Anonymous `?` only: SQLite looks numbered `?NNN` names up by a linear scan, which made a
@@ -43,6 +43,8 @@ pub struct NewJob {
     pub payload_hash: Option<[u8; 16]>,
     /// Why the row cannot be sent (invalid rows only).
     pub invalid_reason: Option<String>,
+    /// The source record as read, for an invalid row (at most the record limit of it).
+    pub raw_record: Option<String>,
 }
 
 /// Where an ingest of a file starts.
@@ -74,6 +76,37 @@ pub struct SourceProgress {
 
 impl Store {
     /// Registers a source file in a run, or finds an earlier ingest of the same content.
+    /// The mappings a run's files were ingested with: (file name, digest), one per digest;
+    /// files ingested before mappings were recorded are left out.
+    pub async fn run_mappings(&self, run_id: i64) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT coalesce(min(mapping_name), ''), mapping_fingerprint FROM source_files
+             WHERE run_id = ? AND mapping_fingerprint IS NOT NULL
+             GROUP BY mapping_fingerprint ORDER BY min(id)",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Records the mapping (file name and digest, '' for none) a source is ingested with.
+    pub async fn set_source_mapping(
+        &self,
+        source_id: i64,
+        name: &str,
+        fingerprint: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE source_files SET mapping_name = ?, mapping_fingerprint = ? WHERE id = ?",
+        )
+        .bind(name)
+        .bind(fingerprint)
+        .bind(source_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     pub async fn begin_source(
         &self,
         run_id: i64,
@@ -162,18 +195,19 @@ impl Store {
             source_id,
             in_transaction: false,
             full_sql: insert_sql(run_id, source_id, ROWS_PER_STATEMENT),
+            added: Counts::default(),
         })
     }
 }
 
 fn insert_sql(run_id: i64, source_id: i64, rows: usize) -> String {
     let row = format!(
-        "({run_id},{source_id},?,?,?,?,iif(?,'invalid','pending'),iif(?,'invalid',NULL),?)"
+        "({run_id},{source_id},?,?,?,?,iif(?,'invalid','pending'),iif(?,'invalid',NULL),?,?)"
     );
     let mut sql = String::with_capacity(200 + rows * (row.len() + 1));
     sql.push_str(
         "INSERT OR ROLLBACK INTO jobs (run_id, source_id, line, ticket_id, payload, payload_hash, \
-         state, error_class, error_message) VALUES ",
+         state, error_class, error_message, raw_record) VALUES ",
     );
     for i in 0..rows {
         if i > 0 {
@@ -192,6 +226,10 @@ pub struct IngestWriter {
     source_id: i64,
     in_transaction: bool,
     full_sql: String,
+    /// Rows written in the open transaction per stored state, added to `run_counts` when it
+    /// commits (cheaper than a trigger per inserted row). Must follow the state the INSERT
+    /// stores for each row.
+    added: Counts,
 }
 
 impl IngestWriter {
@@ -224,6 +262,11 @@ impl IngestWriter {
             for job in chunk {
                 // Owned values move into the arguments; borrowed ones would be copied.
                 let invalid = job.invalid_reason.is_some();
+                if invalid {
+                    self.added.invalid += 1;
+                } else {
+                    self.added.pending += 1;
+                }
                 query = query
                     .bind(job.line)
                     .bind(job.ticket_id)
@@ -231,7 +274,8 @@ impl IngestWriter {
                     .bind(job.payload_hash.map(Vec::from))
                     .bind(invalid)
                     .bind(invalid)
-                    .bind(job.invalid_reason);
+                    .bind(job.invalid_reason)
+                    .bind(job.raw_record);
             }
             query.execute(&mut *self.conn).await?;
         }
@@ -257,8 +301,23 @@ impl IngestWriter {
         .bind(self.source_id)
         .execute(&mut *self.conn)
         .await?;
+        for state in JobState::ALL {
+            let n = self.added.get(state);
+            if n != 0 {
+                sqlx::query(
+                    "INSERT INTO run_counts (run_id, state, n) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (run_id, state) DO UPDATE SET n = n + ?3",
+                )
+                .bind(self.run_id)
+                .bind(state.as_str())
+                .bind(n)
+                .execute(&mut *self.conn)
+                .await?;
+            }
+        }
         sqlx::query("COMMIT").execute(&mut *self.conn).await?;
         self.in_transaction = false;
+        self.added = Counts::default();
         Ok(())
     }
 
@@ -288,7 +347,8 @@ impl IngestWriter {
         .fetch_optional(&mut *self.conn)
         .await?;
         if duplicate.is_some() {
-            sqlx::query("DELETE FROM jobs WHERE source_id = ?")
+            sqlx::query("DELETE FROM jobs WHERE run_id = ? AND source_id = ?")
+                .bind(self.run_id)
                 .bind(self.source_id)
                 .execute(&mut *self.conn)
                 .await?;
@@ -319,12 +379,14 @@ impl IngestWriter {
             // SQLite may have rolled back already (a full disk does): that is fine too.
             let _ = sqlx::query("ROLLBACK").execute(&mut *self.conn).await;
             self.in_transaction = false;
+            self.added = Counts::default();
         }
         sqlx::query(
             "DELETE FROM source_files WHERE id = ?1 AND complete = 0 AND last_line = 0
-               AND NOT EXISTS (SELECT 1 FROM jobs WHERE source_id = ?1)",
+               AND NOT EXISTS (SELECT 1 FROM jobs WHERE run_id = ?2 AND source_id = ?1)",
         )
         .bind(self.source_id)
+        .bind(self.run_id)
         .execute(&mut *self.conn)
         .await?;
         Ok(())
@@ -350,6 +412,7 @@ mod tests {
             payload: (!invalid).then(|| format!("{{\"ticket_id\":\"{line:012}\"}}")),
             payload_hash: (!invalid).then_some([line as u8; 16]),
             invalid_reason: invalid.then(|| "sub_status is empty".to_owned()),
+            raw_record: None,
         }
     }
 

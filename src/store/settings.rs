@@ -1,4 +1,4 @@
-//! The settings each drain ran with and the mapping each ingest used, for reports.
+//! The settings each drain ran with and the mappings a run's files were ingested with.
 
 use serde::Serialize;
 
@@ -32,15 +32,16 @@ pub struct DrainSession {
     pub settings: DrainSettings,
 }
 
-/// A mapping file an ingest into a run used.
+/// A mapping file the files of a run were ingested with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct MappingUse {
     pub run_id: i64,
-    /// The path as given; empty when no mapping file was used.
+    /// The file name; empty when no mapping file was used.
     pub mapping: String,
     /// The mapping's fingerprint; empty without a mapping file.
     pub digest: String,
-    pub version: String,
+    #[serde(skip)]
+    pub first: i64,
 }
 
 /// A drain being recorded; [`Store::drain_ended`] closes it.
@@ -89,28 +90,6 @@ impl Store {
         Ok(())
     }
 
-    /// Records the mapping file an ingest into `run_id` uses (once per distinct file).
-    pub async fn mapping_used(
-        &self,
-        run_id: i64,
-        mapping: &str,
-        digest: &str,
-        version: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO run_mappings (run_id, mapping, digest, version, recorded_at)
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(run_id)
-        .bind(mapping)
-        .bind(digest)
-        .bind(version)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     /// The recorded drains of the given runs, oldest first.
     pub async fn drain_sessions(&self, runs: &RunSet) -> Result<Vec<DrainSession>, StoreError> {
         Ok(sqlx::query_as::<_, DrainSession>(
@@ -124,11 +103,15 @@ impl Store {
         .await?)
     }
 
-    /// The mapping files used by ingests into the given runs.
+    /// The mapping files the given runs' files were ingested with (files ingested before
+    /// kapsync recorded it are left out).
     pub async fn mappings_used(&self, runs: &RunSet) -> Result<Vec<MappingUse>, StoreError> {
         Ok(sqlx::query_as::<_, MappingUse>(
-            "SELECT run_id, mapping, digest, version FROM run_mappings
-             WHERE run_id IN (SELECT value FROM json_each(?)) ORDER BY run_id, id",
+            "SELECT run_id, mapping_name AS mapping, coalesce(mapping_fingerprint, '') AS digest,
+                    min(id) AS first
+             FROM source_files
+             WHERE run_id IN (SELECT value FROM json_each(?)) AND mapping_name IS NOT NULL
+             GROUP BY run_id, mapping_name, mapping_fingerprint ORDER BY run_id, first",
         )
         .bind(runs.json())
         .fetch_all(&self.pool)

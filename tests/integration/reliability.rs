@@ -781,6 +781,53 @@ async fn secret_hygiene_the_token_appears_in_no_output_database_or_export_at_tra
         false,
         0,
     );
+    // A server that echoes the request headers back, token included, in its message (rows
+    // it rejects), in the ticket snapshot (rows it accepts) and in a redirect's Location.
+    let echo = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(|request: &wiremock::Request| {
+            let headers = format!("{:?}", request.headers);
+            let body = String::from_utf8_lossy(&request.body);
+            if body.contains("t0-") {
+                wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                    "status": "success", "message": "ok", "ticket": {"echo": headers}
+                }))
+            } else if body.contains("t1-") {
+                wiremock::ResponseTemplate::new(302)
+                    .insert_header("Location", format!("https://x.example/?h={headers}"))
+            } else {
+                wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                    "status": "failed", "message": format!("you sent {headers}")
+                }))
+            }
+        })
+        .mount(&echo)
+        .await;
+    let c = ws.file("c.csv", rows_csv(9, 3));
+    let c = c.to_str().unwrap();
+    step(
+        &[
+            "sync",
+            "--run",
+            "c",
+            c,
+            "--rate",
+            "0",
+            "--max-attempts",
+            "1",
+            "--base-url",
+            &echo.uri(),
+        ],
+        false,
+        1,
+    );
+    let echoed = echo.received_requests().await.unwrap_or_default();
+    assert!(
+        echoed
+            .iter()
+            .any(|r| format!("{:?}", r.headers).contains(&canary)),
+        "the echo server saw the token"
+    );
     let export = |name: &str| ws.dir.path().join(name).to_str().unwrap().to_owned();
     step(
         &["export", "--run", "a", "-o", &export("export-a.csv")],
@@ -798,6 +845,25 @@ async fn secret_hygiene_the_token_appears_in_no_output_database_or_export_at_tra
         true,
         0,
     );
+    step(
+        &["export", "--run", "c", "-o", &export("export-c.csv")],
+        true,
+        0,
+    );
+    step(
+        &[
+            "export",
+            "--run",
+            "c",
+            "--format",
+            "jsonl",
+            "-o",
+            &export("export-c.jsonl"),
+        ],
+        true,
+        0,
+    );
+    step(&["status", "--run", "c"], true, 0);
     step(&["runs", "--json"], true, 0);
     // `run` at a wrong status code above does not check that trace logging was on.
     assert!(outputs.iter().any(|(_, out)| stderr(out).contains("TRACE")));
@@ -836,10 +902,22 @@ async fn secret_hygiene_the_token_appears_in_no_output_database_or_export_at_tra
         "export-a.csv",
         "export-a.jsonl",
         "export-b.csv",
+        "export-c.csv",
         "killed-run.stderr",
     ] {
         assert!(searched.iter().any(|s| s == expected), "{searched:?}");
     }
+    // What the echo server sent back is kept, with the token replaced.
+    let jobs = ws.jobs(Some("c")).await;
+    assert!(
+        jobs.iter().any(|j| j
+            .error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("[token]"))),
+        "{jobs:?}"
+    );
+    let c_jsonl = std::fs::read_to_string(ws.dir.path().join("export-c.jsonl")).unwrap();
+    assert!(c_jsonl.contains("[token]"), "{c_jsonl}");
 }
 
 /// `status` (any command that only reads) must not wait for a writer in another process: it

@@ -356,3 +356,121 @@ fn the_filters_hide_only_what_varies() {
     );
     check("filters_self_check", &ws, &text);
 }
+
+#[test]
+fn ingest_summary_lists_source_values_and_what_each_became() {
+    let ws = Workspace::new();
+    ws.file(
+        "zendesk.csv",
+        "Id,Status,Latest Comment\n\
+         1,solved,a\n2,hold,b\n3,Solved,c\n4,hodl,d\n5,pending,e\n6,weird,f\n7,hold,g\n",
+    );
+    // A typo in the table (hodl for hold) and a value no table has.
+    ws.file(
+        "m.toml",
+        "[columns]\nticket_id = \"Id\"\nsub_status = \"Status\"\n\
+         [values.sub_status]\nsolved = \"RS\"\nhodl = \"PE\"\npending = \"P\"\n\
+         [allowed]\nsub_status = [\"RS\", \"PE\", \"P\", \"hold\"]\n",
+    );
+    let text = transcript(
+        &mut ws.kapsync(),
+        &["ingest", "--run", "r", "--mapping", "m.toml", "zendesk.csv"],
+    );
+    check("ingest_summary_value_distribution", &ws, &text);
+}
+
+#[test]
+fn ingest_summary_names_the_delimiter_and_encoding_it_read_with() {
+    let ws = Workspace::new();
+    let fixture = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/bad/european_excel.csv"
+    ))
+    .unwrap();
+    ws.file("excel.csv", fixture);
+    // Without --encoding: the rows with accents are refused, and the hint names the flag.
+    let text = transcript(
+        &mut ws.kapsync(),
+        &[
+            "ingest",
+            "--run",
+            "r",
+            "--sub-statuses",
+            "OP,P,RS,CL",
+            "excel.csv",
+        ],
+    );
+    check("ingest_summary_windows_1252_hint", &ws, &text);
+}
+
+#[test]
+fn mapping_init_proposes_a_mapping_that_ingests_as_it_is() {
+    let ws = Workspace::new();
+    let fixture = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/bad/european_excel.csv"
+    ))
+    .unwrap();
+    ws.file("excel.csv", fixture);
+    let text = transcript(
+        &mut ws.kapsync(),
+        &["mapping", "init", "excel.csv", "-o", "mapping.toml"],
+    );
+    assert!(text.contains("exit code: 0"), "{text}");
+    let toml = std::fs::read_to_string(ws.dir.path().join("mapping.toml")).unwrap();
+    check("mapping_init_european_excel", &ws, &toml);
+    // Accepted as it is: every row is read; only the impossible date is invalid.
+    let text = transcript(
+        &mut ws.kapsync(),
+        &[
+            "ingest",
+            "--run",
+            "r",
+            "--mapping",
+            "mapping.toml",
+            "excel.csv",
+        ],
+    );
+    check("mapping_init_output_ingested", &ws, &text);
+    // It refuses to overwrite.
+    let out = ws
+        .kapsync()
+        .args(["mapping", "init", "excel.csv", "-o", "mapping.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[cfg(unix)]
+#[test]
+fn security_refusals_and_escaped_text() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let ws = Workspace::new();
+    ingest(
+        &ws,
+        "nightly",
+        "rows.csv",
+        "ticket_id,sub_status,\u{1b}[2Jnote\n100000000001,CL,x\n",
+        0,
+    );
+    let mut text = transcript(&mut ws.kapsync(), &["status"]);
+    ws.file(
+        "escaped.csv",
+        "ticket_id,sub_status,\u{1b}]0;x\u{7}\n1,CL,x\n",
+    );
+    text.push_str(&transcript(
+        &mut ws.kapsync(),
+        &["ingest", "--run", "r", "escaped.csv"],
+    ));
+    ws.file("out.csv", "old");
+    text.push_str(&transcript(&mut ws.kapsync(), &["export", "-o", "out.csv"]));
+    std::fs::set_permissions(ws.db(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    text.push_str(&transcript(&mut ws.kapsync(), &["status"]));
+    let mut simulate = assert_cmd::Command::cargo_bin("kapsync").unwrap();
+    simulate.env_remove("KAPTURE_TOKEN");
+    text.push_str(&transcript(
+        &mut simulate,
+        &["simulate", "--port", "0", "--token", "x"],
+    ));
+    check("security_refusals", &ws, &text);
+}
