@@ -6,6 +6,7 @@ mod dry_run;
 mod export;
 mod ingest;
 mod mapping;
+mod report;
 mod retry;
 mod run;
 mod runs;
@@ -61,6 +62,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Sync(args) => sync::run(&settings, args).await,
         Command::Retry(args) => retry::run(&settings, args).await,
         Command::Export(args) => export::run(&settings, args).await,
+        Command::Report(args) => report::run(&settings, args).await,
         Command::Demo(args) => demo::run(&settings, args).await,
         Command::Mapping(command) => mapping::run(&settings, command),
         Command::Samples(args) => samples::run(&settings, &args),
