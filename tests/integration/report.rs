@@ -249,7 +249,7 @@ async fn the_report_agrees_with_status_and_the_attempts_table() {
     let drains = report["settings"][0]["drains"].as_array().unwrap();
     assert_eq!(drains.len(), 2);
     assert_eq!(drains[0]["target"], server.uri());
-    assert_eq!(drains[0]["rate"], 50);
+    assert_eq!(drains[0]["rate"], 50.0);
     assert_eq!(drains[0]["concurrency"], 1);
     assert_eq!(drains[1]["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(report["settings"][0]["mappings"][0]["mapping"], "");
