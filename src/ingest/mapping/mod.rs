@@ -27,14 +27,16 @@
 //! names to Kapture fields, and [`tally`] counts the listed fields' source values.
 
 mod file;
+mod json;
 pub(crate) mod names;
 mod plan;
 mod row;
 mod tally;
 
 pub use file::{Mapping, MappingFileError};
+pub use json::json_kind;
 pub use plan::Plan;
-pub use row::{Invalid, Update, json_kind};
+pub use row::{Invalid, Update};
 pub use tally::{FieldValues, TOP_VALUES, ValueCount};
 
 #[cfg(test)]

@@ -4,9 +4,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use super::file::{AllowedValues, LISTED_FIELDS, Mapping};
+use super::json::json_string;
 use super::names::{field_named, field_or_alias};
-use super::row::json_string;
-use super::tally::Tally;
+use super::tally::{FieldValues, TOP_VALUES, Tally, ValueCount};
 use crate::ingest::MappingError;
 use crate::ingest::times::TimeRule;
 use crate::kapture::KAPTURE_FIELDS;
@@ -293,6 +293,54 @@ fn refuse_duplicates(headers: &[String], used: &[bool]) -> Result<(), MappingErr
         }
     }
     Ok(())
+}
+
+impl Plan {
+    /// The listed fields' source values so far, for the summary.
+    pub fn values_report(&self) -> Vec<FieldValues> {
+        let tally = self.tally.borrow();
+        let mut report = Vec::new();
+        for (i, target) in self.targets.iter().enumerate() {
+            if !target.tallied || tally.counts[i].is_empty() && tally.overflow[i] == 0 {
+                continue;
+            }
+            let mut values: Vec<(&String, &u64)> = tally.counts[i].iter().collect();
+            values.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+            let listed: Vec<ValueCount> = values
+                .iter()
+                .take(TOP_VALUES)
+                .map(|(value, rows)| {
+                    let (sent, mapped) = self.listed_value(target, value);
+                    let allowed = target
+                        .allowed
+                        .as_ref()
+                        .is_none_or(|a| a.values.iter().any(|v| v == sent));
+                    let note = match (allowed, mapped, &target.values) {
+                        (false, _, _) => "not allowed",
+                        (true, true, _) => "mapped",
+                        (true, false, Some(_)) => "unmapped",
+                        (true, false, None) => "as is",
+                    };
+                    ValueCount {
+                        value: (*value).clone(),
+                        rows: **rows,
+                        sent: allowed.then(|| sent.to_owned()),
+                        note,
+                    }
+                })
+                .collect();
+            let rest = values.iter().skip(TOP_VALUES);
+            report.push(FieldValues {
+                field: target.key.clone(),
+                column: target.source.clone(),
+                checked: target.values.is_some() || target.allowed.is_some(),
+                values: listed,
+                other_values: rest.clone().count() as u64,
+                other_rows: rest.map(|(_, n)| **n).sum::<u64>() + tally.overflow[i],
+            });
+        }
+        report
+    }
 }
 
 #[cfg(test)]
