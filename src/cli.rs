@@ -141,6 +141,16 @@ pub struct IngestOptions {
     /// Largest accepted record in bytes; larger ones are stored as invalid [default: 1048576]
     #[arg(long, value_name = "BYTES", env = "KAPSYNC_MAX_RECORD_BYTES")]
     pub max_record_bytes: Option<u64>,
+
+    /// Store every valid row as pending, even one equal to what its ticket (sync key) last
+    /// sent; by default such rows are stored `skipped` ("unchanged since run R, line L")
+    #[arg(long)]
+    pub resend_unchanged: bool,
+
+    /// When a newer row of a ticket (sync key) arrives, skip that key's older pending rows
+    /// ("superseded by run R, line L"); also `[delta] supersede = true` in the mapping
+    #[arg(long)]
+    pub supersede: bool,
 }
 
 /// `kapsync ingest`.

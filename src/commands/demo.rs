@@ -85,6 +85,8 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<u8> {
             format: None,
             mapping,
             max_record_bytes: Some(DEFAULT_MAX_RECORD_BYTES),
+            resend_unchanged: false,
+            supersede: false,
         };
         let (r, report) =
             super::ingest::ingest_into(&store, &settings, &input, Some("demo")).await?;

@@ -8,7 +8,7 @@ use crate::config::Settings;
 use crate::exit;
 use crate::ingest::{self, FileSummary, IngestConfig, Mapping};
 use crate::report::{progress::ByteBar, text};
-use crate::store::{Run, Store};
+use crate::store::{DeltaOptions, Run, Store};
 
 /// The `--json` shape of an ingest.
 #[derive(Debug, Serialize)]
@@ -20,6 +20,12 @@ pub struct IngestReport {
     pub valid: i64,
     pub invalid: i64,
     pub added: i64,
+    /// Valid rows to be sent: new, or changed since their sync key's latest row.
+    pub changed: i64,
+    /// Valid rows stored `skipped`: unchanged since their sync key's latest row.
+    pub unchanged: i64,
+    /// Pending rows skipped for a newer row of their sync key (`--supersede`).
+    pub superseded: i64,
 }
 
 impl IngestReport {
@@ -81,6 +87,10 @@ pub async fn ingest_into(
         format: input.format,
         max_record_bytes: resolved.max_record_bytes,
         bytes_read: Default::default(),
+        delta: DeltaOptions {
+            skip_unchanged: !input.resend_unchanged,
+            supersede: input.supersede,
+        },
     };
     let mut files = Vec::new();
     for path in &input.files {
@@ -111,6 +121,9 @@ pub async fn ingest_into(
         valid: sum(|f| f.valid),
         invalid: sum(|f| f.invalid),
         added: sum(|f| f.added),
+        changed: sum(|f| f.changed),
+        unchanged: sum(|f| f.unchanged),
+        superseded: sum(|f| f.superseded),
         files,
     };
     Ok((run, report))

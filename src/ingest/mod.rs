@@ -6,6 +6,7 @@
 //! naming the field; only a file that cannot be read at all is an error.
 
 pub mod csv;
+pub mod delta;
 pub mod jsonl;
 pub mod mapping;
 pub mod validate;
@@ -23,7 +24,9 @@ use sha2::{Digest, Sha256};
 pub use mapping::{Mapping, Plan};
 
 use crate::cli::InputFormat;
-use crate::store::{IngestWriter, NewJob, Run, SourceProgress, SourceStart, Store, StoreError};
+use crate::store::{
+    DeltaOptions, IngestWriter, NewJob, Run, SourceProgress, SourceStart, Store, StoreError,
+};
 
 /// Rows handed from the parser thread to the writer at a time: one INSERT statement's worth.
 /// Larger batches only hold more rows in memory (5,000 cost 10 MB of peak memory, no speed).
@@ -97,6 +100,12 @@ pub struct FileSummary {
     pub invalid: i64,
     /// Rows stored by this call (0 when the content was already ingested).
     pub added: i64,
+    /// Valid rows stored by this call that are new or changed (to be sent).
+    pub changed: i64,
+    /// Valid rows stored `skipped`: equal to what their sync key last sent (or has on its way).
+    pub unchanged: i64,
+    /// Pending rows skipped because a newer row of their sync key came (`--supersede`).
+    pub superseded: i64,
     pub ignored_columns: Vec<String>,
     /// The first invalid rows: line and reason.
     pub invalid_samples: Vec<InvalidSample>,
@@ -117,6 +126,8 @@ pub struct IngestConfig {
     pub max_record_bytes: u64,
     /// Bytes read so far, for a progress display.
     pub bytes_read: Arc<AtomicU64>,
+    /// Skipping unchanged rows and superseding older pending ones.
+    pub delta: DeltaOptions,
 }
 
 /// The format named by the flag, else by the extension.
@@ -195,6 +206,9 @@ pub async fn ingest_file(
         valid: 0,
         invalid: 0,
         added: 0,
+        changed: 0,
+        unchanged: 0,
+        superseded: 0,
         ignored_columns: Vec::new(),
         invalid_samples: Vec::new(),
     };
@@ -218,6 +232,8 @@ pub async fn ingest_file(
     let resume_after = progress.last_line;
 
     let mut writer: IngestWriter = store.ingest_writer(run.id, source_id).await?;
+    writer.compare_with_earlier(config.delta).await?;
+    let mut valid_added = 0;
     let parsed = async {
         let input = open_input(path, config.bytes_read.clone()).map_err(read_error)?;
         let (sender, mut receiver) = tokio::sync::mpsc::channel::<Batch>(4);
@@ -234,6 +250,11 @@ pub async fn ingest_file(
         let mut uncommitted = 0;
         while let Some(batch) = receiver.recv().await {
             let rows = batch.jobs.len() as i64;
+            valid_added += batch
+                .jobs
+                .iter()
+                .filter(|j| j.invalid_reason.is_none())
+                .count() as i64;
             writer.write(batch.jobs).await?;
             summary.added += rows;
             uncommitted += rows;
@@ -255,6 +276,10 @@ pub async fn ingest_file(
         }
     };
     let hash = hash.or(report.stdin_hash).unwrap_or_default();
+    let delta = writer.delta_counts();
+    summary.unchanged = delta.unchanged;
+    summary.superseded = delta.superseded;
+    summary.changed = valid_added - delta.unchanged;
     let kept = writer.finish(report.progress, &hash).await?;
     summary.rows_read = report.progress.rows_read;
     summary.valid = report.progress.rows_valid;
@@ -264,6 +289,9 @@ pub async fn ingest_file(
     if !kept {
         summary.outcome = "already_ingested";
         summary.added = 0;
+        summary.changed = 0;
+        summary.unchanged = 0;
+        summary.superseded = 0;
     }
     Ok(summary)
 }
@@ -622,12 +650,14 @@ fn valid_job(line: i64, update: mapping::Update) -> NewJob {
     let digest = Sha256::digest(update.payload.as_bytes());
     let mut hash = [0; 16];
     hash.copy_from_slice(&digest[..16]);
+    let sync_key = delta::sync_key(&update.ticket_id, []);
     NewJob {
         line,
         ticket_id: Some(update.ticket_id),
         payload: Some(update.payload),
         payload_hash: Some(hash),
         invalid_reason: None,
+        sync_key: Some(sync_key),
     }
 }
 
@@ -638,6 +668,7 @@ fn invalid_job(line: i64, invalid: mapping::Invalid) -> NewJob {
         payload: None,
         payload_hash: None,
         invalid_reason: Some(invalid.reason),
+        sync_key: None,
     }
 }
 

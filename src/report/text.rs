@@ -29,21 +29,40 @@ pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary]) -> String
     let how = if created { "new run" } else { "run" };
     let _ = writeln!(out, "Ingested into {how} {}", run.name);
     let (mut read, mut valid, mut invalid, mut added) = (0, 0, 0, 0);
+    let (mut changed, mut unchanged, mut superseded) = (0, 0, 0);
     for file in files {
         read += file.rows_read;
         valid += file.valid;
         invalid += file.invalid;
         added += file.added;
+        changed += file.changed;
+        unchanged += file.unchanged;
+        superseded += file.superseded;
         let note = match file.outcome {
             "already_ingested" => " (already ingested into this run: nothing added)",
             "resumed" => " (an interrupted ingest was finished)",
             _ => "",
         };
+        let split = if file.unchanged > 0 {
+            format!(
+                " ({} new or changed, {} unchanged: skipped)",
+                file.changed, file.unchanged
+            )
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "  {}: {} rows read, {} valid, {} invalid{note}",
+            "  {}: {} rows read, {} valid{split}, {} invalid{note}",
             file.path, file.rows_read, file.valid, file.invalid
         );
+        if file.superseded > 0 {
+            let _ = writeln!(
+                out,
+                "    superseded: {} older pending rows skipped for newer ones",
+                file.superseded
+            );
+        }
         if !file.ignored_columns.is_empty() {
             let _ = writeln!(
                 out,
@@ -63,10 +82,17 @@ pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary]) -> String
             );
         }
     }
-    let _ = writeln!(
+    let _ = write!(
         out,
         "Total: {read} rows read, {valid} valid, {invalid} invalid, {added} added"
     );
+    if unchanged > 0 || superseded > 0 {
+        let _ = write!(out, "; {changed} to send, {unchanged} unchanged");
+        if superseded > 0 {
+            let _ = write!(out, ", {superseded} superseded");
+        }
+    }
+    out.push('\n');
     out
 }
 

@@ -202,6 +202,7 @@ mod tests {
                 payload: Some(format!("{{\"ticket_id\":\"{t}\",\"n\":{i}}}")),
                 payload_hash: None,
                 invalid_reason: None,
+                sync_key: None,
             })
             .collect();
         writer.write(&jobs).await.unwrap();

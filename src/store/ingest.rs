@@ -16,9 +16,10 @@ use std::borrow::Cow;
 use sqlx::Sqlite;
 use sqlx::pool::PoolConnection;
 
+use super::delta::{self, DeltaCounts, DeltaOptions, Kind};
 use super::{Store, StoreError, now_text};
 
-/// Rows per multi-row INSERT: 7 bound values a row stays far below SQLite's 32,766 limit.
+/// Rows per multi-row INSERT: 8 bound values a row stay far below SQLite's 32,766 limit.
 /// (Anonymous `?` only: SQLite looks numbered `?NNN` names up by a linear scan, which made a
 /// 1000-row statement quadratic.)
 pub const ROWS_PER_STATEMENT: usize = 1000;
@@ -43,6 +44,9 @@ pub struct NewJob {
     pub payload_hash: Option<[u8; 16]>,
     /// Why the row cannot be sent (invalid rows only).
     pub invalid_reason: Option<String>,
+    /// A digest of the row's sync key (ticket_id plus the mapping's `[delta] key` values):
+    /// rows with the same key update the same thing, so only a changed one is sent.
+    pub sync_key: Option<[u8; 16]>,
 }
 
 /// Where an ingest of a file starts.
@@ -162,18 +166,24 @@ impl Store {
             source_id,
             in_transaction: false,
             full_sql: insert_sql(run_id, source_id, ROWS_PER_STATEMENT),
+            delta: None,
+            counts: DeltaCounts::default(),
         })
     }
 }
 
 fn insert_sql(run_id: i64, source_id: i64, rows: usize) -> String {
+    // The kind (see `delta::Kind`) is bound twice: for the state and for the class.
     let row = format!(
-        "({run_id},{source_id},?,?,?,?,iif(?,'invalid','pending'),iif(?,'invalid',NULL),?)"
+        "({run_id},{source_id},?,?,?,?,?,\
+         CASE ? WHEN 0 THEN 'pending' WHEN 1 THEN 'invalid' ELSE 'skipped' END,\
+         CASE ? WHEN 0 THEN NULL WHEN 1 THEN 'invalid' WHEN 2 THEN 'unchanged' \
+         ELSE 'superseded' END,?)"
     );
     let mut sql = String::with_capacity(200 + rows * (row.len() + 1));
     sql.push_str(
         "INSERT OR ROLLBACK INTO jobs (run_id, source_id, line, ticket_id, payload, payload_hash, \
-         state, error_class, error_message) VALUES ",
+         sync_key, state, error_class, error_message) VALUES ",
     );
     for i in 0..rows {
         if i > 0 {
@@ -192,9 +202,45 @@ pub struct IngestWriter {
     source_id: i64,
     in_transaction: bool,
     full_sql: String,
+    delta: Option<DeltaState>,
+    counts: DeltaCounts,
+}
+
+/// What comparing with earlier rows needs: the options, this run's name for reasons, and the
+/// first job the current target binding covers.
+#[derive(Debug)]
+struct DeltaState {
+    options: DeltaOptions,
+    run_name: String,
+    after_job_id: i64,
 }
 
 impl IngestWriter {
+    /// Compares every row written from now on with the earlier rows of its sync key (see
+    /// [`DeltaOptions`]). Without this call every valid row is stored `pending`.
+    pub async fn compare_with_earlier(&mut self, options: DeltaOptions) -> Result<(), StoreError> {
+        if !options.skip_unchanged && !options.supersede {
+            self.delta = None;
+            return Ok(());
+        }
+        let (run_name,): (String,) = sqlx::query_as("SELECT name FROM runs WHERE id = ?")
+            .bind(self.run_id)
+            .fetch_one(&mut *self.conn)
+            .await?;
+        let after_job_id = super::target::after_job_id(&mut self.conn).await?;
+        self.delta = Some(DeltaState {
+            options,
+            run_name,
+            after_job_id,
+        });
+        Ok(())
+    }
+
+    /// Rows this writer stored `skipped` (or turned `skipped`) so far.
+    pub fn delta_counts(&self) -> DeltaCounts {
+        self.counts
+    }
+
     /// Inserts rows inside the open transaction (opening one when needed). Call
     /// [`IngestWriter::commit`] to make them durable. Rows given by value are moved into the
     /// statement; borrowed ones (`&rows`) are copied first.
@@ -212,6 +258,28 @@ impl IngestWriter {
         let mut jobs = jobs.into_iter().peekable();
         while jobs.peek().is_some() {
             let chunk: Vec<NewJob> = jobs.by_ref().take(ROWS_PER_STATEMENT).collect();
+            let decisions = match &self.delta {
+                Some(d) => {
+                    delta::decide(
+                        &mut self.conn,
+                        &chunk,
+                        d.options,
+                        &d.run_name,
+                        d.after_job_id,
+                    )
+                    .await?
+                }
+                None => delta::Decisions {
+                    rows: chunk
+                        .iter()
+                        .map(|j| match j.invalid_reason {
+                            Some(_) => (Kind::Invalid, None),
+                            None => (Kind::Pending, None),
+                        })
+                        .collect(),
+                    supersede: Vec::new(),
+                },
+            };
             let partial;
             let sql = if chunk.len() == ROWS_PER_STATEMENT {
                 &self.full_sql
@@ -221,19 +289,36 @@ impl IngestWriter {
             };
             // The text is built here from integers only: nothing user-given reaches it.
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
-            for job in chunk {
-                // Owned values move into the arguments; borrowed ones would be copied.
-                let invalid = job.invalid_reason.is_some();
+            for (job, (kind, reason)) in chunk.into_iter().zip(decisions.rows) {
+                // Owned values move into the arguments; borrowed ones would be copied. An
+                // unchanged row keeps no payload: its reason names the row that has it.
+                let (payload, message) = match kind {
+                    Kind::Pending => (job.payload, None),
+                    Kind::Invalid => (None, job.invalid_reason),
+                    Kind::Unchanged => {
+                        self.counts.unchanged += 1;
+                        (None, reason)
+                    }
+                    Kind::Superseded => {
+                        self.counts.superseded += 1;
+                        (job.payload, reason)
+                    }
+                };
                 query = query
                     .bind(job.line)
                     .bind(job.ticket_id)
-                    .bind(job.payload)
+                    .bind(payload)
                     .bind(job.payload_hash.map(Vec::from))
-                    .bind(invalid)
-                    .bind(invalid)
-                    .bind(job.invalid_reason);
+                    .bind(job.sync_key.map(Vec::from))
+                    .bind(kind as i64)
+                    .bind(kind as i64)
+                    .bind(message);
             }
             query.execute(&mut *self.conn).await?;
+            if !decisions.supersede.is_empty() {
+                self.counts.superseded +=
+                    delta::supersede(&mut self.conn, &decisions.supersede).await? as i64;
+            }
         }
         Ok(())
     }
@@ -350,6 +435,7 @@ mod tests {
             payload: (!invalid).then(|| format!("{{\"ticket_id\":\"{line:012}\"}}")),
             payload_hash: (!invalid).then_some([line as u8; 16]),
             invalid_reason: invalid.then(|| "sub_status is empty".to_owned()),
+            sync_key: None,
         }
     }
 

@@ -1,20 +1,24 @@
 //! The SQLite job table: every SQL statement of kapsync lives in this module.
 
 mod claim;
+mod delta;
 mod ingest;
 mod open;
 mod reports;
 mod results;
 mod retry;
 mod runs;
+mod target;
 
 pub use claim::{Claimed, Cursor};
+pub use delta::{DeltaCounts, DeltaOptions};
 pub use ingest::{IngestWriter, NewJob, SourceProgress, SourceStart};
 pub use open::Store;
 pub use reports::{Counts, JobRow, RunSummary, SourceSummary};
 pub use results::{AttemptRecord, Next, Outcome};
 pub use retry::ERROR_CLASSES;
 pub use runs::Run;
+pub use target::TargetBinding;
 
 /// A database operation that failed.
 #[derive(Debug, thiserror::Error)]

@@ -122,6 +122,7 @@ mod tests {
                 payload: Some(format!(r#"{{"ticket_id":"{i}","sub_status":"CL"}}"#)),
                 payload_hash: Some([0; 16]),
                 invalid_reason: None,
+                sync_key: None,
             })
             .collect();
         let mut writer = store.ingest_writer(run.id, source_id).await.unwrap();
