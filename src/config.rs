@@ -227,6 +227,8 @@ impl Settings {
             timeout: Duration::from_secs(timeout),
             max_duration,
             dry_run: options.dry_run,
+            retarget: options.retarget,
+            keep_responses: options.keep_responses,
         })
     }
 }
@@ -254,6 +256,10 @@ pub struct RunSettings {
     pub timeout: Duration,
     pub max_duration: Option<Duration>,
     pub dry_run: bool,
+    /// Move the database to the configured target.
+    pub retarget: bool,
+    /// Keep whole ticket snapshots of successes.
+    pub keep_responses: bool,
 }
 
 #[cfg(test)]
@@ -289,6 +295,8 @@ mod tests {
             timeout: None,
             max_duration: None,
             dry_run: false,
+            retarget: false,
+            keep_responses: false,
         };
         let run = settings.run(&options).unwrap();
         assert_eq!(run.rate, 2);

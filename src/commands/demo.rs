@@ -91,7 +91,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<u8> {
         let (r, report) =
             super::ingest::ingest_into(&store, &settings, &input, Some("demo")).await?;
         if !args.json {
-            text::print(&report.text(&r))?;
+            text::print(&report.text(&r, "kapsync"))?;
         }
         ingested.push(report);
         run = Some(r);
@@ -108,6 +108,8 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<u8> {
         timeout: Duration::from_secs(5),
         max_duration: None,
         dry_run: false,
+        retarget: false,
+        keep_responses: false,
     };
     let client = Client::new(
         Target::resolve(None, Some(&base_url))?,
@@ -120,7 +122,8 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<u8> {
              connections, 5-60 ms latency), 40 requests/s...\n"
         ))?;
     }
-    let reports = super::run::drain_runs(&store, &settings, &resolved, &client, &[run]).await?;
+    let reports =
+        super::run::drain_runs(&store, &settings, &resolved, &client, &[run], None).await?;
     let stats = sim.stats();
     sim.shutdown().await;
     store.close().await;
@@ -131,14 +134,14 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<u8> {
             "simulator": stats,
         }))?;
     } else {
-        text::print(&text::drain_summary(&reports))?;
+        text::print(&text::drain_summary(&reports, &[], &text::Hints::default()))?;
         text::print(&format!(
             "The simulator received {} requests and applied {} updates to {} tickets.\n\n{NEXT_STEPS}",
             stats.requests, stats.succeeded, stats.tickets
         ))?;
     }
     drop(dir);
-    let code = super::run::exit_code(&reports);
+    let code = super::run::exit_code(&reports, &[]);
     // The sample data holds a few invalid rows on purpose; the demo itself went fine.
     Ok(if code == exit::ROWS_FAILED {
         exit::OK

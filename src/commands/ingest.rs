@@ -38,9 +38,9 @@ impl IngestReport {
         }
     }
 
-    /// The text summary.
-    pub fn text(&self, run: &Run) -> String {
-        text::ingest_summary(run, self.run_created, &self.files)
+    /// The text summary; hints start with `prefix` (see [`super::hint_prefix`]).
+    pub fn text(&self, run: &Run, prefix: &str) -> String {
+        text::ingest_summary(run, self.run_created, &self.files, prefix)
     }
 }
 
@@ -51,10 +51,11 @@ pub async fn run(settings: &Settings, args: IngestArgs) -> anyhow::Result<u8> {
     if args.json {
         text::print_json(&report)?;
     } else {
-        text::print(&report.text(&run))?;
-        if report.valid > 0 {
+        let prefix = super::hint_prefix(settings);
+        text::print(&report.text(&run, &prefix))?;
+        if report.changed > 0 {
             text::print(&format!(
-                "Next: kapsync run --run {}\n",
+                "Next: {prefix} run --run {}\n",
                 text::shell_word(&run.name)
             ))?;
         }

@@ -8,8 +8,10 @@ mod retry;
 mod run;
 mod runs;
 mod simulate;
+mod skip;
 mod status;
 mod sync;
+mod target;
 
 use anyhow::Context as _;
 
@@ -29,9 +31,24 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(args) => run::run(&settings, args).await,
         Command::Sync(args) => sync::run(&settings, args).await,
         Command::Retry(args) => retry::run(&settings, args).await,
+        Command::Skip(args) => skip::run(&settings, args).await,
         Command::Export(args) => export::run(&settings, args).await,
         Command::Demo(args) => demo::run(&settings, args).await,
     }
+}
+
+/// The start of every command line a hint prints: `kapsync` plus the settings that are not the
+/// defaults and that a pasted command would otherwise lose (the database). The one place to
+/// add more (a settings profile).
+pub(crate) fn hint_prefix(settings: &Settings) -> String {
+    let mut prefix = String::from("kapsync");
+    if settings.db != std::path::Path::new(crate::config::DEFAULT_DB) {
+        prefix.push_str(" --db ");
+        prefix.push_str(&crate::report::text::shell_word(
+            &settings.db.display().to_string(),
+        ));
+    }
+    prefix
 }
 
 /// Opens (creating when missing) the database named by the settings.

@@ -9,18 +9,31 @@ use crate::report::text;
 pub async fn run(settings: &Settings, args: SyncArgs) -> anyhow::Result<u8> {
     // Settings and target are checked before anything is ingested, so a typo costs nothing.
     let resolved = settings.run(&args.options)?;
-    let client = if resolved.dry_run {
+    let hints = super::run::hints(settings, &resolved);
+    let store = super::open_store(settings).await?;
+    let sender = if resolved.dry_run {
         None
     } else {
-        Some(super::run::client_for(&resolved)?)
+        let checked = async {
+            let destination = super::target::resolve(&store, &resolved, &hints.prefix).await?;
+            let client = super::run::client_for(destination.target.clone(), &resolved)?;
+            anyhow::Ok((client, destination))
+        }
+        .await;
+        match checked {
+            Ok(sender) => Some(sender),
+            Err(error) => {
+                store.close().await;
+                return Err(error);
+            }
+        }
     };
-    let store = super::open_store(settings).await?;
     let (run, ingested) =
         super::ingest::ingest_into(&store, settings, &args.input, args.run.as_deref()).await?;
     if !args.json {
-        text::print(&ingested.text(&run))?;
+        text::print(&ingested.text(&run, &hints.prefix))?;
     }
-    let Some(client) = client else {
+    let Some((client, destination)) = sender else {
         let code = super::run::run(
             settings,
             crate::cli::RunArgs {
@@ -33,14 +46,23 @@ pub async fn run(settings: &Settings, args: SyncArgs) -> anyhow::Result<u8> {
         store.close().await;
         return Ok(code);
     };
-    let reports = super::run::drain_runs(&store, settings, &resolved, &client, &[run]).await?;
+    let reports = super::run::drain_runs(
+        &store,
+        settings,
+        &resolved,
+        &client,
+        &[run],
+        Some(&destination),
+    )
+    .await?;
+    let resolved_failures = super::run::resolved_failures(&store, &reports).await?;
     if args.json {
         text::print_json(&serde_json::json!({ "ingest": ingested, "runs": reports }))?;
     } else {
-        text::print(&text::drain_summary(&reports))?;
+        text::print(&text::drain_summary(&reports, &resolved_failures, &hints))?;
     }
     store.close().await;
-    let code = super::run::exit_code(&reports);
+    let code = super::run::exit_code(&reports, &resolved_failures);
     Ok(if code == exit::OK {
         ingested.exit_code()
     } else {

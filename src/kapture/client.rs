@@ -20,6 +20,8 @@ const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// Keep a success's whole ticket snapshot instead of its confirmation.
+    keep_responses: bool,
 }
 
 struct Inner {
@@ -68,7 +70,8 @@ pub struct Reply {
     pub http_status: Option<u16>,
     /// The body's message, the refused redirect, or the transport error; never the token.
     pub message: Option<String>,
-    /// The ticket snapshot a success carries.
+    /// The ticket snapshot a success carries: its confirming fields and the message, or the
+    /// whole snapshot with [`Client::keep_responses`].
     pub ticket: Option<Value>,
     /// At most [`super::EXCERPT_BYTES`] bytes of the body, for the attempts log.
     pub excerpt: String,
@@ -104,7 +107,15 @@ impl Client {
                 target,
                 auth: token.header_value(),
             }),
+            keep_responses: false,
         })
+    }
+
+    /// With `true`, a success's [`Reply::ticket`] is Kapture's whole snapshot; by default it is
+    /// only what confirms the update (see [`super::confirm::confirmation`]).
+    pub fn keep_responses(mut self, keep: bool) -> Client {
+        self.keep_responses = keep;
+        self
     }
 
     /// The target this client sends to.
@@ -119,7 +130,16 @@ impl Client {
         body.push(b'[');
         body.extend_from_slice(payload.as_bytes());
         body.push(b']');
-        self.post(self.inner.update_url.clone(), body).await.0
+        let mut reply = self.post(self.inner.update_url.clone(), body).await.0;
+        if !self.keep_responses
+            && let Some(ticket) = &reply.ticket
+        {
+            reply.ticket = Some(super::confirm::confirmation(
+                ticket,
+                reply.message.as_deref(),
+            ));
+        }
+        reply
     }
 
     /// Reads tickets back with Get Ticket (at most [`MAX_GET_TICKET_IDS`] ids per call).

@@ -2,11 +2,13 @@
 
 mod classify;
 mod client;
+mod confirm;
 mod target;
 mod token;
 
 pub use classify::{Answer, Class, classify, excerpt, parse_retry_after};
 pub use client::{Client, ClientError, Reply};
+pub use confirm::confirmation;
 pub use target::{Target, TargetError};
 pub(crate) use token::strip_basic;
 pub use token::{Token, TokenError};

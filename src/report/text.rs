@@ -23,8 +23,26 @@ pub fn print_json(value: &impl serde::Serialize) -> std::io::Result<()> {
     print(&text)
 }
 
-/// The summary of an ingest.
-pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary]) -> String {
+/// What the commands a summary suggests start with, so they work when pasted as printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hints {
+    /// `kapsync` and the global flags that are not the defaults (`--db PATH`).
+    pub prefix: String,
+    /// Flags a `run` needs besides the run (`--token-file PATH`), each with a leading space.
+    pub run_flags: String,
+}
+
+impl Default for Hints {
+    fn default() -> Self {
+        Self {
+            prefix: "kapsync".to_owned(),
+            run_flags: String::new(),
+        }
+    }
+}
+
+/// The summary of an ingest; hints start with `prefix`.
+pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary], prefix: &str) -> String {
     let mut out = String::new();
     let how = if created { "new run" } else { "run" };
     let _ = writeln!(out, "Ingested into {how} {}", run.name);
@@ -76,7 +94,7 @@ pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary]) -> String
         if file.invalid > file.invalid_samples.len() as i64 && !file.invalid_samples.is_empty() {
             let _ = writeln!(
                 out,
-                "    ... and {} more (kapsync export --run {} --state invalid)",
+                "    ... and {} more ({prefix} export --run {} --state invalid)",
                 file.invalid - file.invalid_samples.len() as i64,
                 shell_word(&run.name)
             );
@@ -96,12 +114,21 @@ pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary]) -> String
     out
 }
 
-/// A run's counts and source files.
-pub fn status(run: &Run, counts: &Counts, sources: &[SourceSummary]) -> String {
+/// A run's counts and source files; `resolved` of the failed rows are resolved by a later row
+/// of their sync key and shown apart from the open ones.
+pub fn status(run: &Run, counts: &Counts, resolved: i64, sources: &[SourceSummary]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Run {} (created {})", run.name, run.created_at);
     for state in JobState::ALL {
-        let _ = writeln!(out, "  {:<10} {:>9}", state.as_str(), counts.get(state));
+        let _ = write!(out, "  {:<10} {:>9}", state.as_str(), counts.get(state));
+        if state == JobState::Failed && resolved > 0 {
+            let _ = write!(
+                out,
+                "  ({} open, {resolved} resolved by a later row of their ticket)",
+                counts.failed - resolved
+            );
+        }
+        out.push('\n');
     }
     let _ = writeln!(out, "  {:<10} {:>9}", "total", counts.total());
     if !sources.is_empty() {
@@ -167,14 +194,21 @@ pub fn shell_word(word: &str) -> String {
     }
 }
 
-/// The summary of a drain, one block per run.
-pub fn drain_summary(reports: &[crate::engine::DrainReport]) -> String {
+/// The summary of a drain, one block per run. `resolved[i]` of report `i`'s failed rows are
+/// resolved by a later row of their sync key.
+pub fn drain_summary(
+    reports: &[crate::engine::DrainReport],
+    resolved: &[i64],
+    hints: &Hints,
+) -> String {
+    let prefix = &hints.prefix;
     let mut out = String::new();
     if reports.is_empty() {
         out.push_str("Nothing to send: no run has pending rows.\n");
         return out;
     }
-    for r in reports {
+    for (i, r) in reports.iter().enumerate() {
+        let resolved = resolved.get(i).copied().unwrap_or(0);
         let secs = r.duration_ms as f64 / 1000.0;
         let c = &r.counts;
         let _ = writeln!(
@@ -192,9 +226,14 @@ pub fn drain_summary(reports: &[crate::engine::DrainReport]) -> String {
             humantime::format_duration(std::time::Duration::from_secs(secs.round() as u64)),
             r.mean_rate()
         );
+        let resolved_note = if resolved > 0 {
+            format!(" ({resolved} resolved by a later row)")
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "  rows now: {} succeeded, {} failed, {} invalid, {} pending, {} in flight",
+            "  rows now: {} succeeded, {} failed{resolved_note}, {} invalid, {} pending, {} in flight",
             c.succeeded, c.failed, c.invalid, c.pending, c.in_flight
         );
         if r.replayed > 0 {
@@ -217,22 +256,38 @@ pub fn drain_summary(reports: &[crate::engine::DrainReport]) -> String {
                 let _ = writeln!(out, "    {:>6} x {}: {}", e.count, e.class, e.message);
             }
         }
-        if let Some(halt) = &r.halt {
-            let _ = writeln!(out, "  HALTED: {halt}");
-        } else if r.stopped && c.pending + c.in_flight > 0 {
-            let _ = writeln!(
-                out,
-                "  stopped early with {} rows left: run `kapsync run --run {}` to resume",
-                c.pending + c.in_flight,
-                shell_word(&r.run)
-            );
+        let name = shell_word(&r.run);
+        match &r.halt {
+            Some(crate::engine::Halt::Config {
+                http_status,
+                message,
+            }) => {
+                let _ = writeln!(
+                    out,
+                    "  HALTED: every request is answered HTTP {http_status} ({message}): the \
+                     subdomain or --base-url is probably wrong. Fix it and run again; the \
+                     affected rows are pending again (rows failed before the halt: \
+                     {prefix} retry --run {name} --class rejected)"
+                );
+            }
+            Some(halt) => {
+                let _ = writeln!(out, "  HALTED: {halt}");
+            }
+            None if r.stopped && c.pending + c.in_flight > 0 => {
+                let _ = writeln!(
+                    out,
+                    "  stopped early with {} rows left: run `{prefix} run --run {name}{}` to resume",
+                    c.pending + c.in_flight,
+                    hints.run_flags
+                );
+            }
+            None => {}
         }
-        if c.failed > 0 {
+        if c.failed > resolved {
             let _ = writeln!(
                 out,
-                "  next: kapsync export --run {name} --state failed -o failed.csv   \
-                 (fix, then kapsync retry --run {name})",
-                name = shell_word(&r.run)
+                "  next: {prefix} export --run {name} --state failed -o failed.csv   \
+                 (fix, then {prefix} retry --run {name})"
             );
         }
     }

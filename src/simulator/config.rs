@@ -75,6 +75,8 @@ pub struct SimConfig {
     pub drop_rate: f64,
     /// Answer "Invalid Auth Key" to every request after the first N.
     pub auth_fail_after: Option<u64>,
+    /// Answer each success with a whole ticket like Kapture's success example (about 2 KB).
+    pub full_tickets: bool,
 }
 
 impl Default for SimConfig {
@@ -91,6 +93,7 @@ impl Default for SimConfig {
             hang_for: DEFAULT_HANG_FOR,
             drop_rate: 0.0,
             auth_fail_after: None,
+            full_tickets: false,
         }
     }
 }
@@ -131,6 +134,7 @@ impl SimConfig {
             hang_for: DEFAULT_HANG_FOR,
             drop_rate: args.drop_rate,
             auth_fail_after: args.auth_fail_after,
+            full_tickets: args.full_tickets,
         };
         config.validate()?;
         Ok(config)

@@ -8,6 +8,7 @@ mod api;
 mod config;
 mod ledger;
 mod server;
+mod ticket;
 
 pub use api::digest;
 pub use config::{DEFAULT_HANG_FOR, Latency, SimConfig, SimError};

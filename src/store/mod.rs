@@ -16,7 +16,7 @@ pub use ingest::{IngestWriter, NewJob, SourceProgress, SourceStart};
 pub use open::Store;
 pub use reports::{Counts, JobRow, RunSummary, SourceSummary};
 pub use results::{AttemptRecord, Next, Outcome};
-pub use retry::ERROR_CLASSES;
+pub use retry::{ERROR_CLASSES, Requeued, RowFilter};
 pub use runs::Run;
 pub use target::TargetBinding;
 

@@ -1,6 +1,39 @@
-//! Putting failed rows back to `pending` for `kapsync retry`, their attempt history kept.
+//! Putting failed rows back to `pending` for `kapsync retry` (never behind a later row of
+//! their ticket), skipping rows for `kapsync skip`, and telling resolved failures from open ones.
 
 use super::{Store, StoreError, now_ms};
+
+/// "A later row of this failed row's ticket succeeded or is on its way": retrying it would
+/// apply an older update over a newer one. Succeeded rows are found by sync key (one index
+/// probe), open rows by ticket (any later pending or in-flight row of the ticket).
+const SUPERSEDED: &str = "(EXISTS (SELECT 1 FROM jobs l WHERE l.sync_key = jobs.sync_key
+         AND l.id > jobs.id AND l.state IN ('succeeded', 'pending', 'in_flight'))
+     OR EXISTS (SELECT 1 FROM jobs l WHERE l.ticket_id = jobs.ticket_id
+         AND l.id > jobs.id AND l.state IN ('pending', 'in_flight')))";
+
+/// "A later row of this failed row's sync key succeeded, or was found unchanged since what was
+/// sent": the failure needs nothing more.
+const RESOLVED: &str = "EXISTS (SELECT 1 FROM jobs l WHERE l.sync_key = jobs.sync_key
+         AND l.id > jobs.id
+         AND (l.state = 'succeeded' OR (l.state = 'skipped' AND l.error_class = 'unchanged')))";
+
+/// Which rows of a run `retry` and `skip` act on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RowFilter<'a> {
+    /// Only rows whose `error_class` equals this.
+    pub class: Option<&'a str>,
+    /// Only rows whose `error_message` contains this literally.
+    pub grep: Option<&'a str>,
+}
+
+/// What `retry` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Requeued {
+    /// Rows put back to pending.
+    pub requeued: u64,
+    /// Matching failed rows left failed: a later row of their ticket succeeded or is on its way.
+    pub superseded: u64,
+}
 
 /// Every `error_class` a row can carry: the engine's classes for an answer that was not a
 /// success, plus `invalid` for rows ingest could not use. `retry --class` accepts these.
@@ -25,27 +58,91 @@ impl Store {
     /// `next_attempt_at` is set to 0 rather than NULL: a pending row behind the dispatcher's
     /// cursor is only found through the `jobs_waiting` partial index, which holds rows with
     /// a non-NULL `next_attempt_at`.
+    ///
+    /// Unless `include_superseded`, a failed row whose ticket has a later row that succeeded
+    /// or is pending or in flight stays failed (counted in [`Requeued::superseded`]).
     pub async fn requeue_failed(
         &self,
         run_id: i64,
-        class: Option<&str>,
-        grep: Option<&str>,
-    ) -> Result<u64, StoreError> {
-        let done = sqlx::query(
+        filter: RowFilter<'_>,
+        include_superseded: bool,
+    ) -> Result<Requeued, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let superseded = if include_superseded {
+            0
+        } else {
+            let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM jobs
+                 WHERE run_id = ?1 AND state = 'failed'
+                   AND (?2 IS NULL OR error_class = ?2)
+                   AND (?3 IS NULL OR instr(error_message, ?3) > 0) AND {SUPERSEDED}"
+            )))
+            .bind(run_id)
+            .bind(filter.class)
+            .bind(filter.grep)
+            .fetch_one(&mut *tx)
+            .await?;
+            n as u64
+        };
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE jobs
              SET state = 'pending', attempts = 0, next_attempt_at = 0,
                  error_class = NULL, error_message = NULL, http_status = NULL, updated_at = ?1
              WHERE run_id = ?2 AND state = 'failed'
                AND (?3 IS NULL OR error_class = ?3)
-               AND (?4 IS NULL OR instr(error_message, ?4) > 0)",
-        )
+               AND (?4 IS NULL OR instr(error_message, ?4) > 0)
+               AND (?5 OR NOT {SUPERSEDED})"
+        )))
         .bind(now_ms())
         .bind(run_id)
-        .bind(class)
-        .bind(grep)
+        .bind(filter.class)
+        .bind(filter.grep)
+        .bind(include_superseded)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Requeued {
+            requeued: done.rows_affected(),
+            superseded,
+        })
+    }
+
+    /// Marks the run's failed and pending rows matching `filter` `skipped`, with `reason`
+    /// (a person decided not to send them); returns how many changed.
+    pub async fn skip_rows(
+        &self,
+        run_id: i64,
+        filter: RowFilter<'_>,
+        reason: &str,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE jobs
+             SET state = 'skipped', next_attempt_at = NULL, error_class = 'manual',
+                 error_message = ?1, updated_at = ?2
+             WHERE run_id = ?3 AND state IN ('failed', 'pending')
+               AND (?4 IS NULL OR error_class = ?4)
+               AND (?5 IS NULL OR instr(error_message, ?5) > 0)",
+        )
+        .bind(reason)
+        .bind(now_ms())
+        .bind(run_id)
+        .bind(filter.class)
+        .bind(filter.grep)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
+    }
+
+    /// How many of the run's failed rows are resolved: a later row of their sync key
+    /// succeeded (or was unchanged since what was sent). They do not make a run exit 1.
+    pub async fn resolved_failures(&self, run_id: i64) -> Result<i64, StoreError> {
+        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM jobs WHERE run_id = ? AND state = 'failed' AND {RESOLVED}"
+        )))
+        .bind(run_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n)
     }
 
     /// How many attempts the history holds for one job.
@@ -167,11 +264,12 @@ mod tests {
             .unwrap();
 
         // `%` is literal: only the row whose message really holds "100%" and is rejected.
-        let n = store
-            .requeue_failed(run_id, Some("rejected"), Some("100%"))
-            .await
-            .unwrap();
-        assert_eq!(n, 1);
+        let filter = RowFilter {
+            class: Some("rejected"),
+            grep: Some("100%"),
+        };
+        let n = store.requeue_failed(run_id, filter, false).await.unwrap();
+        assert_eq!(n.requeued, 1);
         let rows = store.job_rows(run_id, None, 0, 10).await.unwrap();
         assert_eq!(rows[0].state, "pending");
         assert_eq!(rows[0].attempts, 0);
@@ -195,9 +293,20 @@ mod tests {
         );
 
         // Without filters every remaining failed row goes back; pending rows are untouched.
-        assert_eq!(store.requeue_failed(run_id, None, None).await.unwrap(), 2);
+        let all = RowFilter::default();
+        assert_eq!(
+            store
+                .requeue_failed(run_id, all, false)
+                .await
+                .unwrap()
+                .requeued,
+            2
+        );
         let counts = store.counts(run_id).await.unwrap();
         assert_eq!(counts.get(JobState::Pending), 4);
-        assert_eq!(store.requeue_failed(run_id, None, None).await.unwrap(), 0);
+        assert_eq!(
+            store.requeue_failed(run_id, all, false).await.unwrap(),
+            Requeued::default()
+        );
     }
 }
