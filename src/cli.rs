@@ -8,7 +8,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config;
+use crate::engine::{DEFAULT_BURST, DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, DEFAULT_RATE};
+use crate::ingest::{DEFAULT_MAX_RECORD_BYTES, InputFormat};
+use crate::kapture::DEFAULT_TIMEOUT_SECS;
+use crate::logging::LogFormat;
+use crate::simulator::{DEFAULT_SIM_BIND, DEFAULT_SIM_PORT, DEFAULT_SUB_STATUSES};
+use crate::store::DEFAULT_DB;
 
 /// Text shown after `--help`: the exit codes are part of the contract.
 const AFTER_HELP: &str = "\
@@ -40,8 +45,8 @@ pub struct Cli {
 /// Flags accepted by every subcommand.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// SQLite database holding runs, rows and attempts [default: ./kapsync.db]
-    #[arg(long, global = true, value_name = "PATH", env = "KAPSYNC_DB")]
+    #[arg(long, global = true, value_name = "PATH", env = "KAPSYNC_DB",
+        help = with_default("SQLite database holding runs, rows and attempts", format!("./{DEFAULT_DB}")))]
     pub db: Option<PathBuf>,
 
     /// Settings file [default: ./kapsync.toml when it exists]
@@ -63,16 +68,6 @@ pub struct GlobalArgs {
     /// Never draw progress bars or progress lines
     #[arg(long, global = true)]
     pub no_progress: bool,
-}
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines
-    Text,
-    /// One JSON object per line
-    Json,
 }
 
 /// The subcommands.
@@ -115,16 +110,6 @@ pub struct JsonArg {
     pub json: bool,
 }
 
-/// Input file kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InputFormat {
-    /// Comma-separated values with a header row
-    Csv,
-    /// One JSON object per line (also .ndjson)
-    Jsonl,
-}
-
 /// Flags shared by `ingest` and `sync`.
 #[derive(Debug, Args)]
 pub struct IngestOptions {
@@ -140,8 +125,8 @@ pub struct IngestOptions {
     #[arg(long, value_name = "FILE", env = "KAPSYNC_MAPPING")]
     pub mapping: Option<PathBuf>,
 
-    /// Largest accepted record in bytes; larger ones are stored as invalid [default: 1048576]
-    #[arg(long, value_name = "BYTES", env = "KAPSYNC_MAX_RECORD_BYTES")]
+    #[arg(long, value_name = "BYTES", env = "KAPSYNC_MAX_RECORD_BYTES",
+        help = with_default("Largest accepted record in bytes; larger ones are stored as invalid", DEFAULT_MAX_RECORD_BYTES))]
     pub max_record_bytes: Option<u64>,
 
     /// Store every valid row as pending, even one equal to what its ticket (sync key) last
@@ -190,24 +175,24 @@ pub struct RunOptions {
     #[arg(long, value_name = "PATH", env = "KAPSYNC_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
 
-    /// Requests per second, 0 for no limit [default: 5]
-    #[arg(long, value_name = "N", env = "KAPSYNC_RATE")]
+    #[arg(long, value_name = "N", env = "KAPSYNC_RATE",
+        help = with_default("Requests per second, 0 for no limit", DEFAULT_RATE))]
     pub rate: Option<u32>,
 
-    /// Requests allowed at once above the rate [default: 1]
-    #[arg(long, value_name = "N", env = "KAPSYNC_BURST")]
+    #[arg(long, value_name = "N", env = "KAPSYNC_BURST",
+        help = with_default("Requests allowed at once above the rate", DEFAULT_BURST))]
     pub burst: Option<u32>,
 
-    /// Requests in flight at most [default: 4]
-    #[arg(long, value_name = "N", env = "KAPSYNC_CONCURRENCY")]
+    #[arg(long, value_name = "N", env = "KAPSYNC_CONCURRENCY",
+        help = with_default("Requests in flight at most", DEFAULT_CONCURRENCY))]
     pub concurrency: Option<u32>,
 
-    /// Attempts per row before it is failed [default: 8]
-    #[arg(long, value_name = "N", env = "KAPSYNC_MAX_ATTEMPTS")]
+    #[arg(long, value_name = "N", env = "KAPSYNC_MAX_ATTEMPTS",
+        help = with_default("Attempts per row before it is failed", DEFAULT_MAX_ATTEMPTS))]
     pub max_attempts: Option<u32>,
 
-    /// Seconds a request may take in all [default: 30]
-    #[arg(long, value_name = "SECS", env = "KAPSYNC_TIMEOUT")]
+    #[arg(long, value_name = "SECS", env = "KAPSYNC_TIMEOUT",
+        help = with_default("Seconds a request may take in all", DEFAULT_TIMEOUT_SECS))]
     pub timeout: Option<u64>,
 
     /// Stop gracefully after this long, e.g. 6h or 90m (for nightly windows)
@@ -360,11 +345,11 @@ pub struct ExportArgs {
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
     /// Port to listen on (0 picks a free one)
-    #[arg(long, default_value_t = config::DEFAULT_SIM_PORT)]
+    #[arg(long, default_value_t = DEFAULT_SIM_PORT)]
     pub port: u16,
 
     /// Address to bind
-    #[arg(long, default_value = config::DEFAULT_SIM_BIND)]
+    #[arg(long, default_value = DEFAULT_SIM_BIND)]
     pub bind: std::net::IpAddr,
 
     /// Token the simulator expects (or KAPTURE_TOKEN); with none it accepts any
@@ -372,7 +357,7 @@ pub struct SimulateArgs {
     pub token: Option<String>,
 
     /// Accepted sub_status keys, comma-separated
-    #[arg(long, value_name = "KEYS", default_value = config::DEFAULT_SUB_STATUSES)]
+    #[arg(long, value_name = "KEYS", default_value = DEFAULT_SUB_STATUSES)]
     pub sub_statuses: String,
 
     /// Seed for fault injection, so runs repeat
@@ -418,6 +403,11 @@ pub struct DemoArgs {
     /// Print the summary as one JSON object
     #[arg(long)]
     pub json: bool,
+}
+
+/// A flag's help line ending in its default, taken from the constant the code uses.
+fn with_default(text: &str, default: impl std::fmt::Display) -> String {
+    format!("{text} [default: {default}]")
 }
 
 /// Parses a human duration such as `6h`, `90m` or `1h 30m`.

@@ -9,48 +9,44 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cli::{GlobalArgs, IngestOptions, RunOptions};
+use crate::engine::{DEFAULT_BURST, DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, DEFAULT_RATE};
+use crate::ingest::DEFAULT_MAX_RECORD_BYTES;
+use crate::kapture::DEFAULT_TIMEOUT_SECS;
+use crate::store::DEFAULT_DB;
+use crate::toml_error::TomlError;
 
-/// Database file used when neither `--db`, `KAPSYNC_DB` nor kapsync.toml names one.
-pub const DEFAULT_DB: &str = "kapsync.db";
 /// Settings file read from the working directory when it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "kapsync.toml";
-/// Environment variable holding the API token.
-pub const TOKEN_ENV: &str = "KAPTURE_TOKEN";
-/// Largest accepted input record, in bytes.
-pub const DEFAULT_MAX_RECORD_BYTES: u64 = 1024 * 1024;
-/// Requests per second: public Kapture clients pace themselves at 3 to 6.
-pub const DEFAULT_RATE: u32 = 5;
-/// Requests allowed at once above the rate.
-pub const DEFAULT_BURST: u32 = 1;
-/// Requests in flight at most.
-pub const DEFAULT_CONCURRENCY: u32 = 4;
-/// Attempts per row before it is failed.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
-/// Seconds a whole request may take.
-pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
-/// Port `kapsync simulate` listens on.
-pub const DEFAULT_SIM_PORT: u16 = 8787;
-/// Address `kapsync simulate` binds.
-pub const DEFAULT_SIM_BIND: &str = "127.0.0.1";
-/// `sub_status` keys the simulator accepts, as seen in public Kapture tenants.
-pub const DEFAULT_SUB_STATUSES: &str = "P,CL,OP,IN,RS,PE,CRS,CO";
 
 /// A settings file or value that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("failed to read settings file {path}: {source}")]
+    #[error("failed to read settings file {path}")]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    /// The file is not valid TOML or has unknown keys.
-    #[error("failed to parse settings file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    /// The file is not valid TOML or has unknown keys. The cause names the line and column,
+    /// never the line itself.
+    #[error("failed to parse settings file {path}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: TomlError,
+    },
     /// A value is out of range.
     #[error("invalid setting {name}: {message}")]
     Invalid { name: &'static str, message: String },
+}
+
+impl ConfigError {
+    /// Whether the user can fix this by changing the command or the file (exit code 2): every
+    /// settings error is.
+    pub fn is_usage(&self) -> bool {
+        true
+    }
 }
 
 /// The contents of kapsync.toml. Every key is optional; unknown keys are an error so a typo
@@ -93,7 +89,7 @@ impl FileConfig {
         })?;
         let mut config: Self = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.clone(),
-            message: e.to_string(),
+            source: TomlError::new(&e, &text),
         })?;
         let base = path.parent().unwrap_or(Path::new(""));
         for slot in [&mut config.db, &mut config.mapping, &mut config.token_file] {

@@ -13,28 +13,10 @@ pub const STOPPED: u8 = 4;
 /// Internal error: database, I/O.
 pub const INTERNAL: u8 = 5;
 
-/// An error that is the user's to fix (a bad flag, setting, mapping file or path): exit 2.
+/// An error that is the user's to fix (a bad flag combination, a path): exit 2.
 ///
-/// Commands wrap such errors in this type so `main` can tell them from internal failures.
+/// For messages the command layer composes itself. Library errors need no wrapping: each says
+/// whether it is a usage error (`is_usage()`), and `commands::exit_code` asks it.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
-
-/// Maps an error from a command to its exit code: [`USAGE`] when a [`UsageError`] or a
-/// configuration error sits anywhere in its chain, [`INTERNAL`] otherwise.
-pub fn code_for(error: &anyhow::Error) -> u8 {
-    let usage = error.chain().any(|cause| {
-        cause.is::<UsageError>()
-            || cause
-                .downcast_ref::<crate::ingest::IngestError>()
-                .is_some_and(|e| e.is_usage())
-            || cause.is::<crate::config::ConfigError>()
-            || matches!(
-                cause.downcast_ref::<crate::store::StoreError>(),
-                Some(crate::store::StoreError::NoSuchRun(_) | crate::store::StoreError::NoRuns)
-            )
-            || cause.is::<crate::ingest::MappingError>()
-            || cause.is::<crate::kapture::TargetError>()
-    });
-    if usage { USAGE } else { INTERNAL }
-}

@@ -16,5 +16,7 @@ pub mod ingest;
 pub mod kapture;
 pub mod logging;
 pub mod report;
+pub mod roundtrip;
 pub mod simulator;
 pub mod store;
+pub mod toml_error;

@@ -4,11 +4,20 @@ use std::io::{IsTerminal as _, Write};
 
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{GlobalArgs, LogFormat};
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines
+    Text,
+    /// One JSON object per line
+    Json,
+}
 
-/// Installs the global subscriber. Called once by `main`; tests call the library directly.
-pub fn init(global: &GlobalArgs) {
-    let level = match (global.verbose, global.quiet) {
+/// Installs the global subscriber: `verbose` and `quiet` count `-v` and `-q`. Called once by
+/// `main`; tests call the library directly.
+pub fn init(verbose: u8, quiet: u8, format: Option<LogFormat>) {
+    let level = match (verbose, quiet) {
         (0, 0) => "info",
         (1, _) => "debug",
         (v, _) if v >= 2 => "trace",
@@ -26,7 +35,7 @@ pub fn init(global: &GlobalArgs) {
         .with_writer(std::io::stderr)
         .with_ansi(colour)
         .with_target(false);
-    let _ = match global.log_format.unwrap_or(LogFormat::Text) {
+    let _ = match format.unwrap_or(LogFormat::Text) {
         LogFormat::Text => builder.without_time().try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
@@ -37,18 +46,13 @@ pub fn report_error(error: &anyhow::Error) {
     let _ = writeln!(std::io::stderr(), "{}", error_text(error));
 }
 
-/// An error and its chain of causes as lines of text, each cause once (wrapped errors often
-/// end their message with their cause's), and advice when the disk is full.
+/// An error and its chain of causes as lines of text, and advice when the disk is full.
+///
+/// Library errors keep their cause only as a source, so each cause is printed once.
 fn error_text(error: &anyhow::Error) -> String {
     let mut message = format!("error: {error}");
-    let mut shown = vec![error.to_string()];
     for cause in error.chain().skip(1) {
-        let text = cause.to_string();
-        if shown.iter().any(|s| s.contains(&text)) {
-            continue;
-        }
-        message.push_str(&format!("\n  caused by: {text}"));
-        shown.push(text);
+        message.push_str(&format!("\n  caused by: {cause}"));
     }
     if is_disk_full(error) {
         message.push_str(
@@ -78,7 +82,7 @@ mod tests {
     use super::*;
 
     #[derive(Debug, thiserror::Error)]
-    #[error("failed to read {path}: {source}")]
+    #[error("failed to read {path}")]
     struct ReadError {
         path: &'static str,
         #[source]
@@ -90,7 +94,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cause_already_in_the_message_is_not_repeated() {
+    fn each_cause_is_shown_once_in_order() {
         let error = anyhow::Error::new(ReadError {
             path: "a.csv",
             source: not_found(),
@@ -98,16 +102,19 @@ mod tests {
         .context("failed to ingest a.csv");
         assert_eq!(
             error_text(&error),
-            "error: failed to ingest a.csv\n  caused by: failed to read a.csv: no such file"
+            "error: failed to ingest a.csv\n  caused by: failed to read a.csv\n  caused by: no \
+             such file"
         );
     }
 
     #[test]
-    fn a_cause_not_in_the_message_is_shown() {
-        let error = anyhow::Error::new(not_found()).context("failed to open the database k.db");
-        assert_eq!(
-            error_text(&error),
-            "error: failed to open the database k.db\n  caused by: no such file"
+    fn a_full_disk_gets_advice() {
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let error = anyhow::Error::new(full).context("failed to open the database k.db");
+        let text = error_text(&error);
+        assert!(
+            text.contains("hint: the disk holding the database is full"),
+            "{text}"
         );
     }
 }

@@ -7,7 +7,7 @@ use kapsync::{cli::Cli, commands, exit, logging};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(&cli.global);
+    logging::init(cli.global.verbose, cli.global.quiet, cli.global.log_format);
     // The simulator serves many connections at once and wants every core. The other commands
     // are one loop of I/O around SQLite (which runs on its own thread): on one runtime thread
     // they skip the cross-thread wake-ups, which made the drain about a quarter faster.
@@ -27,7 +27,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             logging::report_error(&error);
-            ExitCode::from(exit::code_for(&error))
+            ExitCode::from(commands::exit_code(&error))
         }
     }
 }

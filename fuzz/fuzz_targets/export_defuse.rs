@@ -4,7 +4,7 @@
 #![no_main]
 
 use kapsync::ingest::csv::CsvReader;
-use kapsync::report::export::{defuse, undefuse};
+use kapsync::roundtrip::{defuse, undefuse};
 use libfuzzer_sys::fuzz_target;
 
 const TRIGGERS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];

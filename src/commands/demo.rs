@@ -10,8 +10,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::cli::{DemoArgs, IngestOptions};
-use crate::config::{DEFAULT_MAX_RECORD_BYTES, RunSettings, Settings};
+use crate::config::{RunSettings, Settings};
 use crate::exit;
+use crate::ingest::DEFAULT_MAX_RECORD_BYTES;
 use crate::kapture::{Client, Target, Token};
 use crate::report::text;
 use crate::simulator::{Latency, SimConfig, Simulator};
@@ -113,7 +114,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<u8> {
     };
     let client = Client::new(
         Target::resolve(None, Some(&base_url))?,
-        Token::new(DEMO_TOKEN).map_err(|e| anyhow::anyhow!("{e}"))?,
+        Token::new(DEMO_TOKEN)?,
         resolved.timeout,
     )?;
     if !args.json {

@@ -83,6 +83,7 @@ pub async fn ingest_into(
         Some(name) => store.get_or_create_run(name).await?,
         None => (store.create_timed_run().await?, true),
     };
+    let supersede = input.supersede || mapping.supersede();
     let config = IngestConfig {
         mapping,
         format: input.format,
@@ -90,7 +91,7 @@ pub async fn ingest_into(
         bytes_read: Default::default(),
         delta: DeltaOptions {
             skip_unchanged: !input.resend_unchanged,
-            supersede: input.supersede,
+            supersede,
         },
     };
     let mut files = Vec::new();

@@ -16,9 +16,13 @@ mod target;
 use anyhow::Context as _;
 
 use crate::cli::{Cli, Command};
-use crate::config::Settings;
-use crate::exit::UsageError;
-use crate::store::Store;
+use crate::config::{ConfigError, Settings};
+use crate::engine::LockError;
+use crate::exit::{self, UsageError};
+use crate::ingest::{IngestError, MappingError};
+use crate::kapture::{TargetError, TokenError};
+use crate::simulator::SimError;
+use crate::store::{Store, StoreError};
 
 /// Runs the parsed command line and returns the process exit code.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
@@ -42,13 +46,44 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
 /// add more (a settings profile).
 pub(crate) fn hint_prefix(settings: &Settings) -> String {
     let mut prefix = String::from("kapsync");
-    if settings.db != std::path::Path::new(crate::config::DEFAULT_DB) {
+    if settings.db != std::path::Path::new(crate::store::DEFAULT_DB) {
         prefix.push_str(" --db ");
         prefix.push_str(&crate::report::text::shell_word(
             &settings.db.display().to_string(),
         ));
     }
     prefix
+}
+
+/// Maps an error from a command to its exit code: [`exit::USAGE`] when a [`UsageError`] or a
+/// library error that says it is a usage error sits anywhere in its chain, [`exit::INTERNAL`]
+/// otherwise.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    if error.chain().any(is_usage) {
+        exit::USAGE
+    } else {
+        exit::INTERNAL
+    }
+}
+
+/// Whether one error of a chain is the user's to fix.
+fn is_usage(cause: &(dyn std::error::Error + 'static)) -> bool {
+    macro_rules! asks {
+        ($($kind:ty),+) => {
+            false $(|| cause.downcast_ref::<$kind>().is_some_and(<$kind>::is_usage))+
+        };
+    }
+    cause.is::<UsageError>()
+        || asks!(
+            ConfigError,
+            StoreError,
+            IngestError,
+            MappingError,
+            TargetError,
+            TokenError,
+            LockError,
+            SimError
+        )
 }
 
 /// Opens (creating when missing) the database named by the settings.

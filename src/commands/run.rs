@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::cli::RunArgs;
 use crate::config::{RunSettings, Settings};
 use crate::engine::{self, DrainReport, EngineConfig, Halt, RetryPolicy, RunnerLock, Shutdown};
-use crate::exit::{self, UsageError};
+use crate::exit;
 use crate::kapture::{Client, Target, Token, UPDATE_TICKET_PATH};
 use crate::report::progress::DrainDisplay;
 use crate::report::text;
@@ -87,8 +87,7 @@ pub async fn resolved_failures(store: &Store, reports: &[DrainReport]) -> anyhow
 
 /// The client for the target and the configured token; a missing token is a usage error.
 pub fn client_for(target: Target, resolved: &RunSettings) -> anyhow::Result<Client> {
-    let token =
-        Token::load(resolved.token_file.as_deref()).map_err(|e| UsageError(e.to_string()))?;
+    let token = Token::load(resolved.token_file.as_deref())?;
     Ok(Client::new(target, token, resolved.timeout)?.keep_responses(resolved.keep_responses))
 }
 
@@ -115,10 +114,7 @@ pub async fn drain_runs(
     runs: &[Run],
     destination: Option<&super::target::Destination>,
 ) -> anyhow::Result<Vec<DrainReport>> {
-    let _lock = RunnerLock::acquire(store.path()).map_err(|e| match e {
-        engine::LockError::Held { .. } => anyhow::Error::new(UsageError(e.to_string())),
-        other => anyhow::Error::new(other),
-    })?;
+    let _lock = RunnerLock::acquire(store.path())?;
     if let Some(destination) = destination {
         destination.record(store, runs).await?;
     }

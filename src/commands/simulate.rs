@@ -7,13 +7,14 @@ use anyhow::Context;
 
 use crate::cli::SimulateArgs;
 use crate::config::Settings;
-use crate::exit::{self, UsageError};
-use crate::simulator::{SimConfig, Simulator};
+use crate::exit;
+use crate::kapture::{TOKEN_ENV, strip_basic};
+use crate::simulator::{DEFAULT_HANG_FOR, Latency, SimConfig, SimError, Simulator, split_list};
 
 /// Serves the simulator. The first stdout line is `listening on http://ADDR`, so scripts can
 /// start it with `--port 0` and read the address.
 pub async fn run(_settings: &Settings, args: SimulateArgs) -> anyhow::Result<u8> {
-    let config = SimConfig::from_args(&args).map_err(|e| UsageError(e.to_string()))?;
+    let config = sim_config(&args)?;
     let policy = config.token_policy();
     let addr = SocketAddr::new(args.bind, args.port);
     let handle = Simulator::start(config, addr)
@@ -40,6 +41,33 @@ pub async fn run(_settings: &Settings, args: SimulateArgs) -> anyhow::Result<u8>
         "simulator stopped"
     );
     Ok(exit::OK)
+}
+
+/// The simulator's settings from `kapsync simulate`'s flags; the token comes from `--token` or
+/// `KAPTURE_TOKEN`.
+fn sim_config(args: &SimulateArgs) -> Result<SimConfig, SimError> {
+    let token = args
+        .token
+        .clone()
+        .or_else(|| std::env::var(TOKEN_ENV).ok())
+        .map(|t| strip_basic(&t).to_owned())
+        .filter(|t| !t.is_empty());
+    let config = SimConfig {
+        token,
+        sub_statuses: split_list(&args.sub_statuses),
+        seed: args.seed,
+        fail_rate: args.fail_rate,
+        throttle_rate: args.throttle_rate,
+        rate_limit: args.rate_limit,
+        latency: args.latency.as_deref().map(Latency::parse).transpose()?,
+        hang_rate: args.hang_rate,
+        hang_for: DEFAULT_HANG_FOR,
+        drop_rate: args.drop_rate,
+        auth_fail_after: args.auth_fail_after,
+        full_tickets: args.full_tickets,
+    };
+    config.validate()?;
+    Ok(config)
 }
 
 /// Waits for Ctrl-C, or SIGTERM on Unix.

@@ -16,12 +16,19 @@ pub enum LockError {
     )]
     Held { db: PathBuf, pid: Option<u32> },
     /// The lock file could not be opened.
-    #[error("failed to open the runner lock {path}: {source}")]
+    #[error("failed to open the runner lock {path}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+}
+
+impl LockError {
+    /// Whether the user can fix this (exit code 2): another runner holds the database.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, LockError::Held { .. })
+    }
 }
 
 /// Held while a runner drains a database; released when dropped or when the process dies,

@@ -23,10 +23,22 @@ use sha2::{Digest, Sha256};
 
 pub use mapping::{Mapping, Plan};
 
-use crate::cli::InputFormat;
 use crate::store::{
     DeltaOptions, IngestWriter, NewJob, Run, SourceProgress, SourceStart, Store, StoreError,
 };
+
+/// Largest accepted input record, in bytes, when `--max-record-bytes` is not given.
+pub const DEFAULT_MAX_RECORD_BYTES: u64 = 1024 * 1024;
+
+/// Input file kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputFormat {
+    /// Comma-separated values with a header row
+    Csv,
+    /// One JSON object per line (also .ndjson)
+    Jsonl,
+}
 
 /// Rows handed from the parser thread to the writer at a time: one INSERT statement's worth.
 /// Larger batches only hold more rows in memory (5,000 cost 10 MB of peak memory, no speed).
@@ -48,7 +60,7 @@ pub struct MappingError(pub String);
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     /// The file could not be opened or read.
-    #[error("failed to read {path}: {source}")]
+    #[error("failed to read {path}")]
     Read {
         path: String,
         #[source]
@@ -70,7 +82,7 @@ pub enum IngestError {
         encoding: &'static str,
     },
     /// The mapping does not fit this file.
-    #[error("{path}: {source}")]
+    #[error("failed to apply the mapping to {path}")]
     Mapping {
         path: String,
         #[source]
@@ -84,7 +96,17 @@ pub enum IngestError {
 impl IngestError {
     /// Whether the user can fix this by changing the command (exit code 2).
     pub fn is_usage(&self) -> bool {
-        !matches!(self, IngestError::Store(_))
+        match self {
+            IngestError::Store(e) => e.is_usage(),
+            _ => true,
+        }
+    }
+}
+
+impl MappingError {
+    /// Whether the user can fix this (exit code 2): always, the mapping file is theirs.
+    pub fn is_usage(&self) -> bool {
+        true
     }
 }
 
@@ -496,7 +518,7 @@ impl Parser {
                 continue;
             }
             let job = match self.csv_row(&reader, &headers, &plan) {
-                Ok(update) => valid_job(line, update),
+                Ok((update, key)) => valid_job(line, update, key),
                 Err(invalid) => invalid_job(line, invalid),
             };
             if !self.push(&mut batch, samples, job) {
@@ -512,7 +534,7 @@ impl Parser {
         reader: &csv::CsvReader<R>,
         headers: &[String],
         plan: &Plan,
-    ) -> Result<mapping::Update, mapping::Invalid> {
+    ) -> Result<(mapping::Update, [u8; 16]), mapping::Invalid> {
         let invalid = |reason: String| mapping::Invalid {
             ticket_id: None,
             reason,
@@ -552,7 +574,9 @@ impl Parser {
                 }
             }
         }
-        plan.build_csv(&fields)
+        let update = plan.build_csv(&fields)?;
+        let key = plan.sync_key_csv(&update.ticket_id, &fields);
+        Ok((update, key))
     }
 
     /// Why a record's framing is unusable, with the limit when it is too large.
@@ -584,7 +608,7 @@ impl Parser {
                 continue;
             }
             let job = match self.json_row(&reader, &plan, &mut ignored) {
-                Ok(update) => valid_job(line, update),
+                Ok((update, key)) => valid_job(line, update, key),
                 Err(invalid) => invalid_job(line, invalid),
             };
             if !self.push(&mut batch, samples, job) {
@@ -600,7 +624,7 @@ impl Parser {
         reader: &jsonl::LineReader<R>,
         plan: &Plan,
         ignored: &mut BTreeSet<String>,
-    ) -> Result<mapping::Update, mapping::Invalid> {
+    ) -> Result<(mapping::Update, [u8; 16]), mapping::Invalid> {
         let invalid = |reason: String| mapping::Invalid {
             ticket_id: None,
             reason,
@@ -620,16 +644,15 @@ impl Parser {
         let value: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| invalid(format!("line is not valid JSON: {e}")))?;
         match value {
-            serde_json::Value::Object(object) => plan.build_json(object, ignored),
+            serde_json::Value::Object(object) => {
+                let values = plan.delta_values_json(&object);
+                let update = plan.build_json(object, ignored)?;
+                let key = plan.sync_key_json(&update.ticket_id, &values);
+                Ok((update, key))
+            }
             other => Err(invalid(format!(
                 "line is a JSON {}, not an object",
-                match other {
-                    serde_json::Value::Array(_) => "array",
-                    serde_json::Value::String(_) => "string",
-                    serde_json::Value::Number(_) => "number",
-                    serde_json::Value::Bool(_) => "boolean",
-                    _ => "null",
-                }
+                mapping::json_kind(&other)
             ))),
         }
     }
@@ -646,11 +669,10 @@ fn wide_encoding(start: &[u8]) -> Option<&'static str> {
     }
 }
 
-fn valid_job(line: i64, update: mapping::Update) -> NewJob {
+fn valid_job(line: i64, update: mapping::Update, sync_key: [u8; 16]) -> NewJob {
     let digest = Sha256::digest(update.payload.as_bytes());
     let mut hash = [0; 16];
     hash.copy_from_slice(&digest[..16]);
-    let sync_key = delta::sync_key(&update.ticket_id, []);
     NewJob {
         line,
         ticket_id: Some(update.ticket_id),

@@ -11,6 +11,8 @@ use serde_json::Value;
 use super::classify::{Answer, BodyFields, Class, classify, classify_http, excerpt};
 use super::{GET_TICKET_PATH, MAX_GET_TICKET_IDS, Target, Token, UPDATE_TICKET_PATH};
 
+/// Seconds a whole request may take when `--timeout` is not given.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
 /// Connect timeout: a reachable server accepts quickly, whatever the request timeout is.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest response body read; Kapture's answers are small, a runaway page is cut.

@@ -7,11 +7,21 @@ mod target;
 mod token;
 
 pub use classify::{Answer, Class, classify, excerpt, parse_retry_after};
-pub use client::{Client, ClientError, Reply};
+pub use client::{Client, ClientError, DEFAULT_TIMEOUT_SECS, Reply};
 pub use confirm::confirmation;
 pub use target::{Target, TargetError};
 pub(crate) use token::strip_basic;
-pub use token::{Token, TokenError};
+pub use token::{TOKEN_ENV, Token, TokenError};
+
+/// The fields of Kapture's Update Ticket body that kapsync knows by name.
+pub const KAPTURE_FIELDS: [&str; 6] = [
+    "ticket_id",
+    "sub_status",
+    "comment",
+    "callback_time",
+    "queue",
+    "disposition",
+];
 
 /// Path of the Update Ticket API, below the target's base URL.
 pub const UPDATE_TICKET_PATH: &str = "/update-ticket-from-other-source.html/v.2.0";

@@ -33,6 +33,13 @@ pub enum TargetError {
     InsecureHttp { url: String },
 }
 
+impl TargetError {
+    /// Whether the user can fix this (exit code 2): a target is always given by the user.
+    pub fn is_usage(&self) -> bool {
+        true
+    }
+}
+
 impl Target {
     /// `subdomain` NAME means `https://NAME.kapturecrm.com`; `base_url` overrides it. Plain
     /// `http://` is accepted only to loopback hosts.

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use reqwest::header::HeaderValue;
 
-use crate::config::TOKEN_ENV;
+/// Environment variable holding the API token.
+pub const TOKEN_ENV: &str = "KAPTURE_TOKEN";
 
 /// The Kapture API token, already encoded by Kapture: it is sent as `Authorization: Basic
 /// <token>` and never base64-encoded again.
@@ -38,6 +39,13 @@ pub enum TokenError {
          characters; give the token exactly as Kapture issued it"
     )]
     Invalid { origin: String },
+}
+
+impl TokenError {
+    /// Whether the user can fix this (exit code 2): every token error is theirs to fix.
+    pub fn is_usage(&self) -> bool {
+        true
+    }
 }
 
 impl Token {

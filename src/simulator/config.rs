@@ -2,9 +2,12 @@
 
 use std::time::Duration;
 
-use crate::cli::SimulateArgs;
-use crate::config::{DEFAULT_SUB_STATUSES, TOKEN_ENV};
-
+/// Port `kapsync simulate` listens on.
+pub const DEFAULT_SIM_PORT: u16 = 8787;
+/// Address `kapsync simulate` binds.
+pub const DEFAULT_SIM_BIND: &str = "127.0.0.1";
+/// `sub_status` keys the simulator accepts, as seen in public Kapture tenants.
+pub const DEFAULT_SUB_STATUSES: &str = "P,CL,OP,IN,RS,PE,CRS,CO";
 /// How long a "hang" holds its answer unless told otherwise.
 pub const DEFAULT_HANG_FOR: Duration = Duration::from_secs(60);
 
@@ -112,34 +115,14 @@ pub enum SimError {
     NoSubStatuses,
 }
 
-impl SimConfig {
-    /// Builds the settings from `kapsync simulate`'s flags; the token comes from `--token` or
-    /// `KAPTURE_TOKEN`.
-    pub fn from_args(args: &SimulateArgs) -> Result<SimConfig, SimError> {
-        let token = args
-            .token
-            .clone()
-            .or_else(|| std::env::var(TOKEN_ENV).ok())
-            .map(|t| normalize_token(&t).to_owned())
-            .filter(|t| !t.is_empty());
-        let config = SimConfig {
-            token,
-            sub_statuses: split_list(&args.sub_statuses),
-            seed: args.seed,
-            fail_rate: args.fail_rate,
-            throttle_rate: args.throttle_rate,
-            rate_limit: args.rate_limit,
-            latency: args.latency.as_deref().map(Latency::parse).transpose()?,
-            hang_rate: args.hang_rate,
-            hang_for: DEFAULT_HANG_FOR,
-            drop_rate: args.drop_rate,
-            auth_fail_after: args.auth_fail_after,
-            full_tickets: args.full_tickets,
-        };
-        config.validate()?;
-        Ok(config)
+impl SimError {
+    /// Whether the user can fix this (exit code 2): always, it is a flag's value.
+    pub fn is_usage(&self) -> bool {
+        true
     }
+}
 
+impl SimConfig {
     /// Checks the rates and lists; [`super::Simulator::start`] calls it too.
     pub fn validate(&self) -> Result<(), SimError> {
         for (name, value) in [
@@ -174,7 +157,8 @@ pub(crate) fn normalize_token(text: &str) -> &str {
     crate::kapture::strip_basic(text)
 }
 
-fn split_list(text: &str) -> Vec<String> {
+/// The items of a comma-separated list, trimmed, empty ones dropped.
+pub fn split_list(text: &str) -> Vec<String> {
     text.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())

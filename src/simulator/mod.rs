@@ -11,6 +11,9 @@ mod server;
 mod ticket;
 
 pub use api::digest;
-pub use config::{DEFAULT_HANG_FOR, Latency, SimConfig, SimError};
+pub use config::{
+    DEFAULT_HANG_FOR, DEFAULT_SIM_BIND, DEFAULT_SIM_PORT, DEFAULT_SUB_STATUSES, Latency, SimConfig,
+    SimError, split_list,
+};
 pub use ledger::{LedgerEntry, SimStats};
 pub use server::{SimHandle, Simulator};

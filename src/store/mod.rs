@@ -20,28 +20,31 @@ pub use retry::{ERROR_CLASSES, Requeued, RowFilter};
 pub use runs::Run;
 pub use target::TargetBinding;
 
+/// Database file used when neither `--db`, `KAPSYNC_DB` nor kapsync.toml names one.
+pub const DEFAULT_DB: &str = "kapsync.db";
+
 /// A database operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database file could not be created or opened.
-    #[error("failed to open database {path}: {source}")]
+    #[error("failed to open database {path}")]
     Open {
         path: std::path::PathBuf,
         #[source]
         source: sqlx::Error,
     },
     /// The database file could not be created with owner-only permissions.
-    #[error("failed to create database file {path}: {source}")]
+    #[error("failed to create database file {path}")]
     Create {
         path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
     },
     /// The embedded migrations could not be applied.
-    #[error("failed to apply database migrations: {0}")]
+    #[error("failed to apply database migrations")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// A query failed.
-    #[error("failed to query the database: {0}")]
+    #[error("failed to query the database")]
     Query(#[from] sqlx::Error),
     /// A named run does not exist.
     #[error("no run named {0:?} (see `kapsync runs`)")]
@@ -49,6 +52,14 @@ pub enum StoreError {
     /// The database holds no runs yet.
     #[error("the database has no runs yet: ingest a file first (`kapsync ingest FILE`)")]
     NoRuns,
+}
+
+impl StoreError {
+    /// Whether the user can fix this by changing the command (exit code 2): a run name that
+    /// does not exist, or a database with no runs.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, StoreError::NoSuchRun(_) | StoreError::NoRuns)
+    }
 }
 
 /// Milliseconds since the Unix epoch, the time unit of every integer timestamp in the store.

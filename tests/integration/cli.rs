@@ -113,3 +113,68 @@ fn a_run_without_a_target_or_token_is_a_usage_error_that_says_what_to_do() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("loopback"), "{}", stderr(&out));
 }
+
+/// A token pasted into a settings or mapping file, or the token file given as one, never
+/// reaches stderr (and so the cron log): parse errors say where, not what.
+#[test]
+fn parse_errors_name_the_place_and_never_echo_a_token() {
+    const CANARY: &str = "CANARY-7f3a9c-token";
+    let ws = crate::support::Workspace::new();
+    let csv = ws.file("a.csv", "ticket_id,sub_status\n1,CL\n");
+    let token_file = ws.file("token.txt", format!("{CANARY}\n"));
+    let mapping = ws.file(
+        "mapping.toml",
+        format!("[columns]\nticket_id = \"No\"\n[values.sub_status]\nopen = \"{CANARY}\"\nx = 5\n"),
+    );
+    let check = |out: std::process::Output, place: &str| {
+        let text = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        assert!(!text.contains(CANARY), "the token was echoed:\n{text}");
+        assert!(text.contains(place), "no {place:?} in:\n{text}");
+    };
+
+    // A `token = ...` line in ./kapsync.toml, read by every command.
+    ws.file("kapsync.toml", format!("rate = 5\ntoken = \"{CANARY}\"\n"));
+    check(
+        ws.kapsync().arg("status").output().unwrap(),
+        "line 2, column 1",
+    );
+    // A wrong value quotes nothing either.
+    ws.file("kapsync.toml", format!("rate = \"{CANARY}\"\n"));
+    check(
+        ws.kapsync().arg("status").output().unwrap(),
+        "line 1, column 8",
+    );
+    std::fs::remove_file(ws.dir.path().join("kapsync.toml")).unwrap();
+    // The token file given as --config or --mapping.
+    check(
+        ws.kapsync()
+            .arg("--config")
+            .arg(&token_file)
+            .arg("status")
+            .output()
+            .unwrap(),
+        "line 1, column",
+    );
+    check(
+        ws.kapsync()
+            .arg("ingest")
+            .arg(&csv)
+            .arg("--mapping")
+            .arg(&token_file)
+            .output()
+            .unwrap(),
+        "line 1, column",
+    );
+    // A wrong value in a mapping table, on the line after a token.
+    check(
+        ws.kapsync()
+            .arg("ingest")
+            .arg(&csv)
+            .arg("--mapping")
+            .arg(&mapping)
+            .output()
+            .unwrap(),
+        "line 5, column 5",
+    );
+}
