@@ -17,9 +17,10 @@ CREATE TABLE targets (
     value        TEXT NOT NULL,
     -- The resolved base URL, which is what two targets are compared by.
     base_url     TEXT NOT NULL,
-    -- Rows with an id up to this one were sent (or meant) for an earlier target: unchanged
-    -- rows are only ever compared with rows after it.
-    after_job_id INTEGER NOT NULL DEFAULT 0,
+    -- Unix milliseconds from which rows succeed against this target (0 for the first): rows
+    -- that succeeded before went to an earlier target, and unchanged rows are not compared
+    -- with them.
+    since_ms     INTEGER NOT NULL DEFAULT 0,
     retarget     INTEGER NOT NULL DEFAULT 0,
     recorded_at  TEXT NOT NULL
 );

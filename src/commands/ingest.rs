@@ -54,10 +54,18 @@ pub async fn run(settings: &Settings, args: IngestArgs) -> anyhow::Result<u8> {
         let prefix = super::hint_prefix(settings);
         text::print(&report.text(&run, &prefix))?;
         if report.changed > 0 {
-            text::print(&format!(
-                "Next: {prefix} run --run {}\n",
-                text::shell_word(&run.name)
-            ))?;
+            let run = text::shell_word(&run.name);
+            // Before its first request a database knows no target: the hint that works as
+            // printed is the rehearsal.
+            let hint = if store.target_binding().await?.is_some() {
+                format!("Next: {prefix} run --run {run}\n")
+            } else {
+                format!(
+                    "Next: {prefix} run --run {run} --dry-run   (then without --dry-run, with \
+                     --subdomain NAME or --base-url URL)\n"
+                )
+            };
+            text::print(&hint)?;
         }
     }
     store.close().await;

@@ -2,7 +2,7 @@
 //! row, or superseded by a newer one (`--supersede`).
 //!
 //! A chunk of rows costs one probe statement: for each distinct sync key, the newest row of
-//! that key (after the target binding's first job) that succeeded or is pending or in flight,
+//! that key that succeeded (against the current target) or is pending or in flight,
 //! found through `jobs_by_sync_key` from the top. Rows earlier in the same chunk are not in the
 //! table yet, so the decision walks the chunk in order over a map seeded by the probe.
 
@@ -94,7 +94,7 @@ static PROBE_SQL: LazyLock<String> = LazyLock::new(|| {
              SELECT p.id FROM jobs p
              WHERE p.sync_key = k.key
                AND p.state IN ('succeeded', 'pending', 'in_flight')
-               AND (p.id > ? OR p.state != 'succeeded')
+               AND (p.state != 'succeeded' OR p.updated_at >= ?)
              ORDER BY p.id DESC LIMIT 1)
          JOIN runs r ON r.id = j.run_id",
     );
@@ -120,13 +120,13 @@ static SUPERSEDE_SQL: LazyLock<String> = LazyLock::new(|| {
 type ProbeRow = (Vec<u8>, i64, Option<Vec<u8>>, String, i64, String);
 
 /// Decides every row of a chunk: probes the table for the chunk's keys, then walks the rows in
-/// order. `after_job_id` hides rows that succeeded against an earlier target.
+/// order. Rows that succeeded before `since_ms` went to an earlier target and do not count.
 pub(super) async fn decide(
     conn: &mut PoolConnection<Sqlite>,
     jobs: &[NewJob],
     options: DeltaOptions,
     run_name: &str,
-    after_job_id: i64,
+    since_ms: i64,
 ) -> Result<Decisions, StoreError> {
     let mut latest: HashMap<[u8; 16], Latest> = HashMap::new();
     let mut keys: Vec<[u8; 16]> = Vec::new();
@@ -145,8 +145,7 @@ pub(super) async fn decide(
         for _ in part.len()..KEYS_PER_PROBE {
             query = query.bind(None::<Vec<u8>>);
         }
-        for (key, id, hash, state, line, run) in
-            query.bind(after_job_id).fetch_all(&mut **conn).await?
+        for (key, id, hash, state, line, run) in query.bind(since_ms).fetch_all(&mut **conn).await?
         {
             let Ok(key) = <[u8; 16]>::try_from(key.as_slice()) else {
                 continue;

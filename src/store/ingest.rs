@@ -206,13 +206,13 @@ pub struct IngestWriter {
     counts: DeltaCounts,
 }
 
-/// What comparing with earlier rows needs: the options, this run's name for reasons, and the
-/// first job the current target binding covers.
+/// What comparing with earlier rows needs: the options, this run's name for reasons, and when
+/// the current target's history starts.
 #[derive(Debug)]
 struct DeltaState {
     options: DeltaOptions,
     run_name: String,
-    after_job_id: i64,
+    since_ms: i64,
 }
 
 impl IngestWriter {
@@ -227,11 +227,11 @@ impl IngestWriter {
             .bind(self.run_id)
             .fetch_one(&mut *self.conn)
             .await?;
-        let after_job_id = super::target::after_job_id(&mut self.conn).await?;
+        let since_ms = super::target::since_ms(&mut self.conn).await?;
         self.delta = Some(DeltaState {
             options,
             run_name,
-            after_job_id,
+            since_ms,
         });
         Ok(())
     }
@@ -260,14 +260,8 @@ impl IngestWriter {
             let chunk: Vec<NewJob> = jobs.by_ref().take(ROWS_PER_STATEMENT).collect();
             let decisions = match &self.delta {
                 Some(d) => {
-                    delta::decide(
-                        &mut self.conn,
-                        &chunk,
-                        d.options,
-                        &d.run_name,
-                        d.after_job_id,
-                    )
-                    .await?
+                    delta::decide(&mut self.conn, &chunk, d.options, &d.run_name, d.since_ms)
+                        .await?
                 }
                 None => delta::Decisions {
                     rows: chunk

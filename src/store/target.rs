@@ -32,8 +32,9 @@ impl Store {
         .await?)
     }
 
-    /// Records the target. A retarget also marks where the new target's history starts: rows
-    /// that succeeded before it are no longer what unchanged rows are compared with.
+    /// Records the target. A retarget also marks when the new target's history starts: rows
+    /// that succeeded before it went to the old target, and are no longer what unchanged rows
+    /// are compared with.
     pub async fn bind_target(
         &self,
         kind: &str,
@@ -42,15 +43,14 @@ impl Store {
         retarget: bool,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO targets (kind, value, base_url, after_job_id, retarget, recorded_at)
-             VALUES (?1, ?2, ?3,
-                     CASE WHEN ?4 THEN (SELECT coalesce(max(id), 0) FROM jobs) ELSE 0 END,
-                     ?4, ?5)",
+            "INSERT INTO targets (kind, value, base_url, since_ms, retarget, recorded_at)
+             VALUES (?1, ?2, ?3, CASE WHEN ?4 THEN ?5 ELSE 0 END, ?4, ?6)",
         )
         .bind(kind)
         .bind(value)
         .bind(base_url)
         .bind(retarget)
+        .bind(super::now_ms())
         .bind(now_text())
         .execute(&self.pool)
         .await?;
@@ -58,10 +58,11 @@ impl Store {
     }
 }
 
-/// The last job id of earlier targets (0 when the database never moved).
-pub(super) async fn after_job_id(conn: &mut PoolConnection<Sqlite>) -> Result<i64, StoreError> {
+/// When the current target's history starts, in Unix milliseconds (0 when the database never
+/// moved).
+pub(super) async fn since_ms(conn: &mut PoolConnection<Sqlite>) -> Result<i64, StoreError> {
     let row: Option<(i64,)> =
-        sqlx::query_as("SELECT after_job_id FROM targets ORDER BY id DESC LIMIT 1")
+        sqlx::query_as("SELECT since_ms FROM targets ORDER BY id DESC LIMIT 1")
             .fetch_optional(&mut **conn)
             .await?;
     Ok(row.map_or(0, |(id,)| id))
