@@ -53,7 +53,7 @@ pub async fn run(settings: &Settings, args: IngestArgs) -> anyhow::Result<u8> {
     } else {
         let prefix = super::hint_prefix(settings);
         text::print(&report.text(&run, &prefix))?;
-        if report.changed > 0 {
+        if store.counts(run.id).await?.pending > 0 {
             let run = text::shell_word(&run.name);
             // Before its first request a database knows no target: the hint that works as
             // printed is the rehearsal.

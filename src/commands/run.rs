@@ -116,7 +116,7 @@ pub async fn drain_runs(
 ) -> anyhow::Result<Vec<DrainReport>> {
     let _lock = RunnerLock::acquire(store.path())?;
     if let Some(destination) = destination {
-        destination.record(store, runs).await?;
+        destination.record_retarget(store).await?;
     }
     let shutdown = Shutdown::default();
     let signals = tokio::spawn(watch_signals(shutdown.clone()));
@@ -149,6 +149,9 @@ pub async fn drain_runs(
     signals.abort();
     if let Some(window) = window {
         window.abort();
+    }
+    if let Some(destination) = destination {
+        destination.record_first(store, &reports).await?;
     }
     Ok(reports)
 }

@@ -1,10 +1,12 @@
 //! Which Kapture a drain sends to: the configured target checked against the one the database
-//! belongs to, which is recorded before the first request and moved only with `--retarget`.
+//! belongs to, which is recorded once Kapture accepted a request and moved only with
+//! `--retarget`.
 
 use crate::config::RunSettings;
+use crate::engine::DrainReport;
 use crate::exit::UsageError;
 use crate::kapture::{Target, TargetError};
-use crate::store::{Run, Store, TargetBinding};
+use crate::store::{Store, TargetBinding};
 
 /// The target to send to, and what to record in the database before the first request.
 #[derive(Debug)]
@@ -97,22 +99,26 @@ fn bound_target(binding: &TargetBinding) -> anyhow::Result<Target> {
 }
 
 impl Destination {
-    /// Records the target before the first request: a first binding only when some run has
-    /// rows to send, a retarget always (it was asked for).
-    pub async fn record(&self, store: &Store, runs: &[Run]) -> anyhow::Result<()> {
-        let Some(record) = &self.record else {
-            return Ok(());
-        };
-        if !record.retarget {
-            let mut open = 0;
-            for run in runs {
-                let counts = store.counts(run.id).await?;
-                open += counts.pending + counts.in_flight;
-            }
-            if open == 0 {
-                return Ok(());
-            }
+    /// Before the first request: a `--retarget` is recorded at once (it was asked for).
+    pub async fn record_retarget(&self, store: &Store) -> anyhow::Result<()> {
+        match &self.record {
+            Some(record) if record.retarget => self.write(store, record).await,
+            _ => Ok(()),
         }
+    }
+
+    /// After a drain: a database's first target is recorded once Kapture accepted a request
+    /// there, so a mistyped subdomain that only ever answered 404 does not claim the database.
+    pub async fn record_first(&self, store: &Store, reports: &[DrainReport]) -> anyhow::Result<()> {
+        match &self.record {
+            Some(record) if !record.retarget && reports.iter().any(|r| r.succeeded > 0) => {
+                self.write(store, record).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn write(&self, store: &Store, record: &Record) -> anyhow::Result<()> {
         store
             .bind_target(
                 record.kind,
