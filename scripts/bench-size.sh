@@ -53,7 +53,11 @@ measure() { # measure NAME FLAGS...: sync into a fresh database, print bytes per
   bytes=$(stat -c %s "$db")
   local ok
   ok=$(sqlite3 "$db" "SELECT count(*) FROM jobs WHERE state = 'succeeded';")
-  printf '%s\t%d succeeded\t%d bytes\t%.0f bytes/row\n' "$db" "$ok" "$bytes" "$(echo "$bytes / $rows" | bc -l)"
+  printf '%d succeeded, %d bytes, %.0f bytes/row\n' "$ok" "$bytes" "$(echo "$bytes / $rows" | bc -l)"
+  echo "  bytes per row by table and index (pages, free space included):"
+  sqlite3 "$db" "SELECT '    ' || name || ': ' || (sum(pgsize) / $rows) FROM dbstat GROUP BY name
+                 HAVING sum(pgsize) > 16384 ORDER BY sum(pgsize) DESC;"
+  echo "  kept per success (bytes): payload $(sqlite3 "$db" "SELECT CAST(avg(length(payload)) AS INT) FROM jobs"), response $(sqlite3 "$db" "SELECT CAST(avg(length(response)) AS INT) FROM jobs")"
 }
 echo "rows: $rows, simulator answering full tickets on port $port"
 echo "default (confirmation only), goal <= 500 bytes/row:"

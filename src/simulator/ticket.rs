@@ -76,8 +76,9 @@ pub(crate) fn full_ticket(snapshot: &Map<String, Value>) -> Value {
         Value::Object(map) => map,
         _ => Map::new(),
     };
+    // What was written wins over the template (the queue an update set, say).
     for (key, value) in snapshot {
-        ticket.entry(key.clone()).or_insert_with(|| value.clone());
+        ticket.insert(key.clone(), value.clone());
     }
     Value::Object(ticket)
 }

@@ -94,7 +94,7 @@ static PROBE_SQL: LazyLock<String> = LazyLock::new(|| {
              SELECT p.id FROM jobs p
              WHERE p.sync_key = k.key
                AND p.state IN ('succeeded', 'pending', 'in_flight')
-               AND (p.state != 'succeeded' OR p.updated_at >= ?)
+               AND (p.state != 'succeeded' OR ifnull(p.updated_at, 0) >= ?)
              ORDER BY p.id DESC LIMIT 1)
          JOIN runs r ON r.id = j.run_id",
     );
