@@ -6,7 +6,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 
 use crate::engine::{DEFAULT_BURST, DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, DEFAULT_RATE};
 use crate::ingest::{DEFAULT_MAX_RECORD_BYTES, InputFormat};
@@ -20,20 +21,38 @@ const AFTER_HELP: &str = "\
 Exit codes:
   0  all rows done and succeeded (or nothing to do)
   1  finished, but some rows failed or were invalid
-  2  usage or configuration error
+  2  usage or configuration error, including a wrong target (404/405/501, a host that does
+     not resolve) and a canary that every row fails
   3  halted: the API key is invalid, expired or lacks permission
   4  stopped early (Ctrl-C, SIGTERM, --max-duration) with work left; run again to resume
   5  internal error (database, I/O)
+  6  Kapture could not be reached for --unreachable-timeout: nothing was sent, run again to
+     resume
 
 The API token is read from the KAPTURE_TOKEN environment variable or from --token-file,
 never from a flag value.";
+
+/// `--version`'s long form: the version, the commit and the build date (stamped by build.rs).
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit: ",
+    env!("KAPSYNC_COMMIT"),
+    "\nbuilt:  ",
+    env!("KAPSYNC_BUILD_DATE"),
+);
 
 /// Moves ticket updates from CSV and JSONL files into Kapture CRM, durably.
 ///
 /// Rows are ingested into a SQLite job table, drained through a rate-limited pool of workers
 /// with backoff, and every outcome and attempt is recorded. Re-running a command resumes it.
 #[derive(Debug, Parser)]
-#[command(name = "kapsync", version, after_help = AFTER_HELP, max_term_width = 100)]
+#[command(
+    name = "kapsync",
+    version,
+    long_version = LONG_VERSION,
+    after_help = AFTER_HELP,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -42,16 +61,37 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Flags accepted by every subcommand.
+impl Cli {
+    /// Parses the process's arguments like `Cli::parse`, and also notes whether `--db` was
+    /// typed on the command line rather than taken from `KAPSYNC_DB`.
+    pub fn parse_args() -> Self {
+        let matches = Self::command().get_matches();
+        let mut cli = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        cli.global.db_on_command_line =
+            matches.value_source("db") == Some(ValueSource::CommandLine);
+        cli
+    }
+}
+
+/// Flags accepted by every subcommand, listed apart from each command's own in `--help`.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "PATH", env = "KAPSYNC_DB",
         help = with_default("SQLite database holding runs, rows and attempts", format!("./{DEFAULT_DB}")))]
     pub db: Option<PathBuf>,
 
+    /// Whether `--db` itself was given (not `KAPSYNC_DB`): set by [`Cli::parse_args`].
+    #[arg(skip)]
+    pub db_on_command_line: bool,
+
     /// Settings file [default: ./kapsync.toml when it exists]
     #[arg(long, global = true, value_name = "PATH", env = "KAPSYNC_CONFIG")]
     pub config: Option<PathBuf>,
+
+    /// Settings profile: the [profiles.NAME] table of the settings file, laid over its top level
+    #[arg(long, global = true, value_name = "NAME", env = "KAPSYNC_PROFILE")]
+    pub profile: Option<String>,
 
     /// More log output (-v debug, -vv trace); RUST_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -93,6 +133,10 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Sync the built-in sample data into a local simulator and show the result
     Demo(DemoArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish)
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), e.g. `kapsync man | man -l -`
+    Man,
 }
 
 impl Command {
@@ -174,6 +218,11 @@ pub struct RunOptions {
     /// File whose first line is the API token (instead of KAPTURE_TOKEN)
     #[arg(long, value_name = "PATH", env = "KAPSYNC_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+
+    /// Send through this proxy (http://HOST:PORT) instead of the one HTTPS_PROXY/ALL_PROXY
+    /// name; a loopback target never goes through a proxy
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
 
     #[arg(long, value_name = "N", env = "KAPSYNC_RATE",
         help = with_default("Requests per second, 0 for no limit", DEFAULT_RATE))]
@@ -266,8 +315,7 @@ pub struct RetryArgs {
     #[arg(long, value_name = "NAME")]
     pub run: Option<String>,
 
-    /// Only rows whose last error has this class: rejected, transient, transient_in_doubt,
-    /// auth, forbidden, throttled, invalid
+    /// Only rows whose last error has this class: rejected, transient, transient_in_doubt
     #[arg(long, value_name = "CLASS")]
     pub class: Option<String>,
 
@@ -335,10 +383,14 @@ pub struct ExportArgs {
     #[arg(long, value_enum, default_value = "csv")]
     pub format: ExportFormat,
 
-    /// Write to this file instead of standard output (a new file is readable by its owner
-    /// only: exports hold customer data)
+    /// Write to this file instead of standard output: written readable by its owner only
+    /// (exports hold customer data) and renamed into place when complete
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+
+    /// Replace the --output file when it exists (a link there is replaced, not followed)
+    #[arg(long, requires = "output")]
+    pub force: bool,
 }
 
 /// `kapsync simulate`.
@@ -348,12 +400,17 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = DEFAULT_SIM_PORT)]
     pub port: u16,
 
-    /// Address to bind
+    /// Address to bind; any other than loopback needs a token (KAPTURE_TOKEN or --token-file)
     #[arg(long, default_value = DEFAULT_SIM_BIND)]
     pub bind: std::net::IpAddr,
 
-    /// Token the simulator expects (or KAPTURE_TOKEN); with none it accepts any
-    #[arg(long, value_name = "TOKEN", hide_env_values = true)]
+    /// File whose first line is the token the simulator expects (or KAPTURE_TOKEN); with
+    /// neither it accepts any token, on loopback only
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
+    /// Removed: a token on the command line is visible to every user in `ps`
+    #[arg(long, value_name = "TOKEN", hide = true)]
     pub token: Option<String>,
 
     /// Accepted sub_status keys, comma-separated
@@ -408,6 +465,14 @@ pub struct DemoArgs {
 /// A flag's help line ending in its default, taken from the constant the code uses.
 fn with_default(text: &str, default: impl std::fmt::Display) -> String {
     format!("{text} [default: {default}]")
+}
+
+/// `kapsync completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// Parses a human duration such as `6h`, `90m` or `1h 30m`.

@@ -1,8 +1,10 @@
-//! Settings: built-in defaults < kapsync.toml < environment < flags, merged once and validated.
+//! Settings: defaults < kapsync.toml < its `[profiles.NAME]` < environment < flags, merged once.
 //!
 //! clap already folds each `KAPSYNC_*` variable into its flag's `Option`, so the merge here is
-//! "the flag-or-environment value if given, else the file's, else the default".
+//! "the flag-or-environment value if given, else the profile's, else the file's top level,
+//! else the default". The result is validated once into the settings the commands trust.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -39,6 +41,25 @@ pub enum ConfigError {
     /// A value is out of range.
     #[error("invalid setting {name}: {message}")]
     Invalid { name: &'static str, message: String },
+    /// `--profile` or `KAPSYNC_PROFILE` names a profile the settings file does not have.
+    #[error(
+        "no profile {name:?} in {path}: {}",
+        match known.as_slice() {
+            [] => "it has no [profiles.NAME] tables".to_owned(),
+            known => format!("its profiles are {}", known.join(", ")),
+        }
+    )]
+    UnknownProfile {
+        name: String,
+        path: PathBuf,
+        known: Vec<String>,
+    },
+    /// A profile is asked for, but there is no settings file to hold it.
+    #[error(
+        "no profile {name:?}: there is no settings file ({DEFAULT_CONFIG_FILE} here, or pass \
+         --config PATH)"
+    )]
+    NoSettingsFile { name: String },
 }
 
 impl ConfigError {
@@ -50,8 +71,8 @@ impl ConfigError {
 }
 
 /// The contents of kapsync.toml. Every key is optional; unknown keys are an error so a typo
-/// does not pass silently.
-#[derive(Debug, Default, Deserialize)]
+/// does not pass silently. `[profiles.NAME]` tables hold the same keys (except `profiles`).
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub db: Option<PathBuf>,
@@ -66,19 +87,29 @@ pub struct FileConfig {
     pub max_attempts: Option<u32>,
     pub timeout: Option<u64>,
     pub max_duration: Option<String>,
+    /// Named sets of settings, chosen with `--profile NAME` or `KAPSYNC_PROFILE`.
+    #[serde(default)]
+    pub profiles: BTreeMap<String, FileConfig>,
+    /// The file these settings came from (not a key).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 impl FileConfig {
-    /// Reads the settings file named by `--config`, or `./kapsync.toml` when it exists.
+    /// Reads the settings file named by `--config`, or `./kapsync.toml` when it exists, and
+    /// lays the named profile over its top level.
     ///
     /// Relative paths inside the file are taken relative to the file's directory.
-    pub fn load(explicit: Option<&Path>) -> Result<Self, ConfigError> {
+    pub fn load(explicit: Option<&Path>, profile: Option<&str>) -> Result<Self, ConfigError> {
         let path = match explicit {
             Some(path) => path.to_path_buf(),
             None => {
                 let default = PathBuf::from(DEFAULT_CONFIG_FILE);
                 if !default.exists() {
-                    return Ok(Self::default());
+                    return match profile {
+                        Some(name) => Err(ConfigError::NoSettingsFile { name: name.into() }),
+                        None => Ok(Self::default()),
+                    };
                 }
                 default
             }
@@ -91,15 +122,86 @@ impl FileConfig {
             path: path.clone(),
             source: TomlError::new(&e, &text),
         })?;
+        config.source = Some(path.clone());
         let base = path.parent().unwrap_or(Path::new(""));
-        for slot in [&mut config.db, &mut config.mapping, &mut config.token_file] {
+        config.relative_to(base);
+        for (name, table) in &mut config.profiles {
+            if !table.profiles.is_empty() {
+                return Err(ConfigError::Invalid {
+                    name: "profiles",
+                    message: format!(
+                        "[profiles.{name}] holds profiles of its own in {}: profiles do not nest",
+                        path.display()
+                    ),
+                });
+            }
+            table.relative_to(base);
+        }
+        match profile {
+            None => Ok(config),
+            Some(name) => match config.profiles.remove(name) {
+                Some(table) => Ok(table.over(config)),
+                None => Err(ConfigError::UnknownProfile {
+                    name: name.to_owned(),
+                    path,
+                    known: config.profiles.into_keys().collect(),
+                }),
+            },
+        }
+    }
+
+    /// Makes relative paths relative to `base`, the settings file's directory.
+    fn relative_to(&mut self, base: &Path) {
+        for slot in [&mut self.db, &mut self.mapping, &mut self.token_file] {
             if let Some(p) = slot.as_mut()
                 && p.is_relative()
             {
                 *p = base.join(&*p);
             }
         }
-        Ok(config)
+    }
+
+    /// These settings laid over `base`: each key set here wins. The target is one setting: a
+    /// profile that names a subdomain or a base URL replaces both of the base's.
+    fn over(self, base: FileConfig) -> FileConfig {
+        // No `..`: a new setting must be added here, or this stops compiling.
+        let FileConfig {
+            db,
+            mapping,
+            max_record_bytes,
+            subdomain,
+            base_url,
+            token_file,
+            rate,
+            burst,
+            concurrency,
+            max_attempts,
+            timeout,
+            max_duration,
+            profiles: _,
+            source: _,
+        } = self;
+        let (subdomain, base_url) = if subdomain.is_some() || base_url.is_some() {
+            (subdomain, base_url)
+        } else {
+            (base.subdomain, base.base_url)
+        };
+        FileConfig {
+            db: db.or(base.db),
+            mapping: mapping.or(base.mapping),
+            max_record_bytes: max_record_bytes.or(base.max_record_bytes),
+            subdomain,
+            base_url,
+            token_file: token_file.or(base.token_file),
+            rate: rate.or(base.rate),
+            burst: burst.or(base.burst),
+            concurrency: concurrency.or(base.concurrency),
+            max_attempts: max_attempts.or(base.max_attempts),
+            timeout: timeout.or(base.timeout),
+            max_duration: max_duration.or(base.max_duration),
+            profiles: BTreeMap::new(),
+            source: base.source,
+        }
     }
 }
 
@@ -110,28 +212,74 @@ pub struct Settings {
     pub db: PathBuf,
     /// Whether progress may be drawn at all.
     pub progress: bool,
+    /// The active `[profiles.NAME]`, from `--profile` or `KAPSYNC_PROFILE`.
+    pub profile: Option<String>,
+    /// Whether `--db` or `KAPSYNC_DB` named the database (rather than a file or the default).
+    pub db_given: bool,
+    /// The settings file named by `--config` or `KAPSYNC_CONFIG`, if any.
+    pub config_given: Option<PathBuf>,
     file: std::sync::Arc<FileConfig>,
 }
 
 impl Settings {
-    /// Merges the global flags over the settings file.
+    /// Merges the global flags over the settings file and the chosen profile.
     pub fn resolve(global: &GlobalArgs) -> Result<Self, ConfigError> {
-        let file = FileConfig::load(global.config.as_deref())?;
+        let profile = global.profile.clone().filter(|p| !p.is_empty());
+        let file = FileConfig::load(global.config.as_deref(), profile.as_deref())?;
+        Ok(Self::merge(global, profile, file))
+    }
+
+    /// The merge itself, apart from reading the file.
+    fn merge(global: &GlobalArgs, profile: Option<String>, file: FileConfig) -> Self {
         let db = global
             .db
             .clone()
             .or_else(|| file.db.clone())
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DB));
-        Ok(Self {
+        Self {
             db,
             progress: !global.no_progress,
+            profile,
+            db_given: global.db.is_some(),
+            config_given: global.config.clone(),
             file: std::sync::Arc::new(file),
-        })
+        }
     }
 
-    /// The same settings with another database file.
+    /// The start of a command that reaches these same settings when pasted: `kapsync` and only
+    /// the parts that are not the defaults, each quoted for the shell when it needs it, e.g.
+    /// `kapsync --db nightly.db --profile acme`. Hints append the command and its flags.
+    ///
+    /// `--db` is included when a flag or `KAPSYNC_DB` chose the database: a hint may be pasted
+    /// into a shell (or a cron line) without that variable. A database named by the settings
+    /// file or the profile comes back with `--config` and `--profile`.
+    pub fn hint_prefix(&self) -> String {
+        let mut out = String::from("kapsync");
+        let mut push = |flag: &str, value: &str| {
+            out.push_str(&format!(
+                " {flag} {}",
+                crate::report::text::shell_word(value)
+            ));
+        };
+        if self.db_given {
+            push("--db", &self.db.to_string_lossy());
+        }
+        if let Some(config) = &self.config_given {
+            push("--config", &config.to_string_lossy());
+        }
+        if let Some(profile) = &self.profile {
+            push("--profile", profile);
+        }
+        out
+    }
+
+    /// The same settings with another database file, which hints then name.
     pub fn with_db(&self, db: PathBuf) -> Self {
-        Self { db, ..self.clone() }
+        Self {
+            db,
+            db_given: true,
+            ..self.clone()
+        }
     }
 
     /// Resolves the ingest settings.
@@ -168,9 +316,27 @@ impl Settings {
                 Ok(value)
             }
         };
-        let (subdomain, base_url) = match (&options.subdomain, &options.base_url) {
-            (None, None) => (file.subdomain.clone(), file.base_url.clone()),
-            (flag_sub, flag_url) => (flag_sub.clone(), flag_url.clone()),
+        let (subdomain, base_url, target_origin) = match (&options.subdomain, &options.base_url) {
+            (None, None) => (
+                file.subdomain.clone(),
+                file.base_url.clone(),
+                match &file.source {
+                    Some(path) if file.subdomain.is_some() || file.base_url.is_some() => {
+                        match &self.profile {
+                            Some(name) => {
+                                format!("settings file {} (profile {name})", path.display())
+                            }
+                            None => format!("settings file {}", path.display()),
+                        }
+                    }
+                    _ => "nowhere".to_owned(),
+                },
+            ),
+            (flag_sub, flag_url) => (
+                flag_sub.clone(),
+                flag_url.clone(),
+                "the command line or KAPSYNC_* environment".to_owned(),
+            ),
         };
         let max_duration = match (options.max_duration, &file.max_duration) {
             (Some(d), _) => Some(d),
@@ -197,6 +363,8 @@ impl Settings {
         Ok(RunSettings {
             subdomain,
             base_url,
+            target_origin,
+            proxy: options.proxy.clone(),
             token_file: options
                 .token_file
                 .clone()
@@ -243,6 +411,10 @@ pub struct IngestSettings {
 pub struct RunSettings {
     pub subdomain: Option<String>,
     pub base_url: Option<String>,
+    /// Where the subdomain or base URL came from, for the line that says where requests go.
+    pub target_origin: String,
+    /// `--proxy`, if given.
+    pub proxy: Option<String>,
     pub token_file: Option<PathBuf>,
     /// Requests per second; 0 means no limit.
     pub rate: u32,
@@ -259,45 +431,4 @@ pub struct RunSettings {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn file_config_rejects_unknown_keys() {
-        let err = toml::from_str::<FileConfig>("rat = 5").unwrap_err();
-        assert!(err.to_string().contains("unknown field"), "{err}");
-    }
-
-    #[test]
-    fn flags_override_file_and_defaults_fill_the_rest() {
-        let file = FileConfig {
-            rate: Some(9),
-            concurrency: Some(3),
-            ..FileConfig::default()
-        };
-        let settings = Settings {
-            db: PathBuf::from("x.db"),
-            progress: false,
-            file: std::sync::Arc::new(file),
-        };
-        let options = RunOptions {
-            subdomain: None,
-            base_url: None,
-            token_file: None,
-            rate: Some(2),
-            burst: None,
-            concurrency: None,
-            max_attempts: None,
-            timeout: None,
-            max_duration: None,
-            dry_run: false,
-            retarget: false,
-            keep_responses: false,
-        };
-        let run = settings.run(&options).unwrap();
-        assert_eq!(run.rate, 2);
-        assert_eq!(run.concurrency, 3);
-        assert_eq!(run.max_attempts, DEFAULT_MAX_ATTEMPTS);
-        assert_eq!(run.timeout, Duration::from_secs(DEFAULT_TIMEOUT_SECS));
-    }
-}
+mod tests;

@@ -41,6 +41,9 @@ pub fn init(verbose: u8, quiet: u8, format: Option<LogFormat>) {
     };
 }
 
+/// Most characters shown of one line of an error report.
+const MAX_ERROR_PART_CHARS: usize = 1000;
+
 /// Reports a command's error on stderr with its chain of causes.
 pub fn report_error(error: &anyhow::Error) {
     let _ = writeln!(std::io::stderr(), "{}", error_text(error));
@@ -48,11 +51,15 @@ pub fn report_error(error: &anyhow::Error) {
 
 /// An error and its chain of causes as lines of text, and advice when the disk is full.
 ///
-/// Library errors keep their cause only as a source, so each cause is printed once.
+/// Library errors keep their cause only as a source, so each cause is printed once. Each
+/// part is escaped and cut (a cause may quote a server or a file), so an error cannot drive
+/// the terminal or flood a cron log.
 fn error_text(error: &anyhow::Error) -> String {
-    let mut message = format!("error: {error}");
+    let part =
+        |text: String| crate::report::terminal::shown_lines_within(&text, MAX_ERROR_PART_CHARS);
+    let mut message = format!("error: {}", part(error.to_string()));
     for cause in error.chain().skip(1) {
-        message.push_str(&format!("\n  caused by: {cause}"));
+        message.push_str(&format!("\n  caused by: {}", part(cause.to_string())));
     }
     if is_disk_full(error) {
         message.push_str(

@@ -2,11 +2,10 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use kapsync::{cli::Cli, commands, exit, logging};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     logging::init(cli.global.verbose, cli.global.quiet, cli.global.log_format);
     // The simulator serves many connections at once and wants every core. The other commands
     // are one loop of I/O around SQLite (which runs on its own thread): on one runtime thread

@@ -101,6 +101,8 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<u8> {
     let resolved = RunSettings {
         subdomain: None,
         base_url: Some(base_url.clone()),
+        target_origin: "the demo".to_owned(),
+        proxy: None,
         token_file: None,
         rate: 40,
         burst: 4,

@@ -1,7 +1,7 @@
 //! `kapsync export`: write a run's rows, with their outcome, as CSV or JSONL.
 
 use std::collections::BTreeSet;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, IsTerminal as _, Write};
 use std::path::Path;
 
 use anyhow::Context as _;
@@ -10,6 +10,7 @@ use crate::cli::{ExportArgs, ExportFormat};
 use crate::config::Settings;
 use crate::exit::{self, UsageError};
 use crate::report::export::{CsvShape, ExportError, ExportWriter, collect_extra_keys};
+use crate::report::terminal::TerminalWriter;
 use crate::store::{JobRow, JobState, Store};
 
 /// Rows fetched per query: large enough that statements are few, small enough that memory
@@ -23,15 +24,16 @@ pub async fn run(settings: &Settings, args: ExportArgs) -> anyhow::Result<u8> {
     let run = store.resolve_run(args.run.as_deref()).await?;
 
     // The output is opened before the first pass, so a bad path fails at once. It is the
-    // user's to fix (a missing directory, no permission): a usage error.
+    // user's to fix (a missing directory, no permission, an existing file): a usage error.
     let to_file = args.output.as_deref().filter(|p| *p != Path::new("-"));
-    let out: Box<dyn Write> = match to_file {
-        Some(path) => Box::new(create_private(path).map_err(|e| {
-            UsageError(format!(
-                "failed to create the export file {}: {e}",
-                path.display()
-            ))
-        })?),
+    let temp = match to_file {
+        Some(path) => Some(private_temp(path, args.force)?),
+        None => None,
+    };
+    let out: Box<dyn Write + '_> = match &temp {
+        Some(temp) => Box::new(temp.as_file()),
+        // Cells come from files and servers: a terminal gets them escaped.
+        None if std::io::stdout().is_terminal() => Box::new(TerminalWriter::new(std::io::stdout())),
         None => Box::new(std::io::stdout()),
     };
     let out = BufWriter::with_capacity(64 * 1024, out);
@@ -64,7 +66,8 @@ pub async fn run(settings: &Settings, args: ExportArgs) -> anyhow::Result<u8> {
         }
     };
     store.close().await;
-    if let Some(path) = to_file {
+    if let (Some(path), Some(temp)) = (to_file, temp) {
+        put_in_place(temp, path, args.force)?;
         let rows = if written == 1 { "row" } else { "rows" };
         tracing::info!(
             rows = written,
@@ -138,17 +141,55 @@ async fn write_rows<W: Write>(
     Ok(written)
 }
 
-/// Creates (or truncates) the export file; a new one is readable by its owner only, since
-/// an export holds customer data.
-fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
+/// A temporary file beside the export (mode 0600, created anew with `O_EXCL`, so never
+/// through a link), to be renamed into place once complete. An existing output is refused
+/// unless `force`.
+fn private_temp(path: &Path, force: bool) -> Result<tempfile::NamedTempFile, UsageError> {
+    let exists = std::fs::symlink_metadata(path).is_ok();
+    if exists && !force {
+        return Err(UsageError(format!(
+            "the export file {} already exists: pass --force to replace it, or choose \
+             another name",
+            path.display()
+        )));
     }
-    options.open(path)
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.as_deref().unwrap_or("export")))
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .map_err(|e| {
+            UsageError(format!(
+                "failed to create the export file {}: {e}",
+                path.display()
+            ))
+        })
+}
+
+/// Renames the finished export into place: replacing what is there only with `force` (a
+/// link is replaced, not followed), otherwise never over a file that appeared meanwhile.
+fn put_in_place(temp: tempfile::NamedTempFile, path: &Path, force: bool) -> anyhow::Result<()> {
+    temp.as_file()
+        .sync_all()
+        .with_context(|| format!("failed to write the export file {}", path.display()))?;
+    let placed = if force {
+        temp.persist(path)
+    } else {
+        temp.persist_noclobber(path)
+    };
+    placed.map_err(|e| {
+        UsageError(format!(
+            "failed to put the export file in place at {}: {}; pass --force to replace an \
+             existing file",
+            path.display(),
+            e.error
+        ))
+    })?;
+    Ok(())
 }
 
 #[cfg(test)]

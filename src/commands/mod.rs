@@ -7,6 +7,7 @@ mod ingest;
 mod retry;
 mod run;
 mod runs;
+mod shell;
 mod simulate;
 mod skip;
 mod status;
@@ -19,13 +20,36 @@ use crate::cli::{Cli, Command};
 use crate::config::{ConfigError, Settings};
 use crate::engine::LockError;
 use crate::exit::{self, UsageError};
-use crate::ingest::{IngestError, MappingError};
+use crate::ingest::{IngestError, MappingError, MappingFileError};
 use crate::kapture::{TargetError, TokenError};
 use crate::simulator::SimError;
 use crate::store::{Store, StoreError};
 
 /// Runs the parsed command line and returns the process exit code.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    // These two describe the command line only: no settings file is read.
+    match &cli.command {
+        Command::Completions(args) => return shell::completions(args),
+        Command::Man => return shell::man(),
+        Command::Simulate(_) | Command::Demo(_) if cli.global.db_on_command_line => {
+            return Err(UsageError(format!(
+                "`kapsync {}` uses no database of yours: leave out --db ({})",
+                if matches!(cli.command, Command::Demo(_)) {
+                    "demo"
+                } else {
+                    "simulate"
+                },
+                if matches!(cli.command, Command::Demo(_)) {
+                    "the demo writes to a temporary database that it removes at the end, so \
+                     sample rows never mix with a real migration"
+                } else {
+                    "the simulator keeps its tickets in memory"
+                }
+            ))
+            .into());
+        }
+        _ => {}
+    }
     let settings = Settings::resolve(&cli.global)?;
     match cli.command {
         Command::Ingest(args) => ingest::run(&settings, args).await,
@@ -38,21 +62,14 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Skip(args) => skip::run(&settings, args).await,
         Command::Export(args) => export::run(&settings, args).await,
         Command::Demo(args) => demo::run(&settings, args).await,
+        Command::Completions(_) | Command::Man => unreachable!("handled above"),
     }
 }
 
-/// The start of every command line a hint prints: `kapsync` plus the settings that are not the
-/// defaults and that a pasted command would otherwise lose (the database). The one place to
-/// add more (a settings profile).
+/// The start of every command line a hint prints (see [`Settings::hint_prefix`]): `kapsync`
+/// plus the database, settings file and profile when they are not the defaults.
 pub(crate) fn hint_prefix(settings: &Settings) -> String {
-    let mut prefix = String::from("kapsync");
-    if settings.db != std::path::Path::new(crate::store::DEFAULT_DB) {
-        prefix.push_str(" --db ");
-        prefix.push_str(&crate::report::text::shell_word(
-            &settings.db.display().to_string(),
-        ));
-    }
-    prefix
+    settings.hint_prefix()
 }
 
 /// Maps an error from a command to its exit code: [`exit::USAGE`] when a [`UsageError`] or a
@@ -79,6 +96,7 @@ fn is_usage(cause: &(dyn std::error::Error + 'static)) -> bool {
             StoreError,
             IngestError,
             MappingError,
+            MappingFileError,
             TargetError,
             TokenError,
             LockError,
@@ -96,7 +114,9 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
 /// Opens the database for a command that only reads or updates existing runs: a missing file
 /// is a usage error (a wrong `--db` or directory), not a new empty database.
 async fn open_existing_store(settings: &Settings) -> anyhow::Result<Store> {
-    if !settings.db.exists() {
+    // Not `exists()`: that follows a link, and a dangling one is refused by the open, not
+    // reported as missing.
+    if std::fs::symlink_metadata(&settings.db).is_err() {
         return Err(UsageError(format!(
             "no database at {}: ingest a file first, or pass --db",
             settings.db.display()

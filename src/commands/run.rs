@@ -7,12 +7,14 @@ use serde::Serialize;
 
 use crate::cli::RunArgs;
 use crate::config::{RunSettings, Settings};
-use crate::engine::{self, DrainReport, EngineConfig, Halt, RetryPolicy, RunnerLock, Shutdown};
+use crate::engine::{
+    self, DrainReport, EngineConfig, Halt, RetryPolicy, RunnerLock, Shutdown, StoreThread,
+};
 use crate::exit;
 use crate::kapture::{Client, Target, Token, UPDATE_TICKET_PATH};
 use crate::report::progress::DrainDisplay;
 use crate::report::text;
-use crate::store::{JobState, Run, Store};
+use crate::store::{self, JobState, Run, Store};
 
 /// Extra time, beyond the request timeout, that in-flight requests get after a stop.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -24,8 +26,11 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
     let resolved = settings.run(&args.options)?;
     let store = super::open_existing_store(settings).await?;
     let runs = match &args.run {
-        Some(name) => vec![store.resolve_run(Some(name)).await?],
-        None => store.all_runs().await?,
+        Some(name) => {
+            let run = store.resolve_run(Some(name)).await?;
+            with_earlier_runs(&store, run).await?
+        }
+        None => store.open_runs().await?,
     };
     let hints = hints(settings, &resolved);
     if resolved.dry_run {
@@ -86,9 +91,27 @@ pub async fn resolved_failures(store: &Store, reports: &[DrainReport]) -> anyhow
 }
 
 /// The client for the target and the configured token; a missing token is a usage error.
+/// Logs one line saying where requests go, where that was set and through which proxy: a
+/// kapsync.toml in the working directory can name the target, so a person can see it.
 pub fn client_for(target: Target, resolved: &RunSettings) -> anyhow::Result<Client> {
     let token = Token::load(resolved.token_file.as_deref())?;
-    Ok(Client::new(target, token, resolved.timeout)?.keep_responses(resolved.keep_responses))
+    let client = Client::with_proxy(target, token, resolved.timeout, resolved.proxy.as_deref())
+        .map_err(|e| crate::exit::UsageError(e.to_string()))?
+        .keep_responses(resolved.keep_responses);
+    tracing::info!("{}", route_line(&client, &resolved.target_origin));
+    Ok(client)
+}
+
+/// `sending to URL (target from ORIGIN; no proxy | through proxy URL (WHENCE))`.
+pub fn route_line(client: &Client, origin: &str) -> String {
+    let via = match client.proxy() {
+        Some(proxy) => format!("through proxy {proxy}"),
+        None => "no proxy".to_owned(),
+    };
+    format!(
+        "sending to {} (target from {origin}; {via})",
+        client.target().base_url()
+    )
 }
 
 /// The engine's knobs from the resolved settings.
@@ -104,8 +127,59 @@ pub fn engine_config(resolved: &RunSettings) -> EngineConfig {
     }
 }
 
+/// The runs to drain to send `run`: the runs holding earlier open rows of its tickets (and
+/// those theirs wait on), oldest first, then `run` itself. A row is never sent while an
+/// earlier row of its ticket in any run is pending or in flight, so `run --run NAME` sends
+/// those earlier rows too rather than wait for them forever; it says so on stderr.
+pub async fn with_earlier_runs(store: &Store, run: Run) -> anyhow::Result<Vec<Run>> {
+    let mut runs = vec![run];
+    let mut next = 0;
+    while next < runs.len() {
+        let waiting = runs[next].clone();
+        next += 1;
+        for (holder, rows) in store.runs_holding_earlier_rows(waiting.id).await? {
+            if runs.iter().any(|r| r.id == holder.id) {
+                continue;
+            }
+            tracing::warn!(
+                "{rows} rows of run {} wait on earlier rows of their tickets in run {}: \
+                 sending those first",
+                waiting.name,
+                holder.name
+            );
+            runs.push(holder);
+        }
+    }
+    // Oldest first: the order `open_runs` gives, restricted to these runs.
+    let order = store.open_runs().await?;
+    runs.sort_by_key(|r| {
+        order
+            .iter()
+            .position(|o| o.id == r.id)
+            .unwrap_or(usize::MAX)
+    });
+    Ok(runs)
+}
+
+/// The runs a `sync` into `run` drains: every run with rows pending or in flight, oldest
+/// open row first, so the leftovers of a stopped night are sent before the new one; `run`
+/// is among them (last when it holds nothing older).
+pub async fn sync_runs(store: &Store, run: Run) -> anyhow::Result<Vec<Run>> {
+    let mut runs = store.open_runs().await?;
+    if !runs.iter().any(|r| r.id == run.id) {
+        runs.push(run);
+    }
+    Ok(runs)
+}
+
+/// Most passes over the runs of one command. A pass drains each run in turn; a row released
+/// by a later run's drain in a run drained before it (rows synced into an older run after a
+/// newer one) is sent by the next pass.
+const MAX_PASSES: usize = 8;
+
 /// Drains each run in turn under the runner lock, with signal handling and the progress
-/// display; stops at the first run that halts or is stopped.
+/// display; stops at the first run that halts or is stopped. Runs left with due rows (released
+/// by a run drained after them) are drained again.
 pub async fn drain_runs(
     store: &Store,
     settings: &Settings,
@@ -129,22 +203,48 @@ pub async fn drain_runs(
         })
     });
     let config = engine_config(resolved);
-    let mut reports = Vec::new();
-    for run in runs {
-        let (sender, receiver) = tokio::sync::watch::channel(engine::Progress::default());
-        let display = DrainDisplay::start(&run.name, receiver, settings.progress);
-        let report = engine::drain(store, client, run, &config, &shutdown, sender).await;
-        display.finish();
-        let report = report.with_context(|| format!("failed to drain run {}", run.name))?;
-        if report.idle() {
-            // A run with nothing open is left out of the summary.
-            continue;
+    // Claims and results run on a thread of their own, shared by the runs drained here.
+    let store_thread = StoreThread::start();
+    let mut reports: Vec<DrainReport> = Vec::new();
+    let mut pass: Vec<Run> = runs.to_vec();
+    'passes: for _ in 0..MAX_PASSES {
+        let mut sent = false;
+        for run in &pass {
+            let (sender, receiver) = tokio::sync::watch::channel(engine::Progress::default());
+            let display = DrainDisplay::start(&run.name, receiver, settings.progress);
+            let report = engine::drain(
+                store,
+                client,
+                run,
+                &config,
+                &shutdown,
+                sender,
+                &store_thread.handle(),
+            )
+            .await;
+            display.finish();
+            let report = report.with_context(|| format!("failed to drain run {}", run.name))?;
+            if report.idle() {
+                // A run with nothing open is left out of the summary.
+                continue;
+            }
+            sent |= report.requests > 0;
+            let stop = report.halt.is_some() || report.stopped;
+            merge_report(&mut reports, report);
+            if stop {
+                break 'passes;
+            }
         }
-        let stop = report.halt.is_some() || report.stopped;
-        reports.push(report);
-        if stop {
+        let mut again = Vec::new();
+        for run in &pass {
+            if store.waiting(run.id, store::now_ms()).await?.0 {
+                again.push(run.clone());
+            }
+        }
+        if !sent || again.is_empty() {
             break;
         }
+        pass = again;
     }
     signals.abort();
     if let Some(window) = window {
@@ -154,6 +254,27 @@ pub async fn drain_runs(
         destination.record_first(store, &reports).await?;
     }
     Ok(reports)
+}
+
+/// Adds a run's report to the list, or folds it into the report of an earlier pass over the
+/// same run: the run is listed once, with everything sent to it and its latest counts.
+fn merge_report(reports: &mut Vec<DrainReport>, report: DrainReport) {
+    let Some(earlier) = reports.iter_mut().find(|r| r.run == report.run) else {
+        reports.push(report);
+        return;
+    };
+    earlier.duration_ms += report.duration_ms;
+    earlier.requests += report.requests;
+    earlier.succeeded += report.succeeded;
+    earlier.failed += report.failed;
+    earlier.replayed += report.replayed;
+    earlier.throttle_events += report.throttle_events;
+    earlier.halt = report.halt;
+    earlier.stopped = report.stopped;
+    earlier.counts = report.counts;
+    if !report.top_errors.is_empty() {
+        earlier.top_errors = report.top_errors;
+    }
 }
 
 /// First Ctrl-C or SIGTERM: graceful stop. Second: abort.

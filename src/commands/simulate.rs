@@ -8,7 +8,8 @@ use anyhow::Context;
 use crate::cli::SimulateArgs;
 use crate::config::Settings;
 use crate::exit;
-use crate::kapture::{TOKEN_ENV, strip_basic};
+use crate::exit::UsageError;
+use crate::kapture::{Token, TokenError};
 use crate::simulator::{DEFAULT_HANG_FOR, Latency, SimConfig, SimError, Simulator, split_list};
 
 /// Serves the simulator. The first stdout line is `listening on http://ADDR`, so scripts can
@@ -17,6 +18,19 @@ pub async fn run(_settings: &Settings, args: SimulateArgs) -> anyhow::Result<u8>
     let config = sim_config(&args)?;
     let policy = config.token_policy();
     let addr = SocketAddr::new(args.bind, args.port);
+    if !args.bind.is_loopback() {
+        tracing::warn!(
+            "simulate is listening on {addr}, which other machines may reach: it serves the \
+             tickets sent to it to anyone holding its token"
+        );
+        if config.token.is_none() {
+            return Err(UsageError(format!(
+                "refused to listen on {addr} without a token: set KAPTURE_TOKEN or pass \
+                 --token-file PATH (or bind 127.0.0.1)"
+            ))
+            .into());
+        }
+    }
     let handle = Simulator::start(config, addr)
         .await
         .with_context(|| format!("failed to listen on {addr}"))?;
@@ -43,15 +57,17 @@ pub async fn run(_settings: &Settings, args: SimulateArgs) -> anyhow::Result<u8>
     Ok(exit::OK)
 }
 
-/// The simulator's settings from `kapsync simulate`'s flags; the token comes from `--token` or
-/// `KAPTURE_TOKEN`.
+/// The simulator's settings from `kapsync simulate`'s flags; the token comes from
+/// `--token-file` or `KAPTURE_TOKEN`, never from a flag's value (`ps` shows those).
 fn sim_config(args: &SimulateArgs) -> Result<SimConfig, SimError> {
-    let token = args
-        .token
-        .clone()
-        .or_else(|| std::env::var(TOKEN_ENV).ok())
-        .map(|t| strip_basic(&t).to_owned())
-        .filter(|t| !t.is_empty());
+    if args.token.is_some() {
+        return Err(SimError::TokenFlag);
+    }
+    let token = match Token::load(args.token_file.as_deref()) {
+        Ok(token) => Some(token.secret().to_owned()),
+        Err(TokenError::Missing) => None,
+        Err(e) => return Err(e.into()),
+    };
     let config = SimConfig {
         token,
         sub_statuses: split_list(&args.sub_statuses),

@@ -1,6 +1,6 @@
 //! One runner per database: an operating-system file lock that dies with its process.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -22,12 +22,20 @@ pub enum LockError {
         #[source]
         source: std::io::Error,
     },
+    /// The lock file is a link, or another user's, or others may write it: whoever controls
+    /// it could hold the lock with a pid of their choosing, or point it at another file.
+    #[error(transparent)]
+    Refused(#[from] crate::store::files::FileError),
 }
 
 impl LockError {
-    /// Whether the user can fix this (exit code 2): another runner holds the database.
+    /// Whether the user can fix this (exit code 2): another runner holds the database, or
+    /// the lock file is refused.
     pub fn is_usage(&self) -> bool {
-        matches!(self, LockError::Held { .. })
+        match self {
+            LockError::Refused(e) => e.is_usage(),
+            other => matches!(other, LockError::Held { .. }),
+        }
     }
 }
 
@@ -46,11 +54,9 @@ impl RunnerLock {
             path: path.clone(),
             source,
         };
-        let mut options = OpenOptions::new();
-        options.read(true).write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&path).map_err(io)?;
+        // Never through a link (it would truncate the file it points at), never another
+        // user's file.
+        let mut file = crate::store::files::open_or_create(&path)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -94,5 +100,18 @@ mod tests {
         );
         drop(first);
         RunnerLock::acquire(&db).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_linked_lock_file_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep me").unwrap();
+        let db = dir.path().join("k.db");
+        std::os::unix::fs::symlink(&victim, lock_path(&db)).unwrap();
+        let err = RunnerLock::acquire(&db).unwrap_err();
+        assert!(matches!(err, LockError::Refused(_)), "{err}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
     }
 }

@@ -2,14 +2,27 @@
 //!
 //! The engine knows nothing of terminals: it reports progress on a watch channel and returns
 //! a [`DrainReport`]; `report/` draws and prints.
+//!
+//! Where things are: the drain's set-up and every way it ends in `drain.rs`; what an answer
+//! means for its row, the rate and the run in `decide.rs` (pure, table-tested) and where that
+//! is applied in `worker.rs`; claiming in `dispatch.rs`; storing results in `writer.rs`; the
+//! rate limit, the 429 pause and the retry schedule in `policy.rs`; the shared types (config,
+//! halts, progress, report, errors) in `events.rs`.
 
+mod decide;
+mod dispatch;
 mod drain;
+mod events;
 mod lock;
 mod policy;
+mod queue;
+mod report;
+mod store_thread;
+mod worker;
+mod writer;
 
-pub use drain::{
-    DrainReport, EngineConfig, EngineError, ErrorCount, Halt, Progress, Shutdown, drain,
-};
+pub use drain::drain;
+pub use events::{DrainReport, EngineConfig, EngineError, ErrorCount, Halt, Progress, Shutdown};
 pub use lock::{LockError, RunnerLock};
 
 /// Requests per second when `--rate` is not given: public Kapture clients pace themselves at
@@ -22,3 +35,4 @@ pub const DEFAULT_CONCURRENCY: u32 = 4;
 /// Attempts per row before it is failed.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 pub use policy::{QUIET_PERIOD, RETRY_BASE, RETRY_CAP, RateControl, RetryPolicy, THROTTLE_CAP};
+pub use store_thread::StoreThread;

@@ -7,6 +7,8 @@
 
 pub mod csv;
 pub mod delta;
+mod error;
+mod format;
 pub mod jsonl;
 pub mod mapping;
 pub mod validate;
@@ -14,31 +16,23 @@ pub mod validate;
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-pub use mapping::{Mapping, Plan};
+pub use error::{IngestError, MappingError};
+pub use format::{InputFormat, check_inputs, detect_format};
+pub use mapping::{Mapping, MappingFileError, Plan};
 
-use crate::store::{
-    DeltaOptions, IngestWriter, NewJob, Run, SourceProgress, SourceStart, Store, StoreError,
-};
+use format::{display_path, format_name};
+
+use crate::store::{DeltaOptions, IngestWriter, NewJob, Run, SourceProgress, SourceStart, Store};
 
 /// Largest accepted input record, in bytes, when `--max-record-bytes` is not given.
 pub const DEFAULT_MAX_RECORD_BYTES: u64 = 1024 * 1024;
-
-/// Input file kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InputFormat {
-    /// Comma-separated values with a header row
-    Csv,
-    /// One JSON object per line (also .ndjson)
-    Jsonl,
-}
 
 /// Rows handed from the parser thread to the writer at a time: one INSERT statement's worth.
 /// Larger batches only hold more rows in memory (5,000 cost 10 MB of peak memory, no speed).
@@ -50,65 +44,6 @@ const COMMIT_ROWS: i64 = 100_000;
 const SAMPLE_LIMIT: usize = 5;
 /// Read buffer of the parser.
 const READ_BUFFER: usize = 256 * 1024;
-
-/// A mapping file that cannot be used, or one that does not fit the file.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct MappingError(pub String);
-
-/// An input that cannot be ingested at all.
-#[derive(Debug, thiserror::Error)]
-pub enum IngestError {
-    /// The file could not be opened or read.
-    #[error("failed to read {path}")]
-    Read {
-        path: String,
-        #[source]
-        source: io::Error,
-    },
-    /// The format cannot be told from the name.
-    #[error("cannot tell the format of {0}: name it .csv, .jsonl or .ndjson, or pass --format")]
-    UnknownFormat(String),
-    /// The CSV header is unusable.
-    #[error("{path}: the header row is unusable: {reason}")]
-    Header { path: String, reason: String },
-    /// The input starts with a UTF-16 (or UTF-32) byte order mark: it is not UTF-8 text.
-    #[error(
-        "{path}: the file is {encoding} (it starts with a byte order mark): save it as UTF-8 \
-         and ingest it again"
-    )]
-    Encoding {
-        path: String,
-        encoding: &'static str,
-    },
-    /// The mapping does not fit this file.
-    #[error("failed to apply the mapping to {path}")]
-    Mapping {
-        path: String,
-        #[source]
-        source: MappingError,
-    },
-    /// Storing rows failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl IngestError {
-    /// Whether the user can fix this by changing the command (exit code 2).
-    pub fn is_usage(&self) -> bool {
-        match self {
-            IngestError::Store(e) => e.is_usage(),
-            _ => true,
-        }
-    }
-}
-
-impl MappingError {
-    /// Whether the user can fix this (exit code 2): always, the mapping file is theirs.
-    pub fn is_usage(&self) -> bool {
-        true
-    }
-}
 
 /// What happened to one input file.
 #[derive(Debug, Clone, Serialize)]
@@ -150,30 +85,6 @@ pub struct IngestConfig {
     pub bytes_read: Arc<AtomicU64>,
     /// Skipping unchanged rows and superseding older pending ones.
     pub delta: DeltaOptions,
-}
-
-/// The format named by the flag, else by the extension.
-pub fn detect_format(path: &Path, flag: Option<InputFormat>) -> Result<InputFormat, IngestError> {
-    if let Some(format) = flag {
-        return Ok(format);
-    }
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
-    match ext.as_deref() {
-        Some("csv") => Ok(InputFormat::Csv),
-        Some("jsonl" | "ndjson") => Ok(InputFormat::Jsonl),
-        _ => Err(IngestError::UnknownFormat(display_path(path))),
-    }
-}
-
-fn display_path(path: &Path) -> String {
-    if path == Path::new("-") {
-        "<stdin>".to_owned()
-    } else {
-        path.display().to_string()
-    }
 }
 
 /// Ingests one file (or `-` for standard input) into `run`.
@@ -318,13 +229,6 @@ pub async fn ingest_file(
     Ok(summary)
 }
 
-fn format_name(format: InputFormat) -> &'static str {
-    match format {
-        InputFormat::Csv => "csv",
-        InputFormat::Jsonl => "jsonl",
-    }
-}
-
 /// The SHA-256 of a file's content, hex-encoded.
 fn hash_file(path: &Path) -> io::Result<String> {
     let mut file = File::open(path)?;
@@ -337,11 +241,7 @@ fn hash_file(path: &Path) -> io::Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hex(&hasher.finalize()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    Ok(format!("{:x}", hasher.finalize()))
 }
 
 /// The input with a byte counter (for progress) and, for standard input, a running hash.
@@ -418,7 +318,10 @@ impl Parser {
             InputFormat::Csv => self.csv(&mut reader, &mut samples)?,
             InputFormat::Jsonl => self.jsonl(&mut reader, &mut samples)?,
         };
-        let stdin_hash = reader.into_inner().hasher.map(|h| hex(&h.finalize()));
+        let stdin_hash = reader
+            .into_inner()
+            .hasher
+            .map(|h| format!("{:x}", h.finalize()));
         Ok(ParseReport {
             progress: self.progress,
             ignored,
@@ -692,25 +595,4 @@ fn invalid_job(line: i64, invalid: mapping::Invalid) -> NewJob {
         invalid_reason: Some(invalid.reason),
         sync_key: None,
     }
-}
-
-/// Paths given on the command line, checked to exist before anything is stored.
-pub fn check_inputs(paths: &[PathBuf], format: Option<InputFormat>) -> Result<(), IngestError> {
-    let stdin_count = paths.iter().filter(|p| *p == Path::new("-")).count();
-    if stdin_count > 1 {
-        return Err(IngestError::Read {
-            path: "<stdin>".into(),
-            source: io::Error::new(io::ErrorKind::InvalidInput, "`-` may be given only once"),
-        });
-    }
-    for path in paths {
-        detect_format(path, format)?;
-        if path != Path::new("-") {
-            File::open(path).map_err(|source| IngestError::Read {
-                path: display_path(path),
-                source,
-            })?;
-        }
-    }
-    Ok(())
 }

@@ -9,6 +9,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION
 use serde_json::Value;
 
 use super::classify::{Answer, BodyFields, Class, classify, classify_http, excerpt};
+use super::redact::{MAX_STORED_MESSAGE, Redactor, cap_text};
 use super::{GET_TICKET_PATH, MAX_GET_TICKET_IDS, Target, Token, UPDATE_TICKET_PATH};
 
 /// Seconds a whole request may take when `--timeout` is not given.
@@ -34,6 +35,8 @@ struct Inner {
     update_url: reqwest::Url,
     get_url: reqwest::Url,
     auth: HeaderValue,
+    redactor: Redactor,
+    proxy: Option<String>,
 }
 
 /// A client that cannot be built or a Get Ticket that did not succeed.
@@ -42,6 +45,9 @@ pub enum ClientError {
     /// The HTTP client could not be set up (TLS roots, for instance).
     #[error("failed to build the HTTP client")]
     Build(#[source] reqwest::Error),
+    /// The `--proxy` URL cannot be used.
+    #[error("failed to use the proxy {url}: {reason}")]
+    Proxy { url: String, reason: String },
     /// The target and an API path do not make a valid URL.
     #[error("failed to build the request URL {url}: {reason}")]
     Url { url: String, reason: String },
@@ -70,12 +76,14 @@ pub struct Reply {
     pub class: Class,
     /// The HTTP status, when an answer came back.
     pub http_status: Option<u16>,
-    /// The body's message, the refused redirect, or the transport error; never the token.
+    /// The body's message, the refused redirect, or the transport error; never the token
+    /// (replaced by `[token]`), at most [`super::MAX_STORED_MESSAGE`] bytes.
     pub message: Option<String>,
-    /// The ticket snapshot a success carries: its confirming fields and the message, or the
-    /// whole snapshot with [`Client::keep_responses`].
+    /// The ticket snapshot a success carries, token replaced: its confirming fields and the
+    /// message, or the whole snapshot (at most [`super::MAX_STORED_TICKET`] bytes of JSON) with
+    /// [`Client::keep_responses`].
     pub ticket: Option<Value>,
-    /// At most [`super::EXCERPT_BYTES`] bytes of the body, for the attempts log.
+    /// At most [`super::EXCERPT_BYTES`] bytes of the body (token replaced), for the attempts log.
     pub excerpt: String,
     /// Time from sending to the classified answer.
     pub elapsed: Duration,
@@ -85,15 +93,46 @@ impl Client {
     /// Builds a client for `target`: rustls, connection reuse, a connect timeout, `timeout`
     /// for each whole request, redirects refused, and a `kapsync/<version>` User-Agent.
     pub fn new(target: Target, token: Token, timeout: Duration) -> Result<Client, ClientError> {
-        let http = reqwest::Client::builder()
+        Self::with_proxy(target, token, timeout, None)
+    }
+
+    /// As [`Client::new`], with the proxy rule: a loopback target is never sent through a
+    /// proxy (a plain-http request would hand the token to it); any other goes through
+    /// `proxy` when given, else through the proxy the environment names (`HTTPS_PROXY`,
+    /// `ALL_PROXY`, `NO_PROXY`, ...), if any.
+    pub fn with_proxy(
+        target: Target,
+        token: Token,
+        timeout: Duration,
+        proxy: Option<&str>,
+    ) -> Result<Client, ClientError> {
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("kapsync/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(CONNECT_TIMEOUT.min(timeout))
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .build()
-            .map_err(ClientError::Build)?;
+            .tcp_nodelay(true);
+        let route;
+        if target.is_loopback() {
+            builder = builder.no_proxy();
+            route = None;
+            if !target.pinned_addrs().is_empty() {
+                builder = builder.resolve_to_addrs(&target.host(), target.pinned_addrs());
+            }
+        } else if let Some(url) = proxy {
+            let shown = super::target::without_credentials(url);
+            let proxy = reqwest::Proxy::all(url).map_err(|e| ClientError::Proxy {
+                url: shown.clone(),
+                reason: e.to_string(),
+            })?;
+            builder = builder.proxy(proxy);
+            route = Some(format!("{shown} (--proxy)"));
+        } else {
+            route = environment_proxy(&target)
+                .map(|url| format!("{url} (from the environment's proxy variables)"));
+        }
+        let http = builder.build().map_err(ClientError::Build)?;
         let parse = |path| {
             let url = target.url_for(path);
             reqwest::Url::parse(&url).map_err(|e| ClientError::Url {
@@ -108,6 +147,8 @@ impl Client {
                 get_url: parse(GET_TICKET_PATH)?,
                 target,
                 auth: token.header_value(),
+                redactor: Redactor::new(token.secret()),
+                proxy: route,
             }),
             keep_responses: false,
         })
@@ -123,6 +164,12 @@ impl Client {
     /// The target this client sends to.
     pub fn target(&self) -> &Target {
         &self.inner.target
+    }
+
+    /// The proxy requests go through, without credentials, and where it came from; `None`
+    /// when they go straight to the target.
+    pub fn proxy(&self) -> Option<&str> {
+        self.inner.proxy.as_deref()
     }
 
     /// Sends one update: `payload` is the JSON object text of the update, sent as-is inside
@@ -162,6 +209,7 @@ impl Client {
         }
         // Kapture's exact Get Ticket shape is not documented: take the first list under a
         // ticket-ish key.
+        let json = json.map(|j| self.inner.redactor.json(j));
         let list = match json {
             Some(Value::Object(map)) => map.into_iter().find_map(|(key, value)| match value {
                 Value::Array(list) if is_ticket_list_key(&key) => Some(list),
@@ -189,7 +237,7 @@ impl Client {
             .await;
         let response = match sent {
             Ok(response) => response,
-            Err(error) => return (transport_reply(error, None, started), None),
+            Err(error) => return (self.transport_reply(error, None, started), None),
         };
         let status = response.status().as_u16();
         let header = |name| {
@@ -203,7 +251,7 @@ impl Client {
         let location = header(LOCATION);
         let body = match read_body(response).await {
             Ok(body) => body,
-            Err(error) => return (transport_reply(error, Some(status), started), None),
+            Err(error) => return (self.transport_reply(error, Some(status), started), None),
         };
         let fields = BodyFields::parse(&body);
         let class = classify_http(status, retry_after.as_deref(), &fields, SystemTime::now());
@@ -216,6 +264,7 @@ impl Client {
         } else {
             fields.message
         };
+        let redactor = &self.inner.redactor;
         let (ticket, json) = match class {
             Class::Success => (fields.ticket, fields.json),
             _ => (None, None),
@@ -223,9 +272,9 @@ impl Client {
         let reply = Reply {
             class,
             http_status: Some(status),
-            message,
-            ticket,
-            excerpt: excerpt(&body),
+            message: message.map(|m| cap_text(redactor.text(m), MAX_STORED_MESSAGE)),
+            ticket: ticket.map(|t| redactor.ticket(t, &body)),
+            excerpt: excerpt(&redactor.bytes(redactor.excerpt_window(&body))),
             elapsed: started.elapsed(),
         };
         (reply, json)
@@ -265,23 +314,41 @@ async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::
     Ok(body)
 }
 
-/// A reply for a request that got no complete answer.
-fn transport_reply(error: reqwest::Error, status: Option<u16>, started: Instant) -> Reply {
-    // Every row of a run has the same URL, and it would push the cause past a summary's cut.
-    let error = error.without_url();
-    let answer = if status.is_none() && !was_sent(&error) {
-        Answer::NotSent
-    } else {
-        Answer::InDoubt
-    };
-    Reply {
-        class: classify(&answer, SystemTime::now()),
-        http_status: status,
-        message: Some(error_text(&error)),
-        ticket: None,
-        excerpt: String::new(),
-        elapsed: started.elapsed(),
+impl Client {
+    /// A reply for a request that got no complete answer.
+    fn transport_reply(
+        &self,
+        error: reqwest::Error,
+        status: Option<u16>,
+        started: Instant,
+    ) -> Reply {
+        // Every row of a run has the same URL, and it would push the cause past a summary's
+        // cut.
+        let error = error.without_url();
+        let answer = if status.is_none() && !was_sent(&error) {
+            Answer::NotSent
+        } else {
+            Answer::InDoubt
+        };
+        let message = self.inner.redactor.text(error_text(&error));
+        Reply {
+            class: classify(&answer, SystemTime::now()),
+            http_status: status,
+            message: Some(cap_text(message, MAX_STORED_MESSAGE)),
+            ticket: None,
+            excerpt: String::new(),
+            elapsed: started.elapsed(),
+        }
     }
+}
+
+/// The proxy the environment sets for the target's scheme and host, without credentials.
+fn environment_proxy(target: &Target) -> Option<String> {
+    let uri: hyper::Uri = target.base_url().parse().ok()?;
+    let intercept = hyper_util::client::proxy::matcher::Matcher::from_env().intercept(&uri)?;
+    Some(super::target::without_credentials(
+        &intercept.uri().to_string(),
+    ))
 }
 
 /// Whether the request may have reached the server. Only failures known to happen before the

@@ -1,6 +1,7 @@
 //! Where requests go: a subdomain of kapturecrm.com or an explicit base URL, checked once.
 
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs as _};
 
 use reqwest::Url;
 
@@ -8,6 +9,13 @@ use reqwest::Url;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     base_url: String,
+    /// Whether the host is this machine (a loopback address, `localhost`, or a plain-http
+    /// name whose every address is loopback): such requests never go through a proxy.
+    loopback: bool,
+    /// For a plain-http name: the loopback addresses it was checked against. The client
+    /// connects only to these, so a resolver that changes its answer later cannot send the
+    /// token elsewhere.
+    pinned: Vec<SocketAddr>,
 }
 
 /// A Kapture target that cannot be used: the user's to fix, so it maps to exit code 2.
@@ -28,9 +36,21 @@ pub enum TargetError {
     /// Plain http to a host that is not loopback.
     #[error(
         "failed to use base URL {url}: plain http:// is allowed only to loopback addresses \
-         (127.0.0.0/8, ::1, localhost); use https://"
+         (127.0.0.0/8, ::1, localhost){found}; use https://",
+        found = resolved.as_deref().map(|a| format!(", and the name resolves to {a}")).unwrap_or_default()
     )]
-    InsecureHttp { url: String },
+    InsecureHttp {
+        url: String,
+        /// The addresses a name resolved to, when one of them is not loopback.
+        resolved: Option<String>,
+    },
+    /// A plain-http name that does not resolve, so it cannot be checked to be loopback.
+    #[error(
+        "failed to use base URL {url}: its host does not resolve ({reason}), so it cannot be \
+         checked to be loopback, which plain http:// requires; check the name or use \
+         http://127.0.0.1"
+    )]
+    Unresolved { url: String, reason: String },
 }
 
 impl TargetError {
@@ -59,6 +79,25 @@ impl Target {
         &self.base_url
     }
 
+    /// The host name or address requests go to.
+    pub fn host(&self) -> String {
+        Url::parse(&self.base_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    /// Whether requests stay on this machine (they then never go through a proxy).
+    pub fn is_loopback(&self) -> bool {
+        self.loopback
+    }
+
+    /// The addresses a plain-http name was checked against (empty otherwise): connect only
+    /// to these.
+    pub fn pinned_addrs(&self) -> &[SocketAddr] {
+        &self.pinned
+    }
+
     /// The full URL of an API path such as [`super::UPDATE_TICKET_PATH`].
     pub(crate) fn url_for(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
@@ -85,6 +124,8 @@ impl Target {
         }
         Ok(Target {
             base_url: format!("https://{}.kapturecrm.com", name.to_ascii_lowercase()),
+            loopback: false,
+            pinned: Vec::new(),
         })
     }
 
@@ -106,14 +147,13 @@ impl Target {
         if url.query().is_some() || url.fragment().is_some() {
             return Err(refuse("a base URL takes no query or fragment"));
         }
+        let (mut loopback, mut pinned) = (is_loopback_literal(&url), Vec::new());
         match url.scheme() {
             "https" => {}
+            "http" if loopback => pinned = literal_addrs(&url),
             "http" => {
-                if !is_loopback(url.host_str()) {
-                    return Err(TargetError::InsecureHttp {
-                        url: text.to_owned(),
-                    });
-                }
+                pinned = resolve_loopback(&url, text)?;
+                loopback = true;
             }
             _ => {
                 return Err(refuse(
@@ -126,6 +166,8 @@ impl Target {
         }
         Ok(Target {
             base_url: url.as_str().trim_end_matches('/').to_owned(),
+            loopback,
+            pinned,
         })
     }
 }
@@ -136,18 +178,73 @@ impl fmt::Display for Target {
     }
 }
 
-/// Whether a URL's host is a loopback address or `localhost`. IPv6 hosts come bracketed.
-fn is_loopback(host: Option<&str>) -> bool {
-    let Some(host) = host else { return false };
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    match bare.parse::<std::net::IpAddr>() {
-        Ok(ip) => ip.is_loopback(),
-        Err(_) => bare.trim_end_matches('.').eq_ignore_ascii_case("localhost"),
+/// Whether a URL's host is, as written, a loopback address or the name `localhost` (exactly:
+/// `localhost.` and `x.localhost` are names a DNS server answers for). No resolver is asked.
+fn is_loopback_literal(url: &Url) -> bool {
+    match host_ip(url) {
+        Some(ip) => ip.is_loopback(),
+        None => url
+            .host_str()
+            .is_some_and(|name| name.eq_ignore_ascii_case("localhost")),
     }
 }
 
+/// The host as an address, when it is written as one (IPv6 hosts come bracketed).
+fn host_ip(url: &Url) -> Option<IpAddr> {
+    let host = url.host_str()?;
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
+/// The addresses of a literal loopback host; `localhost` is pinned to 127.0.0.1 and ::1 so
+/// that no resolver is asked about it.
+fn literal_addrs(url: &Url) -> Vec<SocketAddr> {
+    let port = url.port_or_known_default().unwrap_or(80);
+    match host_ip(url) {
+        Some(_) => Vec::new(),
+        None => vec![
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
+        ],
+    }
+}
+
+/// Resolves a plain-http name and accepts it only when every address is loopback.
+fn resolve_loopback(url: &Url, text: &str) -> Result<Vec<SocketAddr>, TargetError> {
+    let host = url.host_str().unwrap_or("");
+    let port = url.port_or_known_default().unwrap_or(80);
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| TargetError::Unresolved {
+            url: text.to_owned(),
+            reason: e.to_string(),
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(TargetError::Unresolved {
+            url: text.to_owned(),
+            reason: "no addresses".to_owned(),
+        });
+    }
+    if !all_loopback(&addrs) {
+        let list: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
+        return Err(TargetError::InsecureHttp {
+            url: text.to_owned(),
+            resolved: Some(list.join(", ")),
+        });
+    }
+    Ok(addrs)
+}
+
+/// Whether every address is a loopback one (an empty list is not).
+fn all_loopback(addrs: &[SocketAddr]) -> bool {
+    !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+}
+
 /// The URL text with any `user:password@` part cut out, safe to show in an error.
-fn without_credentials(text: &str) -> String {
+pub(crate) fn without_credentials(text: &str) -> String {
     match (text.find("://"), text.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             format!(
@@ -205,16 +302,66 @@ mod tests {
         for url in [
             "http://10.1.2.3",
             "http://acme.kapturecrm.com",
-            "http://localhost.evil.example",
+            "http://localhost.evil.invalid",
             "http://[2001:db8::1]",
             "http://0.0.0.0",
         ] {
             let err = Target::resolve(None, Some(url)).unwrap_err();
             assert!(
-                matches!(err, TargetError::InsecureHttp { .. }),
+                matches!(
+                    err,
+                    TargetError::InsecureHttp { .. } | TargetError::Unresolved { .. }
+                ),
                 "{url}: {err}"
             );
             assert!(err.to_string().contains("loopback"), "{err}");
+        }
+    }
+
+    #[test]
+    fn literal_loopback_hosts_ask_no_resolver_and_localhost_is_pinned() {
+        let target = Target::resolve(None, Some("http://LocalHost:4321")).unwrap();
+        assert!(target.is_loopback());
+        let pinned: Vec<String> = target
+            .pinned_addrs()
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(pinned, ["127.0.0.1:4321", "[::1]:4321"]);
+        let target = Target::resolve(None, Some("http://127.0.0.2:1")).unwrap();
+        assert!(target.is_loopback() && target.pinned_addrs().is_empty());
+        let https = Target::resolve(None, Some("https://acme.example")).unwrap();
+        assert!(!https.is_loopback());
+        assert_eq!(https.host(), "acme.example");
+    }
+
+    #[test]
+    fn a_plain_http_name_must_resolve_to_loopback_only() {
+        assert!(all_loopback(&[
+            "127.0.0.1:80".parse().unwrap(),
+            "[::1]:80".parse().unwrap()
+        ]));
+        assert!(!all_loopback(&[
+            "127.0.0.1:80".parse().unwrap(),
+            "10.0.0.1:80".parse().unwrap()
+        ]));
+        assert!(!all_loopback(&[]));
+        // The machine's own name usually resolves to a network address: refused, naming it.
+        if let Ok(name) = std::fs::read_to_string("/etc/hostname") {
+            let name = name.trim();
+            let url = format!("http://{name}:8080");
+            if let Ok(addrs) = (name, 8080).to_socket_addrs() {
+                let addrs: Vec<SocketAddr> = addrs.collect();
+                if all_loopback(&addrs) {
+                    // A name for this machine only: accepted, and pinned to what was checked.
+                    let target = Target::resolve(None, Some(&url)).unwrap();
+                    assert!(target.is_loopback());
+                    assert_eq!(target.pinned_addrs(), addrs);
+                } else {
+                    let err = Target::resolve(None, Some(&url)).unwrap_err();
+                    assert!(err.to_string().contains("resolves to"), "{err}");
+                }
+            }
         }
     }
 

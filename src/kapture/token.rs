@@ -54,6 +54,7 @@ impl Token {
     pub fn load(token_file: Option<&Path>) -> Result<Token, TokenError> {
         match token_file {
             Some(path) => {
+                warn_if_shared(path);
                 let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
                     path: path.to_path_buf(),
                     source,
@@ -96,6 +97,48 @@ impl Token {
     /// The `Authorization` header value, marked sensitive so HTTP libraries do not print it.
     pub(crate) fn header_value(&self) -> HeaderValue {
         self.header.clone()
+    }
+
+    /// The token's text as sent after `Basic `, for replacing it in what servers send back.
+    pub(crate) fn secret(&self) -> &str {
+        let text = self.header.to_str().unwrap_or("");
+        text.strip_prefix("Basic ").unwrap_or(text)
+    }
+}
+
+/// Warns, as ssh does for a private key, when other users may read the token file. Only a
+/// warning: the file may sit on a file system that shows no real permissions.
+fn warn_if_shared(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    "the token file {} can be read by other users (mode {mode:03o}); \
+                     run `chmod 600 {}`",
+                    path.display(),
+                    shell_word(&path.display().to_string())
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+/// A path quoted for a shell when it needs it, so a printed command works when pasted.
+#[cfg(unix)]
+fn shell_word(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:/@+".contains(c))
+    {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
     }
 }
 

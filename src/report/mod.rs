@@ -2,4 +2,5 @@
 
 pub mod export;
 pub mod progress;
+pub mod terminal;
 pub mod text;

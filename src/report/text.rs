@@ -4,11 +4,19 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
+use super::terminal::{self, shown};
+use crate::engine::Halt;
 use crate::ingest::FileSummary;
 use crate::store::{Counts, JobState, Run, RunSummary, SourceSummary};
 
-/// Writes `text` to standard output. A closed pipe (`kapsync status | head`) is not an error.
+/// Writes text for a person to standard output, any control character in it escaped (the
+/// parts that come from servers and files are escaped and cut where they are put in, too).
+/// A closed pipe (`kapsync status | head`) is not an error.
 pub fn print(text: &str) -> std::io::Result<()> {
+    write_stdout(&terminal::lines(text))
+}
+
+fn write_stdout(text: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
@@ -20,7 +28,7 @@ pub fn print(text: &str) -> std::io::Result<()> {
 pub fn print_json(value: &impl serde::Serialize) -> std::io::Result<()> {
     let mut text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
     text.push('\n');
-    print(&text)
+    write_stdout(&text)
 }
 
 /// What the commands a summary suggests start with, so they work when pasted as printed.
@@ -45,7 +53,7 @@ impl Default for Hints {
 pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary], prefix: &str) -> String {
     let mut out = String::new();
     let how = if created { "new run" } else { "run" };
-    let _ = writeln!(out, "Ingested into {how} {}", run.name);
+    let _ = writeln!(out, "Ingested into {how} {}", shown(&run.name));
     let (mut read, mut valid, mut invalid, mut added) = (0, 0, 0, 0);
     let (mut changed, mut unchanged, mut superseded) = (0, 0, 0);
     for file in files {
@@ -72,7 +80,10 @@ pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary], prefix: &
         let _ = writeln!(
             out,
             "  {}: {} rows read, {} valid{split}, {} invalid{note}",
-            file.path, file.rows_read, file.valid, file.invalid
+            shown(&file.path),
+            file.rows_read,
+            file.valid,
+            file.invalid
         );
         if file.superseded > 0 {
             let _ = writeln!(
@@ -82,14 +93,12 @@ pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary], prefix: &
             );
         }
         if !file.ignored_columns.is_empty() {
-            let _ = writeln!(
-                out,
-                "    ignored columns: {}",
-                file.ignored_columns.join(", ")
-            );
+            // Header names come from the file: each escaped and cut.
+            let names: Vec<String> = file.ignored_columns.iter().map(|c| shown(c)).collect();
+            let _ = writeln!(out, "    ignored columns: {}", names.join(", "));
         }
         for sample in &file.invalid_samples {
-            let _ = writeln!(out, "    line {}: {}", sample.line, sample.reason);
+            let _ = writeln!(out, "    line {}: {}", sample.line, shown(&sample.reason));
         }
         if file.invalid > file.invalid_samples.len() as i64 && !file.invalid_samples.is_empty() {
             let _ = writeln!(
@@ -118,7 +127,7 @@ pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary], prefix: &
 /// of their sync key and shown apart from the open ones.
 pub fn status(run: &Run, counts: &Counts, resolved: i64, sources: &[SourceSummary]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "Run {} (created {})", run.name, run.created_at);
+    let _ = writeln!(out, "Run {} (created {})", shown(&run.name), run.created_at);
     for state in JobState::ALL {
         let _ = write!(out, "  {:<10} {:>9}", state.as_str(), counts.get(state));
         if state == JobState::Failed && resolved > 0 {
@@ -142,7 +151,7 @@ pub fn status(run: &Run, counts: &Counts, resolved: i64, sources: &[SourceSummar
             let _ = writeln!(
                 out,
                 "  {} ({}): {} rows, {} valid, {} invalid{partial}",
-                source.path,
+                shown(&source.path),
                 source.format,
                 source.rows_read,
                 source.rows_valid,
@@ -194,6 +203,17 @@ pub fn shell_word(word: &str) -> String {
     }
 }
 
+/// A halt as shown: the server's message in it escaped and cut, the advice whole.
+fn shown_halt(halt: &Halt) -> String {
+    let mut halt = halt.clone();
+    match &mut halt {
+        Halt::Auth { message } | Halt::Forbidden { message } | Halt::Config { message, .. } => {
+            *message = shown(message);
+        }
+    }
+    halt.to_string()
+}
+
 /// The summary of a drain, one block per run. `resolved[i]` of report `i`'s failed rows are
 /// resolved by a later row of their sync key.
 pub fn drain_summary(
@@ -214,7 +234,7 @@ pub fn drain_summary(
         let _ = writeln!(
             out,
             "Run {}: {} succeeded, {} failed just now ({} {} in {}, {:.1}/s)",
-            r.run,
+            shown(&r.run),
             r.succeeded,
             r.failed,
             r.requests,
@@ -253,7 +273,13 @@ pub fn drain_summary(
         if !r.top_errors.is_empty() {
             let _ = writeln!(out, "  most frequent errors:");
             for e in &r.top_errors {
-                let _ = writeln!(out, "    {:>6} x {}: {}", e.count, e.class, e.message);
+                let _ = writeln!(
+                    out,
+                    "    {:>6} x {}: {}",
+                    e.count,
+                    e.class,
+                    shown(&e.message)
+                );
             }
         }
         let name = shell_word(&r.run);
@@ -264,14 +290,15 @@ pub fn drain_summary(
             }) => {
                 let _ = writeln!(
                     out,
-                    "  HALTED: every request is answered HTTP {http_status} ({message}): the \
+                    "  HALTED: every request is answered HTTP {http_status} ({}): the \
                      subdomain or --base-url is probably wrong. Fix it and run again; the \
                      affected rows are pending again (rows failed before the halt: \
-                     {prefix} retry --run {name} --class rejected)"
+                     {prefix} retry --run {name} --class rejected)",
+                    shown(message)
                 );
             }
             Some(halt) => {
-                let _ = writeln!(out, "  HALTED: {halt}");
+                let _ = writeln!(out, "  HALTED: {}", shown_halt(halt));
             }
             None if r.stopped && c.pending + c.in_flight > 0 => {
                 let _ = writeln!(

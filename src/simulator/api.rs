@@ -224,7 +224,20 @@ async fn get_ticket(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes
     )
 }
 
-async fn ledger(State(sim): State<Arc<Sim>>) -> Response {
+/// The `/_sim/` endpoints show every ticket sent: with a token set, they want it too.
+fn sim_auth_refused(sim: &Sim, headers: &HeaderMap) -> Option<Response> {
+    let expected = sim.config.token.as_deref()?;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(normalize_token);
+    (given != Some(expected)).then(|| failed(StatusCode::UNAUTHORIZED, "Invalid Auth Key"))
+}
+
+async fn ledger(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
+    if let Some(refused) = sim_auth_refused(&sim, &headers) {
+        return refused;
+    }
     let mut text = Vec::new();
     for entry in sim.books.ledger() {
         serde_json::to_writer(&mut text, &entry).expect("a ledger entry always serializes");
@@ -233,7 +246,10 @@ async fn ledger(State(sim): State<Arc<Sim>>) -> Response {
     ([(header::CONTENT_TYPE, "application/x-ndjson")], text).into_response()
 }
 
-async fn stats(State(sim): State<Arc<Sim>>) -> Response {
+async fn stats(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
+    if let Some(refused) = sim_auth_refused(&sim, &headers) {
+        return refused;
+    }
     json_response(StatusCode::OK, &json!(sim.books.stats(sim.ticket_count())))
 }
 
@@ -268,7 +284,7 @@ fn parse_update(body: &[u8], seq: u64) -> (Result<Map<String, Value>, String>, S
                 .and_then(Value::as_str)
                 .map(str::to_owned);
         }
-        Err(_) => seen.digest = hex(&Sha256::digest(body)),
+        Err(_) => seen.digest = format!("{:x}", Sha256::digest(body)),
     }
     (parsed, seen)
 }
@@ -364,13 +380,13 @@ fn parse_ticket_ids(body: &[u8]) -> Result<Vec<String>, String> {
 ///
 /// Tests compute it for the payloads they sent to match them with ledger entries.
 pub fn digest(object: &Value) -> String {
-    hex(&Sha256::digest(object.to_string().as_bytes()))
+    format!("{:x}", Sha256::digest(object.to_string().as_bytes()))
 }
 
 fn digest_map(object: &Map<String, Value>) -> String {
     let mut hasher = Sha256::new();
     serde_json::to_writer(HashWriter(&mut hasher), object).expect("a JSON map always serializes");
-    hex(&hasher.finalize())
+    format!("{:x}", hasher.finalize())
 }
 
 /// Feeds serialized bytes straight into the hasher, without an intermediate string.
@@ -384,14 +400,6 @@ impl std::io::Write for HashWriter<'_> {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response {

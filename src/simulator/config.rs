@@ -113,6 +113,15 @@ pub enum SimError {
     /// No sub status keys.
     #[error("failed to use --sub-statuses: give at least one key, e.g. P,CL")]
     NoSubStatuses,
+    /// `--token` was given: it would show the token to every user in `ps`.
+    #[error(
+        "--token was removed: a token on the command line is visible to every user in `ps`; \
+         set KAPTURE_TOKEN or pass --token-file PATH"
+    )]
+    TokenFlag,
+    /// The token file or `KAPTURE_TOKEN` could not be used.
+    #[error(transparent)]
+    Token(#[from] crate::kapture::TokenError),
 }
 
 impl SimError {
@@ -145,9 +154,10 @@ impl SimConfig {
     pub fn token_policy(&self) -> &'static str {
         match self.token {
             Some(_) => {
-                "token: required (from --token or KAPTURE_TOKEN); others get \"Invalid Auth Key\""
+                "token: required (from --token-file or KAPTURE_TOKEN), on /_sim/ too; others get \
+                 \"Invalid Auth Key\""
             }
-            None => "token: any token accepted (set --token or KAPTURE_TOKEN to check it)",
+            None => "token: any token accepted (set KAPTURE_TOKEN or --token-file to check it)",
         }
     }
 }

@@ -17,7 +17,7 @@ use sqlx::Sqlite;
 use sqlx::pool::PoolConnection;
 
 use super::delta::{self, DeltaCounts, DeltaOptions, Kind};
-use super::{Store, StoreError, now_text};
+use super::{Counts, JobState, Store, StoreError, now_text};
 
 /// Rows per multi-row INSERT: 8 bound values a row stay far below SQLite's 32,766 limit.
 /// (Anonymous `?` only: SQLite looks numbered `?NNN` names up by a linear scan, which made a
@@ -168,6 +168,7 @@ impl Store {
             full_sql: insert_sql(run_id, source_id, ROWS_PER_STATEMENT),
             delta: None,
             counts: DeltaCounts::default(),
+            added: Counts::default(),
         })
     }
 }
@@ -202,6 +203,10 @@ pub struct IngestWriter {
     source_id: i64,
     in_transaction: bool,
     full_sql: String,
+    /// Rows written in the open transaction per stored state, added to `run_counts` when it
+    /// commits (cheaper than a trigger per inserted row). Must follow the state the INSERT
+    /// stores for each row.
+    added: Counts,
     delta: Option<DeltaState>,
     counts: DeltaCounts,
 }
@@ -287,13 +292,21 @@ impl IngestWriter {
                 // Owned values move into the arguments; borrowed ones would be copied. An
                 // unchanged row keeps no payload: its reason names the row that has it.
                 let (payload, message) = match kind {
-                    Kind::Pending => (job.payload, None),
-                    Kind::Invalid => (None, job.invalid_reason),
+                    Kind::Pending => {
+                        self.added.pending += 1;
+                        (job.payload, None)
+                    }
+                    Kind::Invalid => {
+                        self.added.invalid += 1;
+                        (None, job.invalid_reason)
+                    }
                     Kind::Unchanged => {
+                        self.added.skipped += 1;
                         self.counts.unchanged += 1;
                         (None, reason)
                     }
                     Kind::Superseded => {
+                        self.added.skipped += 1;
                         self.counts.superseded += 1;
                         (job.payload, reason)
                     }
@@ -336,8 +349,23 @@ impl IngestWriter {
         .bind(self.source_id)
         .execute(&mut *self.conn)
         .await?;
+        for state in JobState::ALL {
+            let n = self.added.get(state);
+            if n != 0 {
+                sqlx::query(
+                    "INSERT INTO run_counts (run_id, state, n) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (run_id, state) DO UPDATE SET n = n + ?3",
+                )
+                .bind(self.run_id)
+                .bind(state.as_str())
+                .bind(n)
+                .execute(&mut *self.conn)
+                .await?;
+            }
+        }
         sqlx::query("COMMIT").execute(&mut *self.conn).await?;
         self.in_transaction = false;
+        self.added = Counts::default();
         Ok(())
     }
 
@@ -367,7 +395,8 @@ impl IngestWriter {
         .fetch_optional(&mut *self.conn)
         .await?;
         if duplicate.is_some() {
-            sqlx::query("DELETE FROM jobs WHERE source_id = ?")
+            sqlx::query("DELETE FROM jobs WHERE run_id = ? AND source_id = ?")
+                .bind(self.run_id)
                 .bind(self.source_id)
                 .execute(&mut *self.conn)
                 .await?;
@@ -398,12 +427,14 @@ impl IngestWriter {
             // SQLite may have rolled back already (a full disk does): that is fine too.
             let _ = sqlx::query("ROLLBACK").execute(&mut *self.conn).await;
             self.in_transaction = false;
+            self.added = Counts::default();
         }
         sqlx::query(
             "DELETE FROM source_files WHERE id = ?1 AND complete = 0 AND last_line = 0
-               AND NOT EXISTS (SELECT 1 FROM jobs WHERE source_id = ?1)",
+               AND NOT EXISTS (SELECT 1 FROM jobs WHERE run_id = ?2 AND source_id = ?1)",
         )
         .bind(self.source_id)
+        .bind(self.run_id)
         .execute(&mut *self.conn)
         .await?;
         Ok(())

@@ -2,6 +2,9 @@
 
 mod claim;
 mod delta;
+pub mod files;
+#[cfg(test)]
+mod fixtures;
 mod ingest;
 mod open;
 mod reports;
@@ -40,6 +43,9 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The database, its WAL or shared-memory file is a link or not this user's alone.
+    #[error(transparent)]
+    File(#[from] files::FileError),
     /// The embedded migrations could not be applied.
     #[error("failed to apply database migrations")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -56,9 +62,12 @@ pub enum StoreError {
 
 impl StoreError {
     /// Whether the user can fix this by changing the command (exit code 2): a run name that
-    /// does not exist, or a database with no runs.
+    /// does not exist, a database with no runs, or a database file kapsync refuses.
     pub fn is_usage(&self) -> bool {
-        matches!(self, StoreError::NoSuchRun(_) | StoreError::NoRuns)
+        match self {
+            StoreError::File(e) => e.is_usage(),
+            other => matches!(other, StoreError::NoSuchRun(_) | StoreError::NoRuns),
+        }
     }
 }
 

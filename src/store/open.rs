@@ -9,6 +9,7 @@ use sqlx::sqlite::{
 };
 
 use super::StoreError;
+use super::files::{self, FileError};
 
 /// Rows the SQLite thread may hand over before the caller takes them: more than a claim.
 const ROW_BUFFER: usize = 1024;
@@ -20,7 +21,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// be creating the same database).
 const MIGRATE_TRIES: u64 = 5;
 /// Page size of a new database file. Ingest appends rows of a few hundred bytes and inserts
-/// into the random-order `jobs_by_ticket` index; 16 KiB pages make the B-trees shallower and
+/// into the random-order `jobs_open_by_ticket` index; 16 KiB pages make the B-trees shallower and
 /// cut the per-page work (page cache lookups, WAL frames, splits) of a 1M-row ingest by about
 /// a fifth against SQLite's 4 KiB default, while a single-row update still writes only one
 /// small page. It can only be chosen before the first table exists, so an existing file
@@ -36,8 +37,24 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating when missing, readable by its owner only) and migrates the database.
+    ///
+    /// The database, its `-wal` and its `-shm` are never reached through a symbolic link and
+    /// are refused when another user owns them or may read or write them (see
+    /// [`super::files`]): they hold customer data, and the WAL holds recent rows whole.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        let fresh = create_private(path)?;
+        let (file, fresh) = match files::create_new(path)? {
+            Some(file) => (file, true),
+            None => {
+                let file = files::open_existing(path)?;
+                // Empty: new, or created by an open that stopped before writing.
+                let empty = file.metadata().is_ok_and(|m| m.len() == 0);
+                (file, empty)
+            }
+        };
+        // SQLite creates these by path, following links: made first, they are ours.
+        for companion in files::companions(path) {
+            files::open_or_create(&companion)?;
+        }
         let mut options = SqliteConnectOptions::from_str("sqlite:")
             .map_err(|source| StoreError::Open {
                 path: path.to_owned(),
@@ -59,6 +76,14 @@ impl Store {
             path: path.to_owned(),
             source,
         })?;
+        // SQLite opened the file by path: make sure it is still the one checked above.
+        if !files::same_file(path, &file) {
+            pool.close().await;
+            return Err(FileError::Replaced {
+                path: path.to_owned(),
+            }
+            .into());
+        }
         migrate(&pool).await?;
         Ok(Self {
             pool,
@@ -141,26 +166,6 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
     }
 }
 
-/// Creates the file with mode 0600 when it does not exist, so the job table (which holds
-/// customer data) is never readable by other users, not even for a moment. Returns whether
-/// the file is still empty (new, or created by an open that stopped before writing).
-fn create_private(path: &Path) -> Result<bool, StoreError> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            Ok(std::fs::metadata(path).is_ok_and(|m| m.len() == 0))
-        }
-        Err(source) => Err(StoreError::Create {
-            path: path.to_owned(),
-            source,
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,6 +202,30 @@ mod tests {
         Store::open(&path).await.unwrap().close().await;
     }
 
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_linked_or_shared_database_or_wal_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.db");
+        let link = dir.path().join("link.db");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = Store::open(&link).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::File(FileError::Symlink { .. })),
+            "{err}"
+        );
+        assert!(!real.exists(), "nothing created through the link");
+
+        let path = dir.path().join("k.db");
+        Store::open(&path).await.unwrap().close().await;
+        let [wal, _] = files::companions(&path);
+        std::fs::write(&wal, "").unwrap();
+        std::fs::set_permissions(&wal, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let err = Store::open(&path).await.unwrap_err().to_string();
+        assert!(err.contains("-wal") && err.contains("chmod 600"), "{err}");
+    }
+
     #[tokio::test]
     async fn an_existing_file_keeps_its_page_size() {
         let dir = tempfile::tempdir().unwrap();
@@ -216,6 +245,12 @@ mod tests {
             .await
             .unwrap();
         pool.close().await;
+        #[cfg(unix)]
+        {
+            // Made here under the umask; kapsync refuses a database others can read.
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         let store = Store::open(&path).await.unwrap();
         let (page_size,): (i64,) = sqlx::query_as("PRAGMA page_size")
             .fetch_one(&store.pool)

@@ -66,10 +66,10 @@ pub struct RunSummary {
 }
 
 impl Store {
-    /// Rows per state in one run.
+    /// Rows per state in one run: a few rows of `run_counts`, however long the history.
     pub async fn counts(&self, run_id: i64) -> Result<Counts, StoreError> {
         let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT state, count(*) FROM jobs WHERE run_id = ? GROUP BY state")
+            sqlx::query_as("SELECT state, n FROM run_counts WHERE run_id = ?")
                 .bind(run_id)
                 .fetch_all(&self.pool)
                 .await?;
@@ -93,14 +93,44 @@ impl Store {
         .await?)
     }
 
-    /// Every run with its counts, oldest first.
+    /// Every run with its counts, oldest first: one read of `runs` and `run_counts`.
     pub async fn run_summaries(&self) -> Result<Vec<RunSummary>, StoreError> {
-        let mut out = Vec::new();
-        for run in self.all_runs().await? {
-            let counts = self.counts(run.id).await?;
-            out.push(RunSummary { run, counts });
+        let rows: Vec<(i64, String, i64)> =
+            sqlx::query_as("SELECT run_id, state, n FROM run_counts ORDER BY run_id")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut counts: std::collections::HashMap<i64, Counts> = std::collections::HashMap::new();
+        for (run_id, state, n) in rows {
+            if let Some(state) = JobState::parse(&state) {
+                *counts.entry(run_id).or_default().slot(state) += n;
+            }
         }
-        Ok(out)
+        Ok(self
+            .all_runs()
+            .await?
+            .into_iter()
+            .map(|run| RunSummary {
+                counts: counts.get(&run.id).copied().unwrap_or_default(),
+                run,
+            })
+            .collect())
+    }
+
+    /// Rows per state counted from the rows themselves, for tests that check `run_counts`.
+    #[cfg(test)]
+    pub(crate) async fn recount_for_tests(&self, run_id: i64) -> Result<Counts, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, count(*) FROM jobs WHERE run_id = ? GROUP BY state")
+                .bind(run_id)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut counts = Counts::default();
+        for (state, n) in rows {
+            if let Some(state) = JobState::parse(&state) {
+                *counts.slot(state) += n;
+            }
+        }
+        Ok(counts)
     }
 }
 
@@ -124,9 +154,8 @@ impl Store {
     /// A page of a run's jobs in id order after `after_id`, optionally of one state. Paging
     /// by id keeps memory flat and holds no read transaction open between pages.
     ///
-    /// `NOT INDEXED` keeps SQLite on the primary key: left to itself (no `ANALYZE` statistics)
-    /// it picks `jobs_by_ticket` for `run_id` and sorts the whole run for every page, which
-    /// makes an export of a million rows quadratic.
+    /// `jobs_by_run` holds the run's rows in id order, so a page is one seek and no sort, and
+    /// other runs' rows are never read.
     pub async fn job_rows(
         &self,
         run_id: i64,
@@ -137,7 +166,7 @@ impl Store {
         Ok(sqlx::query_as::<_, JobRow>(
             "SELECT j.id, s.path AS source, j.line, j.ticket_id, j.payload, j.state, j.attempts,
                     j.error_class, j.error_message, j.http_status, j.replayed
-             FROM jobs j NOT INDEXED JOIN source_files s ON s.id = j.source_id
+             FROM jobs j INDEXED BY jobs_by_run JOIN source_files s ON s.id = j.source_id
              WHERE j.run_id = ?1 AND j.id > ?2 AND (?3 IS NULL OR j.state = ?3)
              ORDER BY j.id LIMIT ?4",
         )

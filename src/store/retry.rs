@@ -35,17 +35,10 @@ pub struct Requeued {
     pub superseded: u64,
 }
 
-/// Every `error_class` a row can carry: the engine's classes for an answer that was not a
-/// success, plus `invalid` for rows ingest could not use. `retry --class` accepts these.
-pub const ERROR_CLASSES: [&str; 7] = [
-    "rejected",
-    "transient",
-    "transient_in_doubt",
-    "auth",
-    "forbidden",
-    "throttled",
-    "invalid",
-];
+/// Every `error_class` a `failed` row can carry, so the values `retry --class` accepts: a
+/// rejection, or a transient error on the last attempt. (Auth, forbidden and throttled answers
+/// put the row back to pending; invalid rows have no error class.)
+pub const ERROR_CLASSES: [&str; 3] = ["rejected", "transient", "transient_in_doubt"];
 
 impl Store {
     /// Puts the run's `failed` rows back to `pending`, due at once, with their attempt count
@@ -155,8 +148,9 @@ impl Store {
     }
 
     /// Test support: fails a job as the engine would after a final attempt, and appends
-    /// that attempt to the history. Not for production code, which goes through the engine.
-    #[doc(hidden)]
+    /// that attempt to the history. Only in tests and with the `test-support` feature:
+    /// production code goes through the engine.
+    #[cfg(any(test, feature = "test-support"))]
     pub async fn mark_failed_for_tests(
         &self,
         job_id: i64,
@@ -198,51 +192,13 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::store::{JobState, NewJob, SourceProgress, SourceStart};
-
-    /// A store with one run of `n` valid rows (tickets 1..=n); returns it and the run id.
-    async fn store_with_rows(dir: &tempfile::TempDir, n: i64) -> (Store, i64) {
-        let store = Store::open(&dir.path().join("k.db")).await.unwrap();
-        let (run, _) = store.get_or_create_run("r").await.unwrap();
-        let SourceStart::New { source_id } = store
-            .begin_source(run.id, "in.csv", "hash", "settings", "csv")
-            .await
-            .unwrap()
-        else {
-            panic!("a new source");
-        };
-        let jobs: Vec<NewJob> = (1..=n)
-            .map(|i| NewJob {
-                line: i + 1,
-                ticket_id: Some(i.to_string()),
-                payload: Some(format!(r#"{{"ticket_id":"{i}","sub_status":"CL"}}"#)),
-                payload_hash: Some([0; 16]),
-                invalid_reason: None,
-                sync_key: None,
-            })
-            .collect();
-        let mut writer = store.ingest_writer(run.id, source_id).await.unwrap();
-        writer.write(&jobs).await.unwrap();
-        writer
-            .finish(
-                SourceProgress {
-                    last_line: n + 1,
-                    rows_read: n,
-                    rows_valid: n,
-                    rows_invalid: 0,
-                },
-                "hash",
-            )
-            .await
-            .unwrap();
-        (store, run.id)
-    }
+    use super::{Requeued, RowFilter};
+    use crate::store::JobState;
+    use crate::store::fixtures::store_with;
 
     #[tokio::test]
     async fn requeue_filters_by_class_and_literal_text_and_keeps_history() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, run_id) = store_with_rows(&dir, 4).await;
+        let (_dir, store, run_id) = store_with(&["1", "2", "3", "4"]).await;
         let ids: Vec<i64> = store
             .job_rows(run_id, None, 0, 10)
             .await

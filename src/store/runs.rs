@@ -102,7 +102,70 @@ impl Store {
         .bind(run_id)
         .execute(&self.pool)
         .await?;
+        if done.rows_affected() > 0 {
+            sqlx::query("DELETE FROM run_counts WHERE run_id = ?")
+                .bind(run_id)
+                .execute(&self.pool)
+                .await?;
+        }
         Ok(done.rows_affected() > 0)
+    }
+
+    /// The runs holding rows that are pending or in flight, oldest open row first: the order
+    /// in which their rows are to be sent. Reads `run_counts` and two index probes a run.
+    pub async fn open_runs(&self) -> Result<Vec<Run>, StoreError> {
+        Ok(sqlx::query_as::<_, Run>(
+            "SELECT r.id, r.name, r.created_at FROM runs r
+             WHERE r.id IN (SELECT run_id FROM run_counts
+                            WHERE state IN ('pending', 'in_flight') AND n > 0)
+             ORDER BY min(
+                 coalesce((SELECT min(id) FROM jobs INDEXED BY jobs_open_by_run
+                           WHERE run_id = r.id AND state IN ('pending', 'in_flight')
+                             AND state = 'pending'), 9223372036854775807),
+                 coalesce((SELECT min(id) FROM jobs INDEXED BY jobs_open_by_run
+                           WHERE run_id = r.id AND state IN ('pending', 'in_flight')
+                             AND state = 'in_flight'), 9223372036854775807)),
+               r.id",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The other runs holding open rows that open rows of `run_id` wait on (an earlier row of
+    /// the same ticket, pending or in flight), with how many of the run's rows wait on each,
+    /// oldest run first. One probe per open row of the run.
+    pub async fn runs_holding_earlier_rows(
+        &self,
+        run_id: i64,
+    ) -> Result<Vec<(Run, i64)>, StoreError> {
+        let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
+            "WITH held(holder) AS (
+                 SELECT (SELECT e.run_id FROM jobs e INDEXED BY jobs_open_by_ticket
+                         WHERE e.ticket_id = j.ticket_id AND e.state IN ('pending', 'in_flight')
+                           AND e.id < j.id
+                         ORDER BY e.id DESC LIMIT 1)
+                 FROM jobs j INDEXED BY jobs_open_by_run
+                 WHERE j.run_id = ?1 AND j.state IN ('pending', 'in_flight'))
+             SELECT r.id, r.name, r.created_at, count(*) FROM held JOIN runs r ON r.id = held.holder
+             WHERE held.holder != ?1
+             GROUP BY r.id ORDER BY r.id",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, name, created_at, n)| {
+                (
+                    Run {
+                        id,
+                        name,
+                        created_at,
+                    },
+                    n,
+                )
+            })
+            .collect())
     }
 }
 

@@ -57,6 +57,11 @@ fn readme_starts_with_the_demo_and_the_tests() {
 #[test]
 fn every_documented_exit_code_is_in_the_readme_and_help() {
     let readme = include_str!("../../README.md");
+    let help = assert_cmd::Command::cargo_bin("kapsync")
+        .unwrap()
+        .arg("--help")
+        .output()
+        .unwrap();
     for (code, _) in [
         (kapsync::exit::OK, "0"),
         (kapsync::exit::ROWS_FAILED, "1"),
@@ -64,10 +69,15 @@ fn every_documented_exit_code_is_in_the_readme_and_help() {
         (kapsync::exit::AUTH_HALT, "3"),
         (kapsync::exit::STOPPED, "4"),
         (kapsync::exit::INTERNAL, "5"),
+        (kapsync::exit::UNREACHABLE, "6"),
     ] {
         assert!(
             readme.contains(&format!("| {code} |")),
             "exit code {code} is not in the README"
+        );
+        assert!(
+            crate::support::stdout(&help).contains(&format!("\n  {code}  ")),
+            "exit code {code} is not in --help"
         );
     }
 }
@@ -176,5 +186,134 @@ fn parse_errors_name_the_place_and_never_echo_a_token() {
             .output()
             .unwrap(),
         "line 5, column 5",
+    );
+}
+
+#[test]
+fn completions_man_page_and_long_version() {
+    let kapsync = || assert_cmd::Command::cargo_bin("kapsync").unwrap();
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let out = kapsync().args(["completions", shell]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", stderr(&out));
+        let script = crate::support::stdout(&out);
+        assert!(
+            script.contains("kapsync") && script.contains("sync"),
+            "{shell}"
+        );
+    }
+    let out = kapsync().arg("man").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let page = crate::support::stdout(&out);
+    assert!(page.contains(".TH kapsync 1"), "{page}");
+    for part in ["GLOBAL OPTIONS", "SUBCOMMANDS", "Exit codes"] {
+        assert!(page.contains(part), "no {part} in the page");
+    }
+
+    let long = crate::support::stdout(&kapsync().arg("--version").output().unwrap());
+    assert!(long.starts_with(&format!("kapsync {}\n", env!("CARGO_PKG_VERSION"))));
+    assert!(
+        long.contains("\ncommit: ") && long.contains("\nbuilt:  20"),
+        "{long}"
+    );
+    let short = crate::support::stdout(&kapsync().arg("-V").output().unwrap());
+    assert_eq!(short, format!("kapsync {}\n", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn help_lists_global_options_apart() {
+    let out = assert_cmd::Command::cargo_bin("kapsync")
+        .unwrap()
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = crate::support::stdout(&out);
+    let global = help
+        .find("Global options:")
+        .expect("a global options heading");
+    assert!(help[global..].contains("--db <PATH>"), "{help}");
+    assert!(help[..global].contains("--rate <N>"), "{help}");
+}
+
+#[test]
+fn simulate_and_demo_refuse_db_but_not_the_environment_variable() {
+    let ws = crate::support::Workspace::new();
+    for command in ["simulate", "demo"] {
+        let out = ws.kapsync().arg(command).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        let text = stderr(&out);
+        assert!(
+            text.contains(&format!("`kapsync {command}` uses no database of yours")),
+            "{text}"
+        );
+        assert!(!ws.db().exists(), "{command} created the database");
+    }
+    // KAPSYNC_DB exported for the real commands does not stop a demo.
+    let out = assert_cmd::Command::cargo_bin("kapsync")
+        .unwrap()
+        .env("KAPSYNC_DB", ws.db())
+        .args(["--no-progress", "demo", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!ws.db().exists(), "the demo wrote to KAPSYNC_DB");
+}
+
+/// `[profiles.NAME]` chosen by `--profile` or `KAPSYNC_PROFILE`: the profile beats the file's
+/// top level, the environment beats the profile, and an unknown name lists the real ones.
+#[test]
+fn settings_profiles_through_the_binary() {
+    let ws = crate::support::Workspace::new();
+    let long = "x".repeat(60);
+    ws.file(
+        "a.csv",
+        format!("ticket_id,sub_status,comment\n1,CL,{long}\n2,CL,{long}\n"),
+    );
+    ws.file(
+        "kapsync.toml",
+        "db = \"top.db\"\n\n[profiles.acme]\ndb = \"acme.db\"\nmax_record_bytes = 40\n\n\
+         [profiles.beta]\ndb = \"beta.db\"\n",
+    );
+    let kapsync = || {
+        let mut cmd = assert_cmd::Command::cargo_bin("kapsync").unwrap();
+        cmd.current_dir(ws.dir.path())
+            .env_remove("KAPSYNC_DB")
+            .env_remove("KAPSYNC_PROFILE")
+            .env_remove("KAPSYNC_MAX_RECORD_BYTES")
+            .arg("--no-progress");
+        cmd
+    };
+    let db = |name: &str| ws.dir.path().join(name);
+
+    // The profile's small record limit makes every row invalid (exit 1), in acme.db.
+    let out = kapsync()
+        .env("KAPSYNC_PROFILE", "acme")
+        .args(["ingest", "--run", "one", "a.csv"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(db("acme.db").exists() && !db("top.db").exists());
+
+    // The environment beats the profile: the same rows are valid.
+    let out = kapsync()
+        .env("KAPSYNC_MAX_RECORD_BYTES", "100000")
+        .args(["--profile", "acme", "ingest", "--run", "two", "a.csv"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // No profile: the top level.
+    let out = kapsync().args(["ingest", "a.csv"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(db("top.db").exists());
+
+    let out = kapsync()
+        .args(["--profile", "prod", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no profile \"prod\" in kapsync.toml: its profiles are acme, beta"),
+        "{}",
+        stderr(&out)
     );
 }

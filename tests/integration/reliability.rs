@@ -781,6 +781,53 @@ async fn secret_hygiene_the_token_appears_in_no_output_database_or_export_at_tra
         false,
         0,
     );
+    // A server that echoes the request headers back, token included, in its message (rows
+    // it rejects), in the ticket snapshot (rows it accepts) and in a redirect's Location.
+    let echo = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(|request: &wiremock::Request| {
+            let headers = format!("{:?}", request.headers);
+            let body = String::from_utf8_lossy(&request.body);
+            if body.contains("t0-") {
+                wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                    "status": "success", "message": "ok", "ticket": {"echo": headers}
+                }))
+            } else if body.contains("t1-") {
+                wiremock::ResponseTemplate::new(302)
+                    .insert_header("Location", format!("https://x.example/?h={headers}"))
+            } else {
+                wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                    "status": "failed", "message": format!("you sent {headers}")
+                }))
+            }
+        })
+        .mount(&echo)
+        .await;
+    let c = ws.file("c.csv", rows_csv(9, 3));
+    let c = c.to_str().unwrap();
+    step(
+        &[
+            "sync",
+            "--run",
+            "c",
+            c,
+            "--rate",
+            "0",
+            "--max-attempts",
+            "1",
+            "--base-url",
+            &echo.uri(),
+        ],
+        false,
+        1,
+    );
+    let echoed = echo.received_requests().await.unwrap_or_default();
+    assert!(
+        echoed
+            .iter()
+            .any(|r| format!("{:?}", r.headers).contains(&canary)),
+        "the echo server saw the token"
+    );
     let export = |name: &str| ws.dir.path().join(name).to_str().unwrap().to_owned();
     step(
         &["export", "--run", "a", "-o", &export("export-a.csv")],
@@ -798,6 +845,25 @@ async fn secret_hygiene_the_token_appears_in_no_output_database_or_export_at_tra
         true,
         0,
     );
+    step(
+        &["export", "--run", "c", "-o", &export("export-c.csv")],
+        true,
+        0,
+    );
+    step(
+        &[
+            "export",
+            "--run",
+            "c",
+            "--format",
+            "jsonl",
+            "-o",
+            &export("export-c.jsonl"),
+        ],
+        true,
+        0,
+    );
+    step(&["status", "--run", "c"], true, 0);
     step(&["runs", "--json"], true, 0);
     // `run` at a wrong status code above does not check that trace logging was on.
     assert!(outputs.iter().any(|(_, out)| stderr(out).contains("TRACE")));
@@ -836,10 +902,22 @@ async fn secret_hygiene_the_token_appears_in_no_output_database_or_export_at_tra
         "export-a.csv",
         "export-a.jsonl",
         "export-b.csv",
+        "export-c.csv",
         "killed-run.stderr",
     ] {
         assert!(searched.iter().any(|s| s == expected), "{searched:?}");
     }
+    // What the echo server sent back is kept, with the token replaced.
+    let jobs = ws.jobs(Some("c")).await;
+    assert!(
+        jobs.iter().any(|j| j
+            .error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("[token]"))),
+        "{jobs:?}"
+    );
+    let c_jsonl = std::fs::read_to_string(ws.dir.path().join("export-c.jsonl")).unwrap();
+    assert!(c_jsonl.contains("[token]"), "{c_jsonl}");
 }
 
 /// `status` (any command that only reads) must not wait for a writer in another process: it
@@ -1030,4 +1108,57 @@ async fn a_full_disk_stops_ingest_and_run_cleanly_and_both_resume() {
         .collect();
     assert_eq!(applied.len(), rows, "every row reached the server");
     assert_eq!(integrity(&db).await, "ok");
+}
+
+/// A worker or the result writer that panics ends `kapsync run` with exit 5, never a hang (the
+/// command has a deadline); the runner lock is released, and the next run sends every row,
+/// replaying those the panic left in flight. The panic is injected through the real binary by
+/// `KAPSYNC_TEST_PANIC`, which only debug builds read.
+#[cfg(debug_assertions)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_worker_or_writer_ends_the_run_with_exit_5_and_the_next_run_replays() {
+    const ROWS: usize = 200;
+    for (task, name) in [("worker", "worker"), ("writer", "result writer")] {
+        let ws = Workspace::new();
+        ingest_rows(&ws, ROWS, 50);
+        let sim = start_sim(SimConfig::default()).await;
+        let run = |panic: Option<&str>| {
+            let mut cmd = ws.kapsync();
+            cmd.env("KAPTURE_TOKEN", "t")
+                .args(["run", "--run", "r", "--rate", "0", "--concurrency", "8"])
+                .args(["--base-url", &sim.base_url(), "--json"])
+                .timeout(Duration::from_secs(120));
+            if let Some(task) = panic {
+                cmd.env("KAPSYNC_TEST_PANIC", task);
+            }
+            cmd.output().unwrap()
+        };
+
+        let first = run(Some(task));
+        let message = stderr(&first);
+        assert_eq!(first.status.code(), Some(5), "{task}: {message}");
+        assert!(
+            message.contains(&format!("the {name} stopped unexpectedly")),
+            "{task}: {message}"
+        );
+        let left = ws.jobs(Some("r")).await;
+        let in_flight = left.iter().filter(|j| j.state == "in_flight").count();
+        assert!(in_flight >= 1, "{task}: the panic left its rows in flight");
+
+        // The lock was released with the failed run: the next one starts and finishes.
+        let second = run(None);
+        assert_eq!(second.status.code(), Some(0), "{task}: {}", stderr(&second));
+        let report: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+        assert_eq!(
+            report["runs"][0]["replayed"].as_u64(),
+            Some(in_flight as u64),
+            "{task}: every row left in flight is replayed"
+        );
+        let jobs = ws.jobs(Some("r")).await;
+        assert!(jobs.iter().all(|j| j.state == "succeeded"), "{task}");
+        let ledger = sim.ledger();
+        sim.shutdown().await;
+        check_ledger(&ledger, ROWS);
+        assert_eq!(integrity(&ws.db()).await, "ok");
+    }
 }

@@ -356,3 +356,37 @@ fn the_filters_hide_only_what_varies() {
     );
     check("filters_self_check", &ws, &text);
 }
+
+#[cfg(unix)]
+#[test]
+fn security_refusals_and_escaped_text() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let ws = Workspace::new();
+    ingest(
+        &ws,
+        "nightly",
+        "rows.csv",
+        "ticket_id,sub_status,\u{1b}[2Jnote\n100000000001,CL,x\n",
+        0,
+    );
+    let mut text = transcript(&mut ws.kapsync(), &["status"]);
+    ws.file(
+        "escaped.csv",
+        "ticket_id,sub_status,\u{1b}]0;x\u{7}\n1,CL,x\n",
+    );
+    text.push_str(&transcript(
+        &mut ws.kapsync(),
+        &["ingest", "--run", "r", "escaped.csv"],
+    ));
+    ws.file("out.csv", "old");
+    text.push_str(&transcript(&mut ws.kapsync(), &["export", "-o", "out.csv"]));
+    std::fs::set_permissions(ws.db(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    text.push_str(&transcript(&mut ws.kapsync(), &["status"]));
+    let mut simulate = assert_cmd::Command::cargo_bin("kapsync").unwrap();
+    simulate.env_remove("KAPTURE_TOKEN");
+    text.push_str(&transcript(
+        &mut simulate,
+        &["simulate", "--port", "0", "--token", "x"],
+    ));
+    check("security_refusals", &ws, &text);
+}

@@ -175,6 +175,7 @@ pub async fn drain(
     let run = store.resolve_run(Some("r")).await.unwrap();
     let client = client_with(base_url, "secret-token", timeout);
     let (progress, _rx) = tokio::sync::watch::channel(engine::Progress::default());
+    let store_thread = engine::StoreThread::start();
     let report = engine::drain(
         &store,
         &client,
@@ -182,6 +183,7 @@ pub async fn drain(
         config,
         &Shutdown::default(),
         progress,
+        &store_thread.handle(),
     )
     .await
     .unwrap();

@@ -1,7 +1,7 @@
 //! Reading and checking a mapping file (TOML) into a [`Mapping`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use sha2::Digest as _;
@@ -9,6 +9,40 @@ use sha2::Digest as _;
 use crate::ingest::MappingError;
 use crate::kapture::KAPTURE_FIELDS;
 use crate::toml_error::TomlError;
+
+/// A mapping file that cannot be used: each cause is kept typed, as the source.
+#[derive(Debug, thiserror::Error)]
+pub enum MappingFileError {
+    /// The file could not be read.
+    #[error("failed to read mapping file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not TOML of the mapping's shape. The cause names the line and column,
+    /// never the line itself.
+    #[error("failed to parse mapping file {path}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: TomlError,
+    },
+    /// The file parses but maps something wrongly.
+    #[error("failed to use mapping file {path}")]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: MappingError,
+    },
+}
+
+impl MappingFileError {
+    /// Whether the user can fix this (exit code 2): always, the mapping file is theirs.
+    pub fn is_usage(&self) -> bool {
+        true
+    }
+}
 
 /// The file as written. Every table is optional and unknown tables or keys are refused, so a
 /// typo is an error rather than a silently ignored setting; a new table is one more field here.
@@ -59,21 +93,30 @@ pub struct Mapping {
 
 impl Mapping {
     /// Reads and checks a mapping file.
-    pub fn load(path: &Path) -> Result<Self, MappingError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            MappingError(format!(
-                "failed to read mapping file {}: {e}",
-                path.display()
-            ))
+    pub fn load(path: &Path) -> Result<Self, MappingFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| MappingFileError::Read {
+            path: path.to_owned(),
+            source,
         })?;
-        Self::parse(&text)
-            .map_err(|e| MappingError(format!("mapping file {}: {}", path.display(), e.0)))
+        let file = toml::from_str(&text).map_err(|e| MappingFileError::Parse {
+            path: path.to_owned(),
+            source: TomlError::new(&e, &text),
+        })?;
+        Self::check(file, &text).map_err(|source| MappingFileError::Invalid {
+            path: path.to_owned(),
+            source,
+        })
     }
 
     /// Parses and checks mapping TOML.
     pub fn parse(text: &str) -> Result<Self, MappingError> {
-        let file: MappingFile =
+        let file =
             toml::from_str(text).map_err(|e| MappingError(TomlError::new(&e, text).to_string()))?;
+        Self::check(file, text)
+    }
+
+    /// Checks a parsed mapping file whose text is `text`.
+    fn check(file: MappingFile, text: &str) -> Result<Self, MappingError> {
         for field in file.columns.keys() {
             if !KAPTURE_FIELDS.contains(&field.as_str()) {
                 return Err(MappingError(format!(

@@ -35,7 +35,7 @@ mod names;
 mod plan;
 mod row;
 
-pub use file::Mapping;
+pub use file::{Mapping, MappingFileError};
 pub use plan::Plan;
 pub use row::{Invalid, Update, json_kind};
 

@@ -1,0 +1,207 @@
+//! Unit tests of the settings merge: precedence, profiles, hints and help defaults.
+
+use super::*;
+
+#[test]
+fn file_config_rejects_unknown_keys() {
+    let err = toml::from_str::<FileConfig>("rat = 5").unwrap_err();
+    assert!(err.to_string().contains("unknown field"), "{err}");
+}
+
+/// The command line `args` (after `kapsync`), parsed as clap would.
+fn parse(args: &[&str]) -> crate::cli::Cli {
+    use clap::Parser as _;
+    crate::cli::Cli::try_parse_from(std::iter::once("kapsync").chain(args.iter().copied())).unwrap()
+}
+
+/// Settings from a settings file's text and a command line, as `resolve` builds them.
+fn resolved(file: &str, args: &[&str]) -> Result<Settings, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kapsync.toml");
+    std::fs::write(&path, file).unwrap();
+    let cli = parse(args);
+    let profile = cli.global.profile.clone();
+    let file = FileConfig::load(Some(&path), profile.as_deref())?;
+    Ok(Settings::merge(&cli.global, profile, file))
+}
+
+fn run_options(cli: crate::cli::Cli) -> RunOptions {
+    match cli.command {
+        crate::cli::Command::Run(args) => args.options,
+        other => panic!("not a run: {other:?}"),
+    }
+}
+
+const FILE: &str = r#"
+rate = 3
+burst = 2
+concurrency = 3
+subdomain = "acme"
+db = "top.db"
+
+[profiles.beta]
+rate = 7
+concurrency = 6
+base_url = "http://127.0.0.1:8787"
+db = "beta.db"
+
+[profiles.gamma]
+timeout = 9
+"#;
+
+#[test]
+fn precedence_is_defaults_then_file_then_profile_then_flags() {
+    let args = ["--profile", "beta", "run", "--rate", "11"];
+    let settings = resolved(FILE, &args).unwrap();
+    let run = settings.run(&run_options(parse(&args))).unwrap();
+    assert_eq!(run.rate, 11, "a flag beats the profile");
+    assert_eq!(run.concurrency, 6, "the profile beats the top level");
+    assert_eq!(
+        run.burst, 2,
+        "the top level fills what the profile leaves out"
+    );
+    assert_eq!(
+        run.max_attempts, DEFAULT_MAX_ATTEMPTS,
+        "defaults fill the rest"
+    );
+    assert_eq!(run.timeout, Duration::from_secs(DEFAULT_TIMEOUT_SECS));
+    assert!(settings.db.ends_with("beta.db"), "{:?}", settings.db);
+    assert_eq!(settings.profile.as_deref(), Some("beta"));
+    assert!(!settings.db_given);
+
+    let args = ["run"];
+    let settings = resolved(FILE, &args).unwrap();
+    let run = settings.run(&run_options(parse(&args))).unwrap();
+    assert_eq!(
+        (run.rate, run.concurrency),
+        (3, 3),
+        "no profile: the top level"
+    );
+    assert!(settings.db.ends_with("top.db"));
+
+    let args = ["--db", "flag.db", "--profile", "beta", "run"];
+    let settings = resolved(FILE, &args).unwrap();
+    assert_eq!(settings.db, Path::new("flag.db"), "--db beats the profile");
+    assert!(settings.db_given);
+}
+
+#[test]
+fn a_profile_that_names_a_target_replaces_the_top_levels_target() {
+    let args = ["--profile", "beta", "run"];
+    let run = resolved(FILE, &args)
+        .unwrap()
+        .run(&run_options(parse(&args)))
+        .unwrap();
+    assert_eq!(run.subdomain, None);
+    assert_eq!(run.base_url.as_deref(), Some("http://127.0.0.1:8787"));
+
+    let args = ["--profile", "gamma", "run"];
+    let run = resolved(FILE, &args)
+        .unwrap()
+        .run(&run_options(parse(&args)))
+        .unwrap();
+    assert_eq!(
+        run.subdomain.as_deref(),
+        Some("acme"),
+        "gamma names no target"
+    );
+    assert_eq!(run.timeout, Duration::from_secs(9));
+}
+
+#[test]
+fn an_unknown_profile_names_the_ones_that_exist() {
+    let error = resolved(FILE, &["--profile", "prod", "status"]).unwrap_err();
+    let text = error.to_string();
+    assert!(text.starts_with("no profile \"prod\" in "), "{text}");
+    assert!(text.ends_with("its profiles are beta, gamma"), "{text}");
+    assert!(error.is_usage());
+
+    let error = resolved("rate = 1", &["--profile", "prod", "status"]).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .ends_with("it has no [profiles.NAME] tables")
+    );
+
+    let nested = "[profiles.a]\nrate = 1\n[profiles.a.profiles.b]\nrate = 2\n";
+    let error = resolved(nested, &["status"]).unwrap_err();
+    assert!(
+        error.to_string().contains("profiles do not nest"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_profiles_relative_paths_are_relative_to_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.toml");
+    std::fs::write(
+        &path,
+        "[profiles.p]\nmapping = \"m.toml\"\ntoken_file = \"/t\"\n",
+    )
+    .unwrap();
+    let file = FileConfig::load(Some(&path), Some("p")).unwrap();
+    assert_eq!(file.mapping, Some(dir.path().join("m.toml")));
+    assert_eq!(file.token_file, Some(PathBuf::from("/t")));
+}
+
+#[test]
+fn hint_prefix_carries_only_what_is_not_the_default() {
+    let plain = resolved("", &["status"]).unwrap();
+    assert_eq!(plain.hint_prefix(), "kapsync");
+    let file = "[profiles.'acme corp']\nrate = 1\n";
+    let args = ["--db", "nightly.db", "--profile", "acme corp", "status"];
+    let mut chosen = resolved(file, &args).unwrap();
+    assert_eq!(
+        chosen.hint_prefix(),
+        "kapsync --db nightly.db --profile 'acme corp'"
+    );
+    chosen.config_given = Some(PathBuf::from("my settings.toml"));
+    assert_eq!(
+        chosen.hint_prefix(),
+        "kapsync --db nightly.db --config 'my settings.toml' --profile 'acme corp'"
+    );
+}
+
+#[test]
+fn help_shows_the_defaults_the_code_uses() {
+    use clap::CommandFactory as _;
+    let root = crate::cli::Cli::command();
+    let help = |command: &clap::Command, id: &str| {
+        let arg = command.get_arguments().find(|a| a.get_id() == id);
+        arg.and_then(|a| a.get_help()).map(|h| h.to_string())
+    };
+    let run = root.find_subcommand("run").unwrap();
+    let ingest = root.find_subcommand("ingest").unwrap();
+    let simulate = root.find_subcommand("simulate").unwrap();
+    for (command, id, default) in [
+        (run, "rate", DEFAULT_RATE.to_string()),
+        (run, "burst", DEFAULT_BURST.to_string()),
+        (run, "concurrency", DEFAULT_CONCURRENCY.to_string()),
+        (run, "max_attempts", DEFAULT_MAX_ATTEMPTS.to_string()),
+        (run, "timeout", DEFAULT_TIMEOUT_SECS.to_string()),
+        (
+            ingest,
+            "max_record_bytes",
+            DEFAULT_MAX_RECORD_BYTES.to_string(),
+        ),
+        (&root, "db", format!("./{DEFAULT_DB}")),
+        (
+            &root,
+            "config",
+            format!("./{DEFAULT_CONFIG_FILE} when it exists"),
+        ),
+    ] {
+        let text = help(command, id).unwrap_or_else(|| panic!("no help for --{id}"));
+        assert!(
+            text.ends_with(&format!("[default: {default}]")),
+            "--{id}: {text}"
+        );
+    }
+    let port = simulate
+        .get_arguments()
+        .find(|a| a.get_id() == "port")
+        .unwrap();
+    let shown: Vec<_> = port.get_default_values().iter().collect();
+    assert_eq!(shown, [&crate::simulator::DEFAULT_SIM_PORT.to_string()]);
+}

@@ -1,0 +1,103 @@
+//! The dispatcher: claims rows in id order and hands them to the workers until the run is done
+//! or sending stops.
+//!
+//! Claimed rows wait in a [`super::queue`] that `concurrency` workers take from; the
+//! dispatcher claims a batch at a time, when the queue runs low.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::events::{Tally, lock};
+use super::queue::Feeder;
+use super::worker::Shared;
+use crate::store::{Cursor, Store, StoreError, now_ms};
+
+/// Rows claimed per store round trip, at most.
+const CLAIM_BATCH: usize = 512;
+/// Longest the dispatcher sleeps before looking at the table again.
+const IDLE_POLL: Duration = Duration::from_millis(500);
+
+/// The rows claimed but not yet sent at most, for `workers` workers: a whole batch per round
+/// trip, since claiming one row per free worker would cost three statements a row; claimed
+/// rows wait in the queue at most a few requests long.
+pub(super) fn batch_size(workers: usize) -> usize {
+    (workers * 8).clamp(1, CLAIM_BATCH)
+}
+
+/// What the dispatcher owns: it runs on the store's thread.
+pub(super) struct Dispatch {
+    pub store: Store,
+    pub run_id: i64,
+    pub shared: Arc<Shared>,
+    pub tally: Arc<Mutex<Tally>>,
+    /// Woken by the writer after every stored batch.
+    pub stored: Arc<Notify>,
+    /// The workers' queue; dropping it, once the dispatcher is done, ends them.
+    pub queue: Feeder,
+    /// Rows claimed but not yet sent, at most.
+    pub batch: usize,
+}
+
+/// Keeps the workers supplied with claimed rows until the run is done or sending stops.
+pub(super) async fn dispatch(
+    Dispatch {
+        store,
+        run_id,
+        shared,
+        tally,
+        stored,
+        queue,
+        batch,
+    }: Dispatch,
+) -> Result<(), StoreError> {
+    let mut cursor = Cursor::default();
+    loop {
+        if shared.stop_sending.is_cancelled() {
+            return Ok(());
+        }
+        let queued = queue.len();
+        if queued >= queue.low_water() {
+            tokio::select! {
+                () = shared.stop_sending.cancelled() => return Ok(()),
+                () = queue.low() => {}
+            }
+            continue;
+        }
+        let limit = (batch - queued) as i64;
+        let claimed = store.claim(run_id, &mut cursor, limit, now_ms()).await?;
+        if !claimed.is_empty() {
+            {
+                let mut t = lock(&tally);
+                t.outstanding += claimed.len() as u64;
+                for row in &claimed {
+                    t.waiting.remove(&row.id);
+                }
+            }
+            queue.push(claimed);
+            continue;
+        }
+        if !cursor.exhausted {
+            // The claim's bounded walk passed only parked rows: go on from where it stopped.
+            continue;
+        }
+        // Nothing claimable now: finished, or waiting for retries or for earlier rows.
+        let outstanding = lock(&tally).outstanding;
+        let (any_waiting, next_due) = store.waiting(run_id, now_ms()).await?;
+        if outstanding == 0 && cursor.exhausted && !any_waiting {
+            return Ok(());
+        }
+        let wait = match next_due {
+            Some(due) if outstanding == 0 => {
+                Duration::from_millis((due - now_ms()).clamp(1, 60_000) as u64)
+            }
+            _ => IDLE_POLL,
+        };
+        tokio::select! {
+            () = shared.stop_sending.cancelled() => return Ok(()),
+            () = stored.notified() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! The claimed rows waiting for a worker: a flume channel, and a signal when it runs low.
+//!
+//! flume came with sqlx; unlike tokio's mpsc, several workers can take from one receiver. The
+//! dispatcher tops the channel up with a whole claim at a time when it falls below its low
+//! water mark, so it is woken once per claim, not once per row (a wake-up of the store's
+//! thread costs about as much as a request).
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::store::Claimed;
+
+/// The low water mark and its signal.
+#[derive(Debug)]
+struct LowWater {
+    mark: usize,
+    low: Notify,
+}
+
+/// Opens a queue whose dispatcher claims more below `low_water` rows.
+pub(super) fn queue(low_water: usize) -> (Feeder, Taker) {
+    let (rows, taken) = flume::unbounded();
+    let signal = Arc::new(LowWater {
+        mark: low_water,
+        low: Notify::new(),
+    });
+    (
+        Feeder {
+            rows,
+            signal: signal.clone(),
+        },
+        Taker {
+            rows: taken,
+            signal,
+        },
+    )
+}
+
+/// The dispatcher's end.
+#[derive(Debug)]
+pub(super) struct Feeder {
+    rows: flume::Sender<Claimed>,
+    signal: Arc<LowWater>,
+}
+
+impl Feeder {
+    /// Rows waiting for a worker.
+    pub(super) fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub(super) fn low_water(&self) -> usize {
+        self.signal.mark
+    }
+
+    /// Queues claimed rows. Never waits: the queue is unbounded, and the dispatcher claims
+    /// only what brings it back to its batch size.
+    pub(super) fn push(&self, rows: Vec<Claimed>) {
+        for row in rows {
+            // The drain holds a receiver until the dispatcher is done: this cannot fail.
+            let _ = self.rows.send(row);
+        }
+    }
+
+    /// Waits until a worker leaves the queue below its low water mark.
+    pub(super) async fn low(&self) {
+        self.signal.low.notified().await;
+    }
+}
+
+/// A worker's end; the drain keeps one too, for the rows no worker took.
+#[derive(Debug, Clone)]
+pub(super) struct Taker {
+    rows: flume::Receiver<Claimed>,
+    signal: Arc<LowWater>,
+}
+
+impl Taker {
+    /// The next row, or None once the dispatcher is done and the queue is empty.
+    pub(super) async fn next(&self) -> Option<Claimed> {
+        let row = self.rows.recv_async().await.ok()?;
+        if self.rows.len() < self.signal.mark {
+            self.signal.low.notify_one();
+        }
+        Some(row)
+    }
+
+    /// Takes every row still queued.
+    pub(super) fn take_all(&self) -> Vec<Claimed> {
+        self.rows.drain().collect()
+    }
+}

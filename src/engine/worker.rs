@@ -1,0 +1,204 @@
+//! The workers: take a claimed row, wait for the rate limiter, send it, and apply the decision.
+//!
+//! Workers only report: each outcome goes to the writer on a channel. [`Shared::apply`] is the
+//! one place where an answer changes the rate, halts the run, counts an error and sets the
+//! row's next state, all from the [`Decision`] that [`decide`] returns.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::decide::{ConfigCheck, Decision, Due, Feedback, Policy, Step, decide};
+use super::events::{EngineConfig, ErrorTally, Halt, TestPanic, lock};
+use super::policy::RateControl;
+use super::queue::Taker;
+use crate::kapture::{Class, Client, Reply};
+use crate::store::{AttemptRecord, Claimed, Next, Outcome, now_ms};
+
+/// What the workers share, and what the drain reads from them when it ends.
+pub(super) struct Shared {
+    pub client: Client,
+    pub rate: Arc<RateControl>,
+    pub config: EngineConfig,
+    pub policy: Policy,
+    /// Cancelled on a graceful stop, a halt or a failure: no request starts after it.
+    pub stop_sending: CancellationToken,
+    pub halt: Mutex<Option<Halt>>,
+    pub config_check: Mutex<ConfigCheck>,
+    pub results: mpsc::UnboundedSender<Outcome>,
+    pub requests: Arc<AtomicU64>,
+    /// Requests being sent (or waiting for the rate limiter) right now.
+    pub sending: AtomicUsize,
+    pub errors: Mutex<ErrorTally>,
+    pub test_panic: TestPanic,
+}
+
+impl Shared {
+    pub fn new(
+        client: Client,
+        config: EngineConfig,
+        stop_sending: CancellationToken,
+        results: mpsc::UnboundedSender<Outcome>,
+        test_panic: TestPanic,
+    ) -> Shared {
+        Shared {
+            client,
+            rate: Arc::new(RateControl::new(
+                config.rate,
+                config.burst,
+                config.throttle_cap,
+            )),
+            policy: Policy {
+                max_attempts: config.max_attempts,
+            },
+            config,
+            stop_sending,
+            halt: Mutex::new(None),
+            config_check: Mutex::new(ConfigCheck::default()),
+            results,
+            requests: Arc::new(AtomicU64::new(0)),
+            sending: AtomicUsize::new(0),
+            errors: Mutex::new(ErrorTally::default()),
+            test_panic,
+        }
+    }
+
+    /// Halts the run: the first halt is kept, and no request starts after it.
+    pub fn halt(&self, halt: Halt) {
+        let mut slot = lock(&self.halt);
+        if slot.is_none() {
+            tracing::error!("halting: {halt}");
+            *slot = Some(halt);
+        }
+        self.stop_sending.cancel();
+    }
+
+    /// Turns a reply into the row's outcome and applies what else the answer means.
+    fn apply(&self, row: &Claimed, mut reply: Reply, started_ms: i64) -> Outcome {
+        let now = now_ms();
+        let status = reply.http_status;
+        let attempt = u32::try_from(row.attempt).unwrap_or(u32::MAX);
+        let record = AttemptRecord {
+            attempt: row.attempt,
+            started_ms,
+            duration_ms: reply.elapsed.as_millis() as i64,
+            http_status: status,
+            class: reply.class.as_str(),
+            in_doubt: reply.class == Class::TransientInDoubt,
+            // A success's body is the ticket snapshot, kept whole on the row: no second copy.
+            excerpt: if reply.class == Class::Success {
+                String::new()
+            } else {
+                std::mem::take(&mut reply.excerpt)
+            },
+        };
+        let Decision {
+            step,
+            feedback,
+            halt,
+            error,
+            check: _,
+        } = {
+            let mut check = lock(&self.config_check);
+            let decision = decide(reply, attempt, &self.policy, *check);
+            *check = decision.check;
+            decision
+        };
+        let pause = match feedback {
+            Feedback::Accepted => {
+                self.rate.on_accepted();
+                Duration::ZERO
+            }
+            Feedback::Throttled { retry_after } => self
+                .rate
+                .on_throttled(retry_after, self.config.retry.delay(attempt)),
+            Feedback::Nothing => Duration::ZERO,
+        };
+        if let Some((class, short)) = error {
+            lock(&self.errors).note(class, short);
+        }
+        if let Some(halt) = halt {
+            self.halt(halt);
+        }
+        let later = |wait: Duration| now + wait.as_millis() as i64;
+        let next = match step {
+            Step::Succeeded { ticket } => Next::Succeeded {
+                response: ticket.map(|t| t.to_string()),
+            },
+            Step::Failed { class, message } => Next::Failed {
+                class: class.into(),
+                message,
+            },
+            Step::Retry { class, message } => Next::Retry {
+                at_ms: later(self.config.retry.delay(attempt)),
+                class: class.into(),
+                message,
+            },
+            Step::Requeue {
+                due,
+                class,
+                message,
+            } => Next::Requeue {
+                at_ms: match due {
+                    Due::Now => 0,
+                    Due::AfterPause => later(pause),
+                },
+                class: Some(class.into()),
+                message: Some(message),
+            },
+        };
+        Outcome {
+            job_id: row.id,
+            http_status: status,
+            next,
+            attempt: Some(record),
+        }
+    }
+}
+
+/// A claimed row that is put back without being sent.
+pub(super) fn unsent(row: &Claimed) -> Outcome {
+    Outcome {
+        job_id: row.id,
+        http_status: None,
+        next: Next::Requeue {
+            at_ms: 0,
+            class: None,
+            message: None,
+        },
+        attempt: None,
+    }
+}
+
+/// Sends one row when the rate allows, unless sending has stopped: then it goes back unsent.
+async fn send_one(row: Claimed, shared: &Shared) -> Outcome {
+    tokio::select! {
+        biased;
+        () = shared.stop_sending.cancelled() => return unsent(&row),
+        () = shared.rate.ready() => {}
+    }
+    if shared.stop_sending.is_cancelled() {
+        return unsent(&row);
+    }
+    let started = now_ms();
+    let sent_before = shared.requests.fetch_add(1, Ordering::Relaxed);
+    let reply = shared.client.update_ticket(&row.payload).await;
+    if sent_before == 0 {
+        shared.test_panic.fire_at(TestPanic::Worker);
+    }
+    shared.apply(&row, reply, started)
+}
+
+/// A long-lived worker: takes rows from the dispatcher and sends them one at a time, until
+/// the dispatcher is done. Once sending has stopped, the rows still queued go back unsent.
+pub(super) async fn worker(shared: Arc<Shared>, queue: Taker) {
+    while let Some(row) = queue.next().await {
+        shared.sending.fetch_add(1, Ordering::Relaxed);
+        let outcome = send_one(row, &shared).await;
+        shared.sending.fetch_sub(1, Ordering::Relaxed);
+        let _ = shared.results.send(outcome);
+    }
+}

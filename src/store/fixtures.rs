@@ -1,0 +1,40 @@
+//! Test fixtures shared by the store's unit tests: a fresh database holding one ingested run.
+
+use super::{NewJob, SourceProgress, SourceStart, Store};
+
+/// A store with one run whose rows have these ticket ids, in order.
+pub(crate) async fn store_with(tickets: &[&str]) -> (tempfile::TempDir, Store, i64) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("k.db")).await.unwrap();
+    let (run, _) = store.get_or_create_run("r").await.unwrap();
+    let SourceStart::New { source_id } = store
+        .begin_source(run.id, "a.csv", "h", "s", "csv")
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let mut writer = store.ingest_writer(run.id, source_id).await.unwrap();
+    let jobs: Vec<NewJob> = tickets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| NewJob {
+            line: i as i64 + 2,
+            ticket_id: Some((*t).to_owned()),
+            payload: Some(format!("{{\"ticket_id\":\"{t}\",\"n\":{i}}}")),
+            payload_hash: None,
+            invalid_reason: None,
+            sync_key: None,
+        })
+        .collect();
+    writer.write(&jobs).await.unwrap();
+    let n = tickets.len() as i64;
+    let progress = SourceProgress {
+        last_line: n + 1,
+        rows_read: n,
+        rows_valid: n,
+        rows_invalid: 0,
+    };
+    writer.finish(progress, "h").await.unwrap();
+    (dir, store, run.id)
+}
