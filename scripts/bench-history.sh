@@ -31,7 +31,7 @@ printf 'ticket_id,sub_status,comment\n399999999999,CL,schema\n' >"$work/seed.csv
 "$bin" --db "$db" --no-progress -q ingest "$work/seed.csv" --run seed >/dev/null
 
 start=$(date +%s.%N)
-sqlite3 "$db" <<SQL
+sqlite3 "$db" >/dev/null <<SQL
 PRAGMA cache_size = -262144;
 PRAGMA synchronous = OFF;
 BEGIN;

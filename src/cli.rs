@@ -13,7 +13,9 @@ use crate::engine::{DEFAULT_BURST, DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, DE
 use crate::ingest::{DEFAULT_MAX_RECORD_BYTES, InputFormat};
 use crate::kapture::DEFAULT_TIMEOUT_SECS;
 use crate::logging::LogFormat;
-use crate::simulator::{DEFAULT_SIM_BIND, DEFAULT_SIM_PORT, DEFAULT_SUB_STATUSES};
+use crate::simulator::{
+    DEFAULT_HANG_FOR, DEFAULT_SIM_BIND, DEFAULT_SIM_PORT, DEFAULT_SUB_STATUSES,
+};
 use crate::store::DEFAULT_DB;
 
 /// Text shown after `--help`: the exit codes are part of the contract.
@@ -133,6 +135,11 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Sync the built-in sample data into a local simulator and show the result
     Demo(DemoArgs),
+    /// Mapping files: `mapping init FILE` proposes one from a sample of a CSV export
+    #[command(subcommand)]
+    Mapping(MappingCommand),
+    /// Write the built-in sample exports and their mapping files into a directory
+    Samples(SamplesArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish)
     Completions(CompletionsArgs),
     /// Print the manual page (roff), e.g. `kapsync man | man -l -`
@@ -182,6 +189,24 @@ pub struct IngestOptions {
     /// ("superseded by run R, line L"); also `[delta] supersede = true` in the mapping
     #[arg(long)]
     pub supersede: bool,
+
+    /// CSV field delimiter: , ; tab or | [default: found on the header line]
+    #[arg(long, value_name = "CHAR", value_parser = crate::ingest::delimiter::parse)]
+    pub delimiter: Option<u8>,
+
+    /// Text encoding: utf-8, windows-1252, iso-8859-1, utf-16le, utf-16be or another WHATWG
+    /// label [default: utf-8, or UTF-16 when the file starts with its byte order mark]
+    #[arg(long, value_name = "LABEL")]
+    pub encoding: Option<String>,
+
+    /// Comma-separated sub_status values Kapture accepts; others are stored as invalid
+    /// (overrides the mapping's [allowed] sub_status)
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub sub_statuses: Option<Vec<String>>,
+
+    /// Add to a run whose files were ingested with another mapping file (or none)
+    #[arg(long)]
+    pub mapping_changed: bool,
 }
 
 /// `kapsync ingest`.
@@ -224,9 +249,9 @@ pub struct RunOptions {
     #[arg(long, value_name = "URL")]
     pub proxy: Option<String>,
 
-    #[arg(long, value_name = "N", env = "KAPSYNC_RATE",
-        help = with_default("Requests per second, 0 for no limit", DEFAULT_RATE))]
-    pub rate: Option<u32>,
+    #[arg(long, value_name = "N", env = "KAPSYNC_RATE", value_parser = parse_rate,
+        help = with_default("Requests per second, decimals allowed (0.5: one every 2 s), 0 for no limit", DEFAULT_RATE))]
+    pub rate: Option<f64>,
 
     #[arg(long, value_name = "N", env = "KAPSYNC_BURST",
         help = with_default("Requests allowed at once above the rate", DEFAULT_BURST))]
@@ -248,7 +273,19 @@ pub struct RunOptions {
     #[arg(long, value_name = "DURATION", env = "KAPSYNC_MAX_DURATION", value_parser = parse_duration)]
     pub max_duration: Option<std::time::Duration>,
 
-    /// Send nothing: show the first rows as they would be sent, the count and the estimated time
+    /// Stop (exit 6, rows kept pending) when Kapture cannot be reached for this long, e.g. 10m
+    /// [default: 10m]
+    #[arg(long, value_name = "DURATION", env = "KAPSYNC_UNREACHABLE_TIMEOUT", value_parser = parse_duration)]
+    pub unreachable_timeout: Option<std::time::Duration>,
+
+    /// Stop (exit 2, rows kept pending) when the first N answers, or the last N, are all
+    /// rejections with one message: a mapping error, not N bad rows. 0 turns it off
+    /// [default: 20]
+    #[arg(long, value_name = "N", env = "KAPSYNC_CANARY")]
+    pub canary: Option<u32>,
+
+    /// Send and store nothing: check the target and the token, show the first rows as they
+    /// would be sent, the count and the estimated time
     #[arg(long)]
     pub dry_run: bool,
 
@@ -401,7 +438,7 @@ pub struct SimulateArgs {
     pub port: u16,
 
     /// Address to bind; any other than loopback needs a token (KAPTURE_TOKEN or --token-file)
-    #[arg(long, default_value = DEFAULT_SIM_BIND)]
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_SIM_BIND)]
     pub bind: std::net::IpAddr,
 
     /// File whose first line is the token the simulator expects (or KAPTURE_TOKEN); with
@@ -421,11 +458,11 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 
-    /// Share of requests answered 500/502/503 with an HTML body
+    /// Share of requests (0 to 1) answered 500/502/503 with an HTML body
     #[arg(long, value_name = "P", default_value_t = 0.0)]
     pub fail_rate: f64,
 
-    /// Share of requests answered 429 with Retry-After
+    /// Share of requests (0 to 1) answered 429 with Retry-After
     #[arg(long, value_name = "P", default_value_t = 0.0)]
     pub throttle_rate: f64,
 
@@ -437,11 +474,12 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "DURATION")]
     pub latency: Option<String>,
 
-    /// Share of requests answered only after a long delay
-    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    #[arg(long, value_name = "P", default_value_t = 0.0,
+        help = format!("Share of requests (0 to 1) answered only after {}, to test timeouts",
+            humantime::format_duration(DEFAULT_HANG_FOR)))]
     pub hang_rate: f64,
 
-    /// Share of requests whose connection is closed without a reply
+    /// Share of requests (0 to 1) whose connection is closed without a reply
     #[arg(long, value_name = "P", default_value_t = 0.0)]
     pub drop_rate: f64,
 
@@ -462,9 +500,47 @@ pub struct DemoArgs {
     pub json: bool,
 }
 
+/// `kapsync mapping ...`.
+#[derive(Debug, Subcommand)]
+pub enum MappingCommand {
+    /// Propose a mapping file from the header and first 10,000 rows of a CSV export:
+    /// delimiter, encoding, columns, the status values to map and the callback time formats
+    Init(MappingInitArgs),
+}
+
+/// `kapsync mapping init`.
+#[derive(Debug, Args)]
+pub struct MappingInitArgs {
+    /// The CSV export to sample
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Write the mapping here (refused if the file exists) [default: standard output]
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// `kapsync samples`.
+#[derive(Debug, Args)]
+pub struct SamplesArgs {
+    /// Directory to write into (created if missing; existing files are not overwritten)
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
 /// A flag's help line ending in its default, taken from the constant the code uses.
 fn with_default(text: &str, default: impl std::fmt::Display) -> String {
     format!("{text} [default: {default}]")
+}
+
+/// Parses a request rate: a non-negative number of requests per second, decimals allowed.
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{text:?} is not a rate: give requests per second, e.g. 5, 0.5 or 0 for no limit"
+        )),
+    }
 }
 
 /// `kapsync completions`.

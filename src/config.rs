@@ -11,7 +11,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cli::{GlobalArgs, IngestOptions, RunOptions};
-use crate::engine::{DEFAULT_BURST, DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, DEFAULT_RATE};
+use crate::engine::{
+    DEFAULT_BURST, DEFAULT_CANARY, DEFAULT_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, DEFAULT_RATE,
+    DEFAULT_UNREACHABLE_TIMEOUT,
+};
 use crate::ingest::DEFAULT_MAX_RECORD_BYTES;
 use crate::kapture::DEFAULT_TIMEOUT_SECS;
 use crate::store::DEFAULT_DB;
@@ -81,18 +84,36 @@ pub struct FileConfig {
     pub subdomain: Option<String>,
     pub base_url: Option<String>,
     pub token_file: Option<PathBuf>,
-    pub rate: Option<u32>,
+    #[serde(default, deserialize_with = "rate_from_toml")]
+    pub rate: Option<f64>,
     pub burst: Option<u32>,
     pub concurrency: Option<u32>,
     pub max_attempts: Option<u32>,
     pub timeout: Option<u64>,
     pub max_duration: Option<String>,
+    pub unreachable_timeout: Option<String>,
+    pub canary: Option<u32>,
     /// Named sets of settings, chosen with `--profile NAME` or `KAPSYNC_PROFILE`.
     #[serde(default)]
     pub profiles: BTreeMap<String, FileConfig>,
     /// The file these settings came from (not a key).
     #[serde(skip)]
     pub source: Option<PathBuf>,
+}
+
+/// `rate = 5` and `rate = 0.5` both: TOML tells integers from floats.
+fn rate_from_toml<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        Int(i64),
+        Float(f64),
+    }
+    Ok(match Option::<Number>::deserialize(d)? {
+        None => None,
+        Some(Number::Int(n)) => Some(n as f64),
+        Some(Number::Float(f)) => Some(f),
+    })
 }
 
 impl FileConfig {
@@ -178,6 +199,8 @@ impl FileConfig {
             max_attempts,
             timeout,
             max_duration,
+            unreachable_timeout,
+            canary,
             profiles: _,
             source: _,
         } = self;
@@ -199,6 +222,8 @@ impl FileConfig {
             max_attempts: max_attempts.or(base.max_attempts),
             timeout: timeout.or(base.timeout),
             max_duration: max_duration.or(base.max_duration),
+            unreachable_timeout: unreachable_timeout.or(base.unreachable_timeout),
+            canary: canary.or(base.canary),
             profiles: BTreeMap::new(),
             source: base.source,
         }
@@ -256,10 +281,7 @@ impl Settings {
     pub fn hint_prefix(&self) -> String {
         let mut out = String::from("kapsync");
         let mut push = |flag: &str, value: &str| {
-            out.push_str(&format!(
-                " {flag} {}",
-                crate::report::text::shell_word(value)
-            ));
+            out.push_str(&format!(" {flag} {}", crate::quote::shell_word(value)));
         };
         if self.db_given {
             push("--db", &self.db.to_string_lossy());
@@ -350,6 +372,23 @@ impl Settings {
             }
             (None, None) => None,
         };
+        let unreachable_timeout = match (options.unreachable_timeout, &file.unreachable_timeout) {
+            (Some(d), _) => d,
+            (None, Some(text)) => {
+                crate::cli::parse_duration(text).map_err(|message| ConfigError::Invalid {
+                    name: "unreachable_timeout",
+                    message,
+                })?
+            }
+            (None, None) => DEFAULT_UNREACHABLE_TIMEOUT,
+        };
+        let rate = options.rate.or(file.rate).unwrap_or(DEFAULT_RATE);
+        if !rate.is_finite() || rate < 0.0 {
+            return Err(ConfigError::Invalid {
+                name: "rate",
+                message: "must be a number of requests per second, 0 or more".into(),
+            });
+        }
         let timeout = options
             .timeout
             .or(file.timeout)
@@ -369,7 +408,7 @@ impl Settings {
                 .token_file
                 .clone()
                 .or_else(|| file.token_file.clone()),
-            rate: options.rate.or(file.rate).unwrap_or(DEFAULT_RATE),
+            rate,
             burst: positive(
                 "burst",
                 options.burst.or(file.burst).unwrap_or(DEFAULT_BURST),
@@ -390,6 +429,8 @@ impl Settings {
             )?,
             timeout: Duration::from_secs(timeout),
             max_duration,
+            unreachable_timeout,
+            canary: options.canary.or(file.canary).unwrap_or(DEFAULT_CANARY),
             dry_run: options.dry_run,
             retarget: options.retarget,
             keep_responses: options.keep_responses,
@@ -417,12 +458,16 @@ pub struct RunSettings {
     pub proxy: Option<String>,
     pub token_file: Option<PathBuf>,
     /// Requests per second; 0 means no limit.
-    pub rate: u32,
+    pub rate: f64,
     pub burst: u32,
     pub concurrency: u32,
     pub max_attempts: u32,
     pub timeout: Duration,
     pub max_duration: Option<Duration>,
+    /// How long Kapture may be unreachable before the run stops (exit 6).
+    pub unreachable_timeout: Duration,
+    /// Answers the canary looks at; 0 turns it off.
+    pub canary: u32,
     pub dry_run: bool,
     /// Move the database to the configured target.
     pub retarget: bool,

@@ -15,6 +15,7 @@ pub mod exit;
 pub mod ingest;
 pub mod kapture;
 pub mod logging;
+pub mod quote;
 pub mod report;
 pub mod roundtrip;
 pub mod simulator;

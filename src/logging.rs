@@ -30,19 +30,35 @@ pub fn init(verbose: u8, quiet: u8, format: Option<LogFormat>) {
     // turns them off on a terminal (setting `with_ansi` overrides tracing's own check of it).
     let colour = std::io::stderr().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    // Every line carries its UTC time (RFC 3339): cron mail and `>> sync.log` need it.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| AboveTheBar)
         .with_ansi(colour)
         .with_target(false);
     let _ = match format.unwrap_or(LogFormat::Text) {
-        LogFormat::Text => builder.without_time().try_init(),
+        LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
 }
 
 /// Most characters shown of one line of an error report.
 const MAX_ERROR_PART_CHARS: usize = 1000;
+
+/// Stderr, but above the progress bar when one is drawn: the bar is cleared, the line
+/// written, the bar drawn again. The formatter writes each event in one call.
+struct AboveTheBar;
+
+impl Write for AboveTheBar {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        crate::report::progress::write_above_bar(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 /// Reports a command's error on stderr with its chain of causes.
 pub fn report_error(error: &anyhow::Error) {

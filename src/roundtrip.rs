@@ -20,8 +20,12 @@ pub const META_COLUMNS: [&str; 7] = [
 /// The prefix of a CSV column holding an extra (pass-through) key of the payload.
 pub const EXTRA_PREFIX: &str = "extra.";
 
-/// The characters that make a spreadsheet evaluate a cell that begins with them.
-pub const FORMULA_TRIGGERS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+/// The characters that make a spreadsheet evaluate a cell that begins with them: OWASP's
+/// list (`=` `+` `-` `@`, tab, carriage return), their full-width forms, which some
+/// spreadsheets fold to ASCII before evaluating, and a leading NUL, which some strip.
+pub const FORMULA_TRIGGERS: [char; 11] = [
+    '=', '+', '-', '@', '\t', '\r', '\0', '\u{FF1D}', '\u{FF0B}', '\u{FF0D}', '\u{FF20}',
+];
 
 /// Whether [`defuse`] quotes `cell`: it begins with a formula trigger, after any leading
 /// quotes (quoting those too is what lets [`undefuse`] restore every cell exactly).
@@ -29,8 +33,8 @@ fn needs_quote(cell: &str) -> bool {
     cell.trim_start_matches('\'').starts_with(FORMULA_TRIGGERS)
 }
 
-/// Makes a CSV cell inert for spreadsheets: a cell that begins with `=`, `+`, `-`, `@`, tab or
-/// carriage return would be evaluated as a formula (CSV injection), so it gets a leading `'`,
+/// Makes a CSV cell inert for spreadsheets: a cell that begins with a [`FORMULA_TRIGGERS`]
+/// character would be evaluated as a formula (CSV injection), so it gets a leading `'`,
 /// which spreadsheets show as text and hide. A cell of quotes before a trigger (`'=x`) gets
 /// one more, so that [`undefuse`] tells the two apart.
 pub fn defuse(cell: &str) -> Cow<'_, str> {
@@ -49,6 +53,19 @@ pub fn undefuse(cell: &str) -> &str {
         Some(rest) if needs_quote(rest) => rest,
         _ => cell,
     }
+}
+
+/// The last column (CSV) or key (JSONL) of an export: an invalid row's source record as read,
+/// to fix it from. Ingest reads past it.
+pub const RAW_RECORD: &str = "raw_record";
+
+/// The key of a `kapsync export --format jsonl` line that holds the update object.
+pub const UPDATE_KEY: &str = "update";
+
+/// Whether a JSONL object is a line of `kapsync export --format jsonl`: the meta keys and
+/// an `update` key. Ingest reads such a line's `update` object as the row.
+pub fn is_export_record(object: &serde_json::Map<String, serde_json::Value>) -> bool {
+    object.contains_key(UPDATE_KEY) && META_COLUMNS.iter().all(|key| object.contains_key(*key))
 }
 
 /// Whether a CSV header is that of a `kapsync export` file (its cells were defused).
@@ -72,6 +89,11 @@ mod tests {
             "\tcmd",
             "\rcmd",
             "=HYPERLINK(\"x\")",
+            "\u{FF1D}1+1",
+            "\u{FF0B}1",
+            "\u{FF0D}2",
+            "\u{FF20}SUM(A1)",
+            "\0=1",
         ] {
             assert_eq!(defuse(cell), format!("'{cell}"), "{cell:?}");
         }
@@ -98,8 +120,23 @@ mod tests {
     #[test]
     fn undefuse_restores_every_cell_exactly() {
         for cell in [
-            "", "plain", "=1+1", "-2 days", "@x", "\tcmd", "\rcmd", "'", "'1", "'=1", "''=1",
-            "'''", "' -1", "a'=b",
+            "",
+            "plain",
+            "=1+1",
+            "-2 days",
+            "@x",
+            "\tcmd",
+            "\rcmd",
+            "'",
+            "'1",
+            "'=1",
+            "''=1",
+            "'''",
+            "' -1",
+            "a'=b",
+            "'\u{FF1D}1",
+            "\0",
+            "'\0",
         ] {
             assert_eq!(undefuse(&defuse(cell)), cell, "{cell:?}");
         }

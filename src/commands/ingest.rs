@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::cli::{IngestArgs, IngestOptions};
 use crate::config::Settings;
-use crate::exit;
+use crate::exit::{self, UsageError};
 use crate::ingest::{self, FileSummary, IngestConfig, Mapping};
 use crate::report::{progress::ByteBar, text};
 use crate::store::{DeltaOptions, Run, Store};
@@ -26,6 +26,10 @@ pub struct IngestReport {
     pub unchanged: i64,
     /// Pending rows skipped for a newer row of their sync key (`--supersede`).
     pub superseded: i64,
+    /// The flags an ingest with this mapping needs besides the files (` --mapping m.toml`),
+    /// for hints.
+    #[serde(skip)]
+    pub ingest_flags: String,
 }
 
 impl IngestReport {
@@ -40,8 +44,49 @@ impl IngestReport {
 
     /// The text summary; hints start with `prefix` (see [`super::hint_prefix`]).
     pub fn text(&self, run: &Run, prefix: &str) -> String {
-        text::ingest_summary(run, self.run_created, &self.files, prefix)
+        text::ingest_summary(
+            run,
+            self.run_created,
+            &self.files,
+            prefix,
+            &self.ingest_flags,
+        )
     }
+}
+
+/// Refuses to add rows to a run whose files were mapped by another mapping file (or none):
+/// rows mapped two ways in one run are rarely meant, and the raw values would go out.
+async fn check_same_mapping(store: &Store, run: &Run, mapping: &Mapping) -> anyhow::Result<()> {
+    let named = |name: &str, fingerprint: &str| {
+        if fingerprint.is_empty() {
+            "no mapping file".to_owned()
+        } else if name.is_empty() {
+            "a mapping".to_owned()
+        } else {
+            format!("mapping {name}")
+        }
+    };
+    let before = store.run_mappings(run.id).await?;
+    if let Some((name, fingerprint)) = before
+        .iter()
+        .find(|(_, fingerprint)| fingerprint != mapping.fingerprint())
+    {
+        let again = if fingerprint.is_empty() {
+            "without --mapping".to_owned()
+        } else {
+            format!("with --mapping {}", text::shell_word(name))
+        };
+        return Err(UsageError(format!(
+            "run {} was ingested with {}, and this ingest uses {}: ingest {again} as before \
+             (if that file changed, or to map these files differently on purpose, add \
+             --mapping-changed)",
+            run.name,
+            named(name, fingerprint),
+            named(mapping.name(), mapping.fingerprint()),
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// Runs `kapsync ingest`.
@@ -81,9 +126,27 @@ pub async fn ingest_into(
     run_name: Option<&str>,
 ) -> anyhow::Result<(Run, IngestReport)> {
     let resolved = settings.ingest(input)?;
-    let mapping = match &resolved.mapping {
+    let mut mapping = match &resolved.mapping {
         Some(path) => Mapping::load(path)?,
         None => Mapping::default(),
+    };
+    if let Some(list) = &input.sub_statuses {
+        let list: Vec<String> = list
+            .iter()
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .collect();
+        if list.is_empty() {
+            return Err(UsageError("--sub-statuses lists no value".to_owned()).into());
+        }
+        mapping = mapping.with_sub_statuses(list);
+    }
+    let encoding = match &input.encoding {
+        Some(label) => Some(
+            ingest::decode::encoding_for_label(label)
+                .map_err(|e| UsageError(format!("--encoding: {e}")))?,
+        ),
+        None => None,
     };
     // Every path is checked before the run is created, so a typo leaves nothing behind.
     ingest::check_inputs(&input.files, input.format)?;
@@ -91,8 +154,14 @@ pub async fn ingest_into(
         Some(name) => store.get_or_create_run(name).await?,
         None => (store.create_timed_run().await?, true),
     };
+    if !run_created && !input.mapping_changed {
+        check_same_mapping(store, &run, &mapping).await?;
+    }
     let supersede = input.supersede || mapping.supersede();
     let config = IngestConfig {
+        // The flags win over the mapping's [source] table.
+        encoding: encoding.or(mapping.encoding),
+        delimiter: input.delimiter.or(mapping.delimiter),
         mapping,
         format: input.format,
         max_record_bytes: resolved.max_record_bytes,
@@ -124,7 +193,13 @@ pub async fn ingest_into(
         files.push(summary);
     }
     let sum = |f: fn(&FileSummary) -> i64| files.iter().map(f).sum();
+    let mut ingest_flags = String::new();
+    if let Some(path) = &resolved.mapping {
+        ingest_flags.push_str(" --mapping ");
+        ingest_flags.push_str(&text::shell_word(&path.to_string_lossy()));
+    }
     let report = IngestReport {
+        ingest_flags,
         run: run.name.clone(),
         run_created,
         rows_read: sum(|f| f.rows_read),

@@ -2,11 +2,15 @@
 //! the only layer that uses `anyhow`.
 
 mod demo;
+mod drain_order;
+mod dry_run;
 mod export;
 mod ingest;
+mod mapping;
 mod retry;
 mod run;
 mod runs;
+mod samples;
 mod shell;
 mod simulate;
 mod skip;
@@ -62,6 +66,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Skip(args) => skip::run(&settings, args).await,
         Command::Export(args) => export::run(&settings, args).await,
         Command::Demo(args) => demo::run(&settings, args).await,
+        Command::Mapping(command) => mapping::run(&settings, command),
+        Command::Samples(args) => samples::run(&settings, &args),
         Command::Completions(_) | Command::Man => unreachable!("handled above"),
     }
 }

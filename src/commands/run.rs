@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use serde::Serialize;
 
 use crate::cli::RunArgs;
 use crate::config::{RunSettings, Settings};
@@ -11,15 +10,13 @@ use crate::engine::{
     self, DrainReport, EngineConfig, Halt, RetryPolicy, RunnerLock, Shutdown, StoreThread,
 };
 use crate::exit;
-use crate::kapture::{Client, Target, Token, UPDATE_TICKET_PATH};
+use crate::kapture::{Client, Target, Token};
 use crate::report::progress::DrainDisplay;
 use crate::report::text;
-use crate::store::{self, JobState, Run, Store};
+use crate::store::{self, Run, Store};
 
 /// Extra time, beyond the request timeout, that in-flight requests get after a stop.
 const STOP_GRACE: Duration = Duration::from_secs(5);
-/// Rows a dry run shows.
-const DRY_RUN_ROWS: i64 = 3;
 
 /// Runs `kapsync run`.
 pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
@@ -28,18 +25,13 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
     let runs = match &args.run {
         Some(name) => {
             let run = store.resolve_run(Some(name)).await?;
-            with_earlier_runs(&store, run).await?
+            super::drain_order::with_earlier_runs(&store, run).await?
         }
         None => store.open_runs().await?,
     };
     let hints = hints(settings, &resolved);
     if resolved.dry_run {
-        let target = match super::target::resolve(&store, &resolved, &hints.prefix).await {
-            Ok(destination) => Some(destination.target),
-            Err(e) if e.is::<crate::kapture::TargetError>() => None,
-            Err(e) => return Err(e),
-        };
-        let code = dry_run(&store, &resolved, target, &runs, args.json).await?;
+        let code = super::dry_run::run(&store, &resolved, &hints.prefix, &runs, args.json).await?;
         store.close().await;
         return Ok(code);
     }
@@ -93,7 +85,15 @@ pub async fn resolved_failures(store: &Store, reports: &[DrainReport]) -> anyhow
 /// The client for the target and the configured token; a missing token is a usage error.
 /// Logs one line saying where requests go, where that was set and through which proxy: a
 /// kapsync.toml in the working directory can name the target, so a person can see it.
+/// Warns once when the rate is far above what public Kapture clients use.
 pub fn client_for(target: Target, resolved: &RunSettings) -> anyhow::Result<Client> {
+    if resolved.rate > engine::RATE_WARNING_ABOVE && !target.is_loopback() {
+        tracing::warn!(
+            "--rate {} is far above the 3-6 requests/s public Kapture clients use; Kapture \
+             documents no limit, and a tenant's API may refuse or throttle such a rate",
+            resolved.rate
+        );
+    }
     let token = Token::load(resolved.token_file.as_deref())?;
     let client = Client::with_proxy(target, token, resolved.timeout, resolved.proxy.as_deref())
         .map_err(|e| crate::exit::UsageError(e.to_string()))?
@@ -124,52 +124,9 @@ pub fn engine_config(resolved: &RunSettings) -> EngineConfig {
         retry: RetryPolicy::default(),
         throttle_cap: engine::THROTTLE_CAP,
         stop_deadline: resolved.timeout + STOP_GRACE,
+        unreachable_timeout: resolved.unreachable_timeout,
+        canary: resolved.canary,
     }
-}
-
-/// The runs to drain to send `run`: the runs holding earlier open rows of its tickets (and
-/// those theirs wait on), oldest first, then `run` itself. A row is never sent while an
-/// earlier row of its ticket in any run is pending or in flight, so `run --run NAME` sends
-/// those earlier rows too rather than wait for them forever; it says so on stderr.
-pub async fn with_earlier_runs(store: &Store, run: Run) -> anyhow::Result<Vec<Run>> {
-    let mut runs = vec![run];
-    let mut next = 0;
-    while next < runs.len() {
-        let waiting = runs[next].clone();
-        next += 1;
-        for (holder, rows) in store.runs_holding_earlier_rows(waiting.id).await? {
-            if runs.iter().any(|r| r.id == holder.id) {
-                continue;
-            }
-            tracing::warn!(
-                "{rows} rows of run {} wait on earlier rows of their tickets in run {}: \
-                 sending those first",
-                waiting.name,
-                holder.name
-            );
-            runs.push(holder);
-        }
-    }
-    // Oldest first: the order `open_runs` gives, restricted to these runs.
-    let order = store.open_runs().await?;
-    runs.sort_by_key(|r| {
-        order
-            .iter()
-            .position(|o| o.id == r.id)
-            .unwrap_or(usize::MAX)
-    });
-    Ok(runs)
-}
-
-/// The runs a `sync` into `run` drains: every run with rows pending or in flight, oldest
-/// open row first, so the leftovers of a stopped night are sent before the new one; `run`
-/// is among them (last when it holds nothing older).
-pub async fn sync_runs(store: &Store, run: Run) -> anyhow::Result<Vec<Run>> {
-    let mut runs = store.open_runs().await?;
-    if !runs.iter().any(|r| r.id == run.id) {
-        runs.push(run);
-    }
-    Ok(runs)
 }
 
 /// Most passes over the runs of one command. A pass drains each run in turn; a row released
@@ -314,8 +271,9 @@ pub fn exit_code(reports: &[DrainReport], resolved: &[i64]) -> u8 {
         let open_failed = r.counts.failed - resolved.get(i).copied().unwrap_or(0);
         match &r.halt {
             Some(Halt::Auth { .. } | Halt::Forbidden { .. }) => return exit::AUTH_HALT,
-            Some(Halt::Config { .. }) => return exit::USAGE,
-            None => {}
+            Some(Halt::Unreachable { .. }) => return exit::UNREACHABLE,
+            Some(halt) if halt.is_usage() => return exit::USAGE,
+            Some(_) | None => {}
         }
         if r.stopped && r.counts.pending + r.counts.in_flight > 0 {
             return exit::STOPPED;
@@ -325,81 +283,4 @@ pub fn exit_code(reports: &[DrainReport], resolved: &[i64]) -> u8 {
         }
     }
     code
-}
-
-#[derive(Debug, Serialize)]
-struct DryRun {
-    run: String,
-    pending: i64,
-    url: Option<String>,
-    first: Vec<serde_json::Value>,
-    estimated_seconds: Option<f64>,
-}
-
-/// Shows what would be sent, without sending or claiming anything.
-async fn dry_run(
-    store: &Store,
-    resolved: &RunSettings,
-    target: Option<Target>,
-    runs: &[Run],
-    json: bool,
-) -> anyhow::Result<u8> {
-    let url = target.map(|t| format!("{}{UPDATE_TICKET_PATH}", t.base_url()));
-    let mut plans = Vec::new();
-    for run in runs {
-        let counts = store.counts(run.id).await?;
-        if counts.pending == 0 {
-            continue;
-        }
-        let rows = store
-            .job_rows(run.id, Some(JobState::Pending), 0, DRY_RUN_ROWS)
-            .await?;
-        let first = rows
-            .iter()
-            .filter_map(|r| r.payload.as_deref())
-            .map(|p| serde_json::from_str(&format!("[{p}]")))
-            .collect::<Result<Vec<_>, _>>()?;
-        plans.push(DryRun {
-            run: run.name.clone(),
-            pending: counts.pending,
-            url: url.clone(),
-            first,
-            estimated_seconds: (resolved.rate > 0)
-                .then(|| counts.pending as f64 / f64::from(resolved.rate)),
-        });
-    }
-    if json {
-        text::print_json(&serde_json::json!({ "dry_run": true, "runs": plans }))?;
-        return Ok(exit::OK);
-    }
-    let mut out = String::from("Dry run: nothing is sent.\n");
-    if plans.is_empty() {
-        out.push_str("No run has pending rows.\n");
-    }
-    for plan in &plans {
-        out.push_str(&format!(
-            "Run {}: {} rows would be sent",
-            plan.run, plan.pending
-        ));
-        match plan.estimated_seconds {
-            Some(secs) => out.push_str(&format!(
-                ", about {} at {} requests/s\n",
-                humantime::format_duration(Duration::from_secs(secs.ceil() as u64)),
-                resolved.rate
-            )),
-            None => out.push_str(" (no rate limit: as fast as Kapture answers)\n"),
-        }
-        let target = plan
-            .url
-            .as_deref()
-            .unwrap_or("(no --subdomain or --base-url yet)");
-        for body in &plan.first {
-            out.push_str(&format!(
-                "  POST {target}\n  Authorization: Basic [token]\n  {}\n",
-                serde_json::to_string(body)?
-            ));
-        }
-    }
-    text::print(&out)?;
-    Ok(exit::OK)
 }

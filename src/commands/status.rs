@@ -1,12 +1,16 @@
-//! `kapsync status`: counts per state for one run.
+//! `kapsync status`: counts per state for one run, its pace and its most frequent errors.
 
 use serde::Serialize;
 
 use crate::cli::StatusArgs;
 use crate::config::Settings;
 use crate::exit;
+use crate::report::activity::{self, Pace, TopError};
 use crate::report::text;
 use crate::store::{Counts, Run, SourceSummary, TargetBinding};
+
+/// Kinds of error `status` lists.
+const TOP_ERRORS: i64 = 5;
 
 #[derive(Debug, Serialize)]
 struct StatusReport {
@@ -18,6 +22,9 @@ struct StatusReport {
     failures: Failures,
     /// The Kapture target the database belongs to (none before its first request).
     target: Option<TargetBinding>,
+    #[serde(flatten)]
+    pace: Pace,
+    top_errors: Vec<TopError>,
     sources: Vec<SourceSummary>,
 }
 
@@ -38,6 +45,17 @@ pub async fn run(settings: &Settings, args: StatusArgs) -> anyhow::Result<u8> {
     } else {
         0
     };
+    let pace = Pace::new(
+        &store.activity(run.id).await?,
+        &counts,
+        crate::store::now_ms(),
+    );
+    let top_errors: Vec<TopError> = store
+        .top_attempt_errors(run.id, TOP_ERRORS)
+        .await?
+        .into_iter()
+        .map(TopError::new)
+        .collect();
     if args.json {
         let target = store.target_binding().await?;
         text::print_json(&StatusReport {
@@ -49,10 +67,15 @@ pub async fn run(settings: &Settings, args: StatusArgs) -> anyhow::Result<u8> {
                 resolved,
             },
             target,
+            pace,
+            top_errors,
             sources,
         })?;
     } else {
-        text::print(&text::status(&run, &counts, resolved, &sources))?;
+        let mut out = text::status(&run, &counts, resolved, &sources);
+        out.push_str(&pace.text());
+        out.push_str(&activity::errors_text(&top_errors));
+        text::print(&out)?;
     }
     store.close().await;
     Ok(exit::OK)

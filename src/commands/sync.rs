@@ -9,23 +9,22 @@ use crate::report::text;
 pub async fn run(settings: &Settings, args: SyncArgs) -> anyhow::Result<u8> {
     // Settings and target are checked before anything is ingested, so a typo costs nothing.
     let resolved = settings.run(&args.options)?;
+    if resolved.dry_run {
+        return super::dry_run::sync(settings, &resolved, &args).await;
+    }
     let hints = super::run::hints(settings, &resolved);
     let store = super::open_store(settings).await?;
-    let sender = if resolved.dry_run {
-        None
-    } else {
-        let checked = async {
-            let destination = super::target::resolve(&store, &resolved, &hints.prefix).await?;
-            let client = super::run::client_for(destination.target.clone(), &resolved)?;
-            anyhow::Ok((client, destination))
-        }
-        .await;
-        match checked {
-            Ok(sender) => Some(sender),
-            Err(error) => {
-                store.close().await;
-                return Err(error);
-            }
+    let checked = async {
+        let destination = super::target::resolve(&store, &resolved, &hints.prefix).await?;
+        let client = super::run::client_for(destination.target.clone(), &resolved)?;
+        anyhow::Ok((client, destination))
+    }
+    .await;
+    let (client, destination) = match checked {
+        Ok(sender) => sender,
+        Err(error) => {
+            store.close().await;
+            return Err(error);
         }
     };
     let (run, ingested) =
@@ -33,22 +32,9 @@ pub async fn run(settings: &Settings, args: SyncArgs) -> anyhow::Result<u8> {
     if !args.json {
         text::print(&ingested.text(&run, &hints.prefix))?;
     }
-    let Some((client, destination)) = sender else {
-        let code = super::run::run(
-            settings,
-            crate::cli::RunArgs {
-                run: Some(run.name.clone()),
-                options: args.options,
-                json: args.json,
-            },
-        )
-        .await?;
-        store.close().await;
-        return Ok(code);
-    };
     // The leftovers of earlier runs go with the new one, oldest first: a stopped night's rows
     // can never land after a newer night's rows of the same ticket.
-    let runs = super::run::sync_runs(&store, run).await?;
+    let runs = super::drain_order::sync_runs(&store, run).await?;
     let reports = super::run::drain_runs(
         &store,
         settings,

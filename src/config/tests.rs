@@ -54,7 +54,12 @@ fn precedence_is_defaults_then_file_then_profile_then_flags() {
     let args = ["--profile", "beta", "run", "--rate", "11"];
     let settings = resolved(FILE, &args).unwrap();
     let run = settings.run(&run_options(parse(&args))).unwrap();
-    assert_eq!(run.rate, 11, "a flag beats the profile");
+    assert_eq!(run.rate, 11.0, "a flag beats the profile");
+    assert_eq!(run.canary, crate::engine::DEFAULT_CANARY);
+    assert_eq!(
+        run.unreachable_timeout,
+        crate::engine::DEFAULT_UNREACHABLE_TIMEOUT
+    );
     assert_eq!(run.concurrency, 6, "the profile beats the top level");
     assert_eq!(
         run.burst, 2,
@@ -74,7 +79,7 @@ fn precedence_is_defaults_then_file_then_profile_then_flags() {
     let run = settings.run(&run_options(parse(&args))).unwrap();
     assert_eq!(
         (run.rate, run.concurrency),
-        (3, 3),
+        (3.0, 3),
         "no profile: the top level"
     );
     assert!(settings.db.ends_with("top.db"));
@@ -204,4 +209,32 @@ fn help_shows_the_defaults_the_code_uses() {
         .unwrap();
     let shown: Vec<_> = port.get_default_values().iter().collect();
     assert_eq!(shown, [&crate::simulator::DEFAULT_SIM_PORT.to_string()]);
+}
+
+#[test]
+fn a_file_rate_may_be_an_integer_or_a_decimal() {
+    let file: FileConfig = toml::from_str("rate = 5").unwrap();
+    assert_eq!(file.rate, Some(5.0));
+    let file: FileConfig =
+        toml::from_str("rate = 0.5\nunreachable_timeout = \"1m\"\ncanary = 0").unwrap();
+    assert_eq!(file.rate, Some(0.5));
+    assert_eq!(file.unreachable_timeout.as_deref(), Some("1m"));
+    assert_eq!(file.canary, Some(0));
+    let args = [
+        "run",
+        "--rate",
+        "0.5",
+        "--canary",
+        "0",
+        "--unreachable-timeout",
+        "90s",
+    ];
+    let run = resolved("", &args)
+        .unwrap()
+        .run(&run_options(parse(&args)))
+        .unwrap();
+    assert_eq!(
+        (run.rate, run.canary, run.unreachable_timeout),
+        (0.5, 0, Duration::from_secs(90))
+    );
 }

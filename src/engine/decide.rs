@@ -10,9 +10,10 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::events::{ErrorTally, Halt};
-use crate::kapture::{Class, Reply};
+use crate::kapture::{Class, Reply, Unreached};
 
-/// 404/405 answers before any success that mean the target is wrong, not the rows.
+/// Answers before any success that mean the target is wrong, not the rows: 404/405, 501,
+/// pages that are not Kapture's JSON, a host that does not resolve.
 const CONFIG_STREAK_BEFORE_SUCCESS: u32 = 3;
 /// 404/405 answers in a row, after successes, that halt the run.
 const CONFIG_STREAK: u32 = 10;
@@ -72,6 +73,8 @@ pub(super) enum Feedback {
     Accepted,
     /// A 429: pause the whole run and slow down.
     Throttled { retry_after: Option<Duration> },
+    /// The request never reached the server: pause the whole run and probe.
+    Unreached,
     /// Nothing to tell (the run halts anyway).
     Nothing,
 }
@@ -96,6 +99,7 @@ pub(super) fn decide(reply: Reply, attempt: u32, policy: &Policy, check: ConfigC
         http_status: status,
         message,
         ticket,
+        unreached,
         ..
     } = reply;
     // Only failures need a message: a success allocates nothing here.
@@ -205,6 +209,50 @@ pub(super) fn decide(reply: Reply, attempt: u32, policy: &Policy, check: ConfigC
                 check,
             }
         }
+        Class::NotReceived => {
+            let message = text();
+            // A wrong subdomain's host does not resolve: before any success that is the
+            // target, not an outage.
+            let dns = unreached == Some(Unreached::Dns) && check.successes == 0;
+            let streak = if dns { check.streak + 1 } else { check.streak };
+            let halt = (dns && streak >= CONFIG_STREAK_BEFORE_SUCCESS).then(|| Halt::WrongTarget {
+                sign: "a host name that does not resolve".into(),
+                message: message.clone(),
+            });
+            Decision {
+                error: noted(&message),
+                step: Step::Requeue {
+                    due: Due::Now,
+                    class: name,
+                    message,
+                },
+                feedback: Feedback::Unreached,
+                halt,
+                check: ConfigCheck { streak, ..check },
+            }
+        }
+        Class::Transient if check.successes == 0 && not_kapture(status).is_some() => {
+            // A server that answers 501, or pages that are not Kapture's JSON (a mistyped
+            // subdomain's landing page, a login redirect), to the first requests: the target
+            // is wrong, so the rows go back uncharged and a short streak halts.
+            let message = text();
+            let streak = check.streak + 1;
+            let halt = (streak >= CONFIG_STREAK_BEFORE_SUCCESS).then(|| Halt::WrongTarget {
+                sign: not_kapture(status).unwrap_or_default(),
+                message: ErrorTally::short(&message),
+            });
+            Decision {
+                error: noted(&message),
+                step: Step::Requeue {
+                    due: Due::Now,
+                    class: name,
+                    message,
+                },
+                feedback: Feedback::Accepted,
+                halt,
+                check: ConfigCheck { streak, ..check },
+            }
+        }
         Class::Transient | Class::TransientInDoubt => {
             let message = text();
             let error = noted(&message);
@@ -227,6 +275,16 @@ pub(super) fn decide(reply: Reply, attempt: u32, policy: &Policy, check: ConfigC
                 check,
             }
         }
+    }
+}
+
+/// How an answer that is transient after successes shows a wrong target before any: HTTP 501,
+/// or a 2xx whose body is not Kapture's JSON (the classifier calls those transient).
+fn not_kapture(status: Option<u16>) -> Option<String> {
+    match status? {
+        501 => Some("HTTP 501 (Not Implemented)".into()),
+        s @ 200..=299 => Some(format!("HTTP {s} with a page that is not Kapture's JSON")),
+        _ => None,
     }
 }
 
@@ -253,7 +311,14 @@ mod tests {
             ticket: None,
             excerpt: String::new(),
             elapsed: Duration::ZERO,
+            unreached: None,
         }
+    }
+
+    fn unreached(cause: Unreached) -> Reply {
+        let mut r = reply(Class::NotReceived, None, Some("refused"));
+        r.unreached = Some(cause);
+        r
     }
 
     fn check(successes: u64, streak: u32) -> ConfigCheck {
@@ -336,6 +401,24 @@ mod tests {
              Decision { step: failed("transient", "HTTP 500 (gave up after 3 attempts)"), feedback: Accepted, halt: None, error: err("transient", "HTTP 500"), check: WARM }),
             ("in doubt retries", reply(Class::TransientInDoubt, None, Some("timed out")), 1, WARM,
              Decision { step: retry("transient_in_doubt", "timed out"), feedback: Accepted, halt: None, error: err("transient_in_doubt", "timed out"), check: WARM }),
+            // Not received: back uncharged, the run pauses and probes; never a failure.
+            ("refused goes back", unreached(Unreached::Refused), 8, FRESH,
+             Decision { step: requeue(Due::Now, "not_received", "refused"), feedback: Feedback::Unreached, halt: None, error: err("not_received", "refused"), check: FRESH }),
+            ("dns before a success counts toward a wrong target", unreached(Unreached::Dns), 1, check(0, 1),
+             Decision { step: requeue(Due::Now, "not_received", "refused"), feedback: Feedback::Unreached, halt: None, error: err("not_received", "refused"), check: check(0, 2) }),
+            ("third dns before a success halts", unreached(Unreached::Dns), 1, check(0, 2),
+             Decision { step: requeue(Due::Now, "not_received", "refused"), feedback: Feedback::Unreached,
+                        halt: Some(Halt::WrongTarget { sign: "a host name that does not resolve".into(), message: "refused".into() }), error: err("not_received", "refused"), check: check(0, 3) }),
+            ("dns after successes is an outage", unreached(Unreached::Dns), 1, WARM,
+             Decision { step: requeue(Due::Now, "not_received", "refused"), feedback: Feedback::Unreached, halt: None, error: err("not_received", "refused"), check: WARM }),
+            // 501 and non-JSON pages before any success: a wrong target.
+            ("first 501 goes back", reply(Class::Transient, Some(501), None), 1, FRESH,
+             Decision { step: requeue(Due::Now, "transient", "HTTP 501"), feedback: Accepted, halt: None, error: err("transient", "HTTP 501"), check: check(0, 1) }),
+            ("third html page halts", reply(Class::Transient, Some(200), Some("x")), 1, check(0, 2),
+             Decision { step: requeue(Due::Now, "transient", "x"), feedback: Accepted,
+                        halt: Some(Halt::WrongTarget { sign: "HTTP 200 with a page that is not Kapture's JSON".into(), message: "x".into() }), error: err("transient", "x"), check: check(0, 3) }),
+            ("501 after successes retries", reply(Class::Transient, Some(501), None), 1, WARM,
+             Decision { step: retry("transient", "HTTP 501"), feedback: Accepted, halt: None, error: err("transient", "HTTP 501"), check: WARM }),
         ];
         for (name, reply, attempt, before, want) in rows {
             assert_eq!(decide(reply, attempt, &POLICY, before), want, "{name}");

@@ -120,6 +120,10 @@ pub async fn drain(
     let sent = Sent::read(&shared);
     drop(shared);
     ended.finish().await?;
+    if !sent.canary_rows.is_empty() {
+        // Stored as failed before the canary tripped; they were not bad rows.
+        store.requeue_rejected(run.id, &sent.canary_rows).await?;
+    }
     let counts = store.counts(run.id).await?;
     let stored = lock(&tally).progress;
     Ok(report::finished(

@@ -22,8 +22,8 @@ const ERROR_CHARS: usize = 160;
 pub struct EngineConfig {
     /// Requests in flight at most.
     pub concurrency: usize,
-    /// Requests per second; 0 means no limit.
-    pub rate: u32,
+    /// Requests per second (decimals allowed); 0 means no limit.
+    pub rate: f64,
     pub burst: u32,
     /// Attempts per row before it is failed.
     pub max_attempts: u32,
@@ -32,6 +32,10 @@ pub struct EngineConfig {
     pub throttle_cap: Duration,
     /// How long in-flight requests may take to finish after a stop.
     pub stop_deadline: Duration,
+    /// How long Kapture may be unreachable before the run halts (exit 6).
+    pub unreachable_timeout: Duration,
+    /// Answers the canary watches (the first N, and the last N); 0 turns it off.
+    pub canary: u32,
 }
 
 /// Stop signals, owned by the caller so tests can trigger them: `graceful` stops claiming and
@@ -53,6 +57,45 @@ pub enum Halt {
     Forbidden { message: String },
     /// Every answer is 404/405: the subdomain or base URL is wrong.
     Config { http_status: u16, message: String },
+    /// The first answers show the target is not Kapture: its host does not resolve, it
+    /// answers 501, or pages that are not Kapture's JSON.
+    WrongTarget { sign: String, message: String },
+    /// The canary: the first (or the last) answers were all rejections, most with one message.
+    Canary { rows: u32, message: String },
+    /// Nothing got through to Kapture for the whole `--unreachable-timeout`.
+    Unreachable { waited_secs: u64, message: String },
+}
+
+impl Halt {
+    /// Whether the halt is the user's to fix in the settings or the mapping (exit 2).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            Halt::Config { .. } | Halt::WrongTarget { .. } | Halt::Canary { .. }
+        )
+    }
+}
+
+/// The mapping's part a canary message most likely points at.
+fn likely_cause(message: &str) -> String {
+    let lower = message.to_ascii_lowercase();
+    for field in [
+        "sub_status",
+        "callback_time",
+        "disposition",
+        "queue",
+        "ticket_id",
+    ] {
+        if lower.contains(field) || lower.contains(&field.replace('_', " ")) {
+            return format!(
+                "how the mapping fills {field} (a value in its [values.{field}] table, its \
+                 column or its default)"
+            );
+        }
+    }
+    "a value the mapping file sends to every row ([values.*], [defaults] or a column mapped \
+     to the wrong field)"
+        .to_owned()
 }
 
 impl std::fmt::Display for Halt {
@@ -76,6 +119,30 @@ impl std::fmt::Display for Halt {
                 "every request is answered HTTP {http_status} ({message}): the subdomain or \
                  --base-url is probably wrong. Fix it and run again; the affected rows are \
                  pending again (rows failed before the halt: kapsync retry --class rejected)"
+            ),
+            Halt::WrongTarget { sign, message } => write!(
+                f,
+                "the first requests got {sign} ({message}): this is not Kapture's Update Ticket \
+                 API, so the subdomain or --base-url is probably wrong. Fix it and run again; \
+                 no row was failed and the affected rows are pending again"
+            ),
+            Halt::Canary { rows, message } => write!(
+                f,
+                "Kapture rejected {rows} rows in a row, with the same message: \"{message}\". \
+                 That is a systematic error, not {rows} bad rows: most likely {}. Fix it, \
+                 ingest again, and run again; those rows are pending again, not failed \
+                 (--canary 0 turns this check off)",
+                likely_cause(message)
+            ),
+            Halt::Unreachable {
+                waited_secs,
+                message,
+            } => write!(
+                f,
+                "Kapture could not be reached for {} ({message}). No row was failed and \
+                 nothing more was sent; run the same command again to resume (or raise \
+                 --unreachable-timeout)",
+                humantime::format_duration(Duration::from_secs(*waited_secs))
             ),
         }
     }
@@ -121,7 +188,10 @@ pub struct DrainReport {
     pub failed: u64,
     /// Rows found in flight after a runner died and sent again.
     pub replayed: u64,
+    /// Times the run slowed down because the share of 429 answers was high.
     pub throttle_events: u64,
+    /// Answers that were 429.
+    pub throttled: u64,
     pub halt: Option<Halt>,
     /// Stopped by a signal or the time window.
     pub stopped: bool,

@@ -9,6 +9,7 @@
 //! rate limit, the 429 pause and the retry schedule in `policy.rs`; the shared types (config,
 //! halts, progress, report, errors) in `events.rs`.
 
+mod canary;
 mod decide;
 mod dispatch;
 mod drain;
@@ -16,6 +17,7 @@ mod events;
 mod lock;
 mod policy;
 mod queue;
+mod reach;
 mod report;
 mod store_thread;
 mod worker;
@@ -27,7 +29,15 @@ pub use lock::{LockError, RunnerLock};
 
 /// Requests per second when `--rate` is not given: public Kapture clients pace themselves at
 /// 3 to 6.
-pub const DEFAULT_RATE: u32 = 5;
+pub const DEFAULT_RATE: f64 = 5.0;
+/// Above this rate to a target that is not loopback, a run warns once: public Kapture
+/// clients pace themselves at 3 to 6 requests a second.
+pub const RATE_WARNING_ABOVE: f64 = 20.0;
+/// How long Kapture may be unreachable before a run stops with exit code 6.
+pub const DEFAULT_UNREACHABLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+/// Answers the canary looks at: the first N (and the last N) all rejected with one message
+/// stop the run.
+pub const DEFAULT_CANARY: u32 = 20;
 /// Requests allowed at once above the rate.
 pub const DEFAULT_BURST: u32 = 1;
 /// Requests in flight at most.

@@ -14,8 +14,10 @@ pub const RETRY_BASE: Duration = Duration::from_secs(1);
 pub const RETRY_CAP: Duration = Duration::from_secs(300);
 /// Longest pause a 429 can impose on the whole run.
 pub const THROTTLE_CAP: Duration = Duration::from_secs(60);
-/// Time without a 429 before the rate climbs one step back toward the target.
+/// Time without a slow-down before the rate climbs one step back toward the target.
 pub const QUIET_PERIOD: Duration = Duration::from_secs(5);
+/// Share of 429s among the recent answers above which the run slows down.
+pub const THROTTLE_SHARE: f64 = 0.05;
 
 /// Exponential backoff with full jitter: attempt n waits a random time below
 /// `min(cap, base * 2^(n-1))`. The nominal schedule comes from backon.
@@ -53,15 +55,22 @@ impl RetryPolicy {
     }
 }
 
-/// The request rate: a governor limiter at the effective rate, a run-wide pause after a 429,
-/// and the climb back toward the configured rate.
+/// The request rate: a governor limiter at the effective rate, cut when the *share* of 429s
+/// among the recent answers says the server is limiting us, and climbed back when it stops.
 ///
-/// A 429 starts a pause (the server's Retry-After, capped, or the backoff delay) and halves the
-/// effective rate, kept between 85% and 90% of what the server accepted over the last two
-/// seconds when that is known, so a throttling server is neither hammered nor starved. Answers to requests already in
-/// flight when a pause starts belong to the same event and change nothing. After
-/// [`QUIET_PERIOD`] without a 429 the rate climbs 10% per period toward the target, but only
-/// 2% per period once it is within 10% of the rate the server last accepted.
+/// This is AIMD (TCP's congestion control) driven by a windowed throttle ratio, as in the
+/// client-side throttling of Google's SRE book: a gateway that answers 429 to a small share of
+/// requests whatever the rate (the row just waits its `Retry-After` and goes again) is told
+/// apart from a real limit, where the share of 429s climbs with the rate.
+///
+/// - Every answer goes into a window of the last [`WINDOW_ANSWERS`] answers within
+///   [`WINDOW`]. A 429 with more than [`THROTTLE_SHARE`] of the window throttled (counted
+///   over at least [`MIN_WINDOW`] answers) is a slow-down: the whole run pauses (the server's
+///   `Retry-After`, capped) and the rate is cut to 85-90% of what the server accepted over the
+///   last two seconds (half the rate when that is not known). The window then starts afresh, so
+///   the answers to requests already in flight belong to the same event.
+/// - After [`QUIET_PERIOD`] without a slow-down the rate climbs 10% per period toward the
+///   target, but only 2% per period once it is within 10% of the rate the server last accepted.
 #[derive(Debug)]
 pub struct RateControl {
     target: Option<f64>,
@@ -79,7 +88,12 @@ struct RateState {
     last_change: Instant,
     /// Non-429 answers of the last two seconds.
     accepted: VecDeque<Instant>,
-    throttle_events: u64,
+    /// Recent answers: when, and whether it was a 429.
+    recent: VecDeque<(Instant, bool)>,
+    /// Slow-downs (pauses with a rate cut).
+    slowdowns: u64,
+    /// Answers that were 429.
+    throttled: u64,
 }
 
 impl std::fmt::Debug for RateState {
@@ -95,6 +109,15 @@ impl std::fmt::Debug for RateState {
 const ACCEPTED_WINDOW: Duration = Duration::from_secs(2);
 /// Answers needed in the window before the accepted rate is trusted.
 const ACCEPTED_MIN_SAMPLES: usize = 10;
+/// The throttle-share window: at most this many recent answers...
+pub const WINDOW_ANSWERS: usize = 100;
+/// ...and none older than this.
+pub const WINDOW: Duration = Duration::from_secs(10);
+/// The share is taken of at least this many answers: a window that has just begun (or a slow
+/// run's) counts the answers it has not seen yet as accepted.
+pub const MIN_WINDOW: usize = 50;
+/// Slowest the adaptive rate goes (unless the configured rate is slower still).
+const MIN_RATE: f64 = 1.0;
 
 /// Non-429 answers per second over the window, when there are enough of them to tell.
 fn accepted_rate(times: &VecDeque<Instant>, now: Instant) -> Option<f64> {
@@ -112,15 +135,24 @@ fn accepted_rate(times: &VecDeque<Instant>, now: Instant) -> Option<f64> {
     Some(recent.len() as f64 / span)
 }
 
-/// The rate after a throttle: half the effective rate, kept between 85% and 90% of what the
-/// server accepted just before (when that is known), and at least one request a second.
-fn cut(effective: Option<f64>, accepted: Option<f64>) -> f64 {
-    let halved = effective.or(accepted).map_or(1.0, |r| r / 2.0);
+/// Whether the window of recent answers says the server is limiting the rate: more than
+/// [`THROTTLE_SHARE`] of them 429, counted over at least [`MIN_WINDOW`] answers so that two
+/// early 429s are not yet a share.
+fn limited(recent: &VecDeque<(Instant, bool)>) -> bool {
+    let throttled = recent.iter().filter(|(_, t)| *t).count();
+    throttled as f64 > THROTTLE_SHARE * recent.len().max(MIN_WINDOW) as f64
+}
+
+/// The rate after a slow-down: half the effective rate, kept between 85% and 90% of what the
+/// server accepted just before (when that is known), never above the effective rate, and at
+/// least `floor`.
+fn cut(effective: Option<f64>, accepted: Option<f64>, floor: f64) -> f64 {
+    let halved = effective.or(accepted).map_or(floor, |r| r / 2.0);
     let rate = match accepted {
         Some(a) => halved.clamp(a * 0.85, a * 0.9),
         None => halved,
     };
-    rate.max(1.0)
+    rate.min(effective.unwrap_or(f64::INFINITY)).max(floor)
 }
 
 fn limiter(rate: f64, burst: NonZeroU32) -> Arc<DefaultDirectRateLimiter> {
@@ -132,10 +164,12 @@ fn limiter(rate: f64, burst: NonZeroU32) -> Arc<DefaultDirectRateLimiter> {
 }
 
 impl RateControl {
-    /// `rate` requests per second (0: no limit) with `burst` allowed at once.
-    pub fn new(rate: u32, burst: u32, throttle_cap: Duration) -> Self {
+    /// `rate` requests per second (0: no limit; decimals allowed, 0.5 is one every 2 s) with
+    /// `burst` allowed at once.
+    pub fn new(rate: impl Into<f64>, burst: u32, throttle_cap: Duration) -> Self {
+        let rate: f64 = rate.into();
         let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
-        let target = (rate > 0).then_some(f64::from(rate));
+        let target = (rate > 0.0 && rate.is_finite()).then_some(rate);
         Self {
             target,
             burst,
@@ -147,13 +181,20 @@ impl RateControl {
                 ceiling: None,
                 last_change: Instant::now(),
                 accepted: VecDeque::new(),
-                throttle_events: 0,
+                recent: VecDeque::new(),
+                slowdowns: 0,
+                throttled: 0,
             }),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, RateState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The slowest rate a slow-down may cut to.
+    fn floor(&self) -> f64 {
+        self.target.map_or(MIN_RATE, |t| t.min(MIN_RATE))
     }
 
     /// Waits until a request may go out: past any pause, then a limiter cell.
@@ -201,21 +242,31 @@ impl RateControl {
         {
             state.accepted.pop_front();
         }
+        remember(&mut state.recent, now, false);
     }
 
-    /// Notes a 429: starts a pause and cuts the rate, unless a pause is already under way.
-    /// Returns how long the row should wait before it is sent again.
+    /// Notes a 429. When the share of 429s among the recent answers says the server is
+    /// limiting the rate, and no pause is under way, the run pauses and slows down. Returns how
+    /// long the row should wait before it is sent again (the server's wait, capped, or
+    /// `backoff`).
     pub fn on_throttled(&self, retry_after: Option<Duration>, backoff: Duration) -> Duration {
         let now = Instant::now();
         let wait = retry_after.unwrap_or(backoff).min(self.throttle_cap);
         let mut state = self.lock();
+        state.throttled += 1;
         if state.pause_until.is_some_and(|u| u > now) {
             return wait;
         }
+        remember(&mut state.recent, now, true);
+        if !limited(&state.recent) {
+            // A 429 now and then: the row waits, the run goes on at its rate.
+            return wait;
+        }
         state.pause_until = Some(now + wait);
-        state.throttle_events += 1;
+        state.slowdowns += 1;
+        state.recent.clear();
         let accepted = accepted_rate(&state.accepted, now);
-        let rate = cut(state.effective, accepted);
+        let rate = cut(state.effective, accepted, self.floor());
         state.ceiling = accepted.or(state.effective);
         state.effective = Some(rate);
         state.limiter = Some(limiter(rate, self.burst));
@@ -223,7 +274,7 @@ impl RateControl {
         tracing::info!(
             rate = format!("{rate:.1}"),
             pause_ms = wait.as_millis() as u64,
-            "throttled by the server: pausing and slowing down"
+            "the server is limiting the rate (many 429 answers): pausing and slowing down"
         );
         wait
     }
@@ -259,9 +310,26 @@ impl RateControl {
         self.lock().effective
     }
 
-    /// How many throttling events (pauses) there have been.
+    /// How many times the run slowed down (paused and cut its rate).
     pub fn throttle_events(&self) -> u64 {
-        self.lock().throttle_events
+        self.lock().slowdowns
+    }
+
+    /// How many answers were 429.
+    pub fn throttled_answers(&self) -> u64 {
+        self.lock().throttled
+    }
+}
+
+/// Adds an answer to the throttle-share window, dropping what fell out of it.
+fn remember(recent: &mut VecDeque<(Instant, bool)>, now: Instant, throttled: bool) {
+    recent.push_back((now, throttled));
+    while recent.len() > WINDOW_ANSWERS
+        || recent
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > WINDOW)
+    {
+        recent.pop_front();
     }
 }
 
@@ -283,15 +351,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_throttle_pauses_and_halves_once_per_event() {
+    async fn a_high_share_of_429s_pauses_and_halves_once_per_event() {
         let control = RateControl::new(100, 1, THROTTLE_CAP);
-        let wait = control.on_throttled(Some(Duration::from_millis(300)), Duration::from_secs(9));
-        assert_eq!(wait, Duration::from_millis(300));
+        let first = control.on_throttled(Some(Duration::from_millis(300)), Duration::from_secs(9));
+        assert_eq!(
+            first,
+            Duration::from_millis(300),
+            "the row waits the server's delay"
+        );
+        control.on_throttled(Some(Duration::from_millis(300)), Duration::from_secs(9));
+        assert_eq!(
+            control.effective(),
+            Some(100.0),
+            "two 429s of the first answers are no share yet"
+        );
+        control.on_throttled(Some(Duration::from_millis(300)), Duration::from_secs(9));
         assert_eq!(control.effective(), Some(50.0));
         // Answers to requests already in flight belong to the same event.
         control.on_throttled(None, Duration::from_secs(1));
         assert_eq!(control.effective(), Some(50.0));
         assert_eq!(control.throttle_events(), 1);
+        assert_eq!(control.throttled_answers(), 4);
         let start = Instant::now();
         control.ready().await;
         assert!(
@@ -301,8 +381,31 @@ mod tests {
     }
 
     #[test]
+    fn a_small_share_of_429s_changes_nothing() {
+        let control = RateControl::new(40, 1, THROTTLE_CAP);
+        // 1% of answers throttled, spread out: never more than THROTTLE_SHARE of the window.
+        for i in 0..2000 {
+            if i % 100 == 50 {
+                control.on_throttled(Some(Duration::from_secs(1)), Duration::ZERO);
+            } else {
+                control.on_accepted();
+            }
+        }
+        assert_eq!(control.effective(), Some(40.0));
+        assert_eq!(control.throttle_events(), 0);
+        assert_eq!(control.throttled_answers(), 20);
+        // A burst of them is a limit.
+        for _ in 0..10 {
+            control.on_throttled(None, Duration::from_millis(1));
+        }
+        assert_eq!(control.throttle_events(), 1);
+    }
+
+    #[test]
     fn retry_after_is_capped() {
         let control = RateControl::new(200, 1, Duration::from_secs(2));
+        control.on_throttled(Some(Duration::from_secs(3600)), Duration::ZERO);
+        control.on_throttled(Some(Duration::from_secs(3600)), Duration::ZERO);
         let wait = control.on_throttled(Some(Duration::from_secs(3600)), Duration::ZERO);
         assert_eq!(wait, Duration::from_secs(2));
         assert_eq!(
@@ -313,18 +416,53 @@ mod tests {
     }
 
     #[test]
+    fn decimal_rates_are_kept_and_never_cut_below_themselves() {
+        let control = RateControl::new(0.5, 1, THROTTLE_CAP);
+        assert_eq!(control.effective(), Some(0.5));
+        for _ in 0..5 {
+            control.on_throttled(None, Duration::ZERO);
+        }
+        assert_eq!(control.throttle_events(), 1);
+        assert_eq!(control.effective(), Some(0.5));
+        assert_eq!(RateControl::new(0, 1, THROTTLE_CAP).effective(), None);
+    }
+
+    #[test]
     fn the_cut_halves_within_what_the_server_accepted() {
         // 200/s asked, 50/s accepted: settle just under the server's limit.
-        assert!((cut(Some(200.0), Some(50.0)) - 45.0).abs() < 1e-9);
-        // Random 429s at 100/s with 98/s accepted: a gentle cut, not a halving.
-        assert!((cut(Some(100.0), Some(98.0)) - 83.3).abs() < 1e-9);
-        assert_eq!(cut(Some(100.0), None), 50.0);
+        assert!((cut(Some(200.0), Some(50.0), 1.0) - 45.0).abs() < 1e-9);
+        // 429s at 100/s with 98/s accepted: a gentle cut, not a halving.
+        assert!((cut(Some(100.0), Some(98.0), 1.0) - 83.3).abs() < 1e-9);
+        assert_eq!(cut(Some(100.0), None, 1.0), 50.0);
         assert_eq!(
-            cut(None, Some(40.0)),
+            cut(None, Some(40.0), 1.0),
             34.0,
             "no limit yet: start from what was accepted"
         );
-        assert_eq!(cut(Some(1.5), None), 1.0);
+        assert_eq!(cut(Some(1.5), None, 1.0), 1.0);
+    }
+
+    #[test]
+    fn the_share_window_needs_more_than_five_percent_of_at_least_fifty() {
+        let now = Instant::now();
+        let mut recent = VecDeque::new();
+        remember(&mut recent, now, true);
+        assert!(!limited(&recent), "one 429 is no evidence");
+        remember(&mut recent, now, true);
+        assert!(!limited(&recent), "2 of the first answers are 2 of 50");
+        remember(&mut recent, now, true);
+        assert!(limited(&recent), "3 of at least 50");
+        for _ in 0..WINDOW_ANSWERS {
+            remember(&mut recent, now, false);
+        }
+        assert_eq!(recent.len(), WINDOW_ANSWERS);
+        assert!(!limited(&recent), "the 429s fell out of the window");
+        for _ in 0..5 {
+            remember(&mut recent, now, true);
+        }
+        assert!(!limited(&recent), "5 of 100 is not more than 5%");
+        remember(&mut recent, now, true);
+        assert!(limited(&recent));
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub(super) fn nothing_to_send(
         failed: 0,
         replayed,
         throttle_events: 0,
+        throttled: 0,
         halt: None,
         stopped: false,
         counts,
@@ -35,8 +36,11 @@ pub(super) fn nothing_to_send(
 pub(super) struct Sent {
     requests: u64,
     throttle_events: u64,
+    throttled: u64,
     halt: Option<super::Halt>,
     top_errors: Vec<super::ErrorCount>,
+    /// Rows a canary halt failed before it tripped, to put back to pending.
+    pub(super) canary_rows: Vec<i64>,
 }
 
 impl Sent {
@@ -44,8 +48,10 @@ impl Sent {
         Sent {
             requests: shared.requests.load(std::sync::atomic::Ordering::Relaxed),
             throttle_events: shared.rate.throttle_events(),
+            throttled: shared.rate.throttled_answers(),
             halt: lock(&shared.halt).clone(),
             top_errors: lock(&shared.errors).top(TOP_ERRORS),
+            canary_rows: std::mem::take(&mut *lock(&shared.canary_rows)),
         }
     }
 }
@@ -68,6 +74,7 @@ pub(super) fn finished(
         failed: stored.failed,
         replayed,
         throttle_events: sent.throttle_events,
+        throttled: sent.throttled,
         halt: sent.halt,
         stopped,
         counts,

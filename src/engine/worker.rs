@@ -11,10 +11,12 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::canary::Canary;
 use super::decide::{ConfigCheck, Decision, Due, Feedback, Policy, Step, decide};
 use super::events::{EngineConfig, ErrorTally, Halt, TestPanic, lock};
 use super::policy::RateControl;
 use super::queue::Taker;
+use super::reach::Reach;
 use crate::kapture::{Class, Client, Reply};
 use crate::store::{AttemptRecord, Claimed, Next, Outcome, now_ms};
 
@@ -34,6 +36,11 @@ pub(super) struct Shared {
     pub sending: AtomicUsize,
     pub errors: Mutex<ErrorTally>,
     pub test_panic: TestPanic,
+    /// Whether Kapture can be reached; every request passes it first.
+    pub reach: Reach,
+    pub canary: Mutex<Canary>,
+    /// Rows a canary halt failed before it tripped: the drain puts them back to pending.
+    pub canary_rows: Mutex<Vec<i64>>,
 }
 
 impl Shared {
@@ -44,6 +51,7 @@ impl Shared {
         results: mpsc::UnboundedSender<Outcome>,
         test_panic: TestPanic,
     ) -> Shared {
+        let (unreachable_timeout, canary) = (config.unreachable_timeout, config.canary);
         Shared {
             client,
             rate: Arc::new(RateControl::new(
@@ -63,6 +71,9 @@ impl Shared {
             sending: AtomicUsize::new(0),
             errors: Mutex::new(ErrorTally::default()),
             test_panic,
+            reach: Reach::new(unreachable_timeout),
+            canary: Mutex::new(Canary::new(canary)),
+            canary_rows: Mutex::new(Vec::new()),
         }
     }
 
@@ -95,10 +106,11 @@ impl Shared {
                 std::mem::take(&mut reply.excerpt)
             },
         };
+        let class = reply.class;
         let Decision {
             step,
             feedback,
-            halt,
+            mut halt,
             error,
             check: _,
         } = {
@@ -107,6 +119,19 @@ impl Shared {
             *check = decision.check;
             decision
         };
+        let step = self.watch_canary(row.id, class, step, &mut halt);
+        if feedback == Feedback::Unreached {
+            if let (Some(down), Step::Requeue { message, .. }) =
+                (self.reach.on_unreached(step_message(&step)), &step)
+            {
+                halt.get_or_insert(Halt::Unreachable {
+                    waited_secs: down.as_secs(),
+                    message: ErrorTally::short(message),
+                });
+            }
+        } else {
+            self.reach.on_reached();
+        }
         let pause = match feedback {
             Feedback::Accepted => {
                 self.rate.on_accepted();
@@ -115,7 +140,7 @@ impl Shared {
             Feedback::Throttled { retry_after } => self
                 .rate
                 .on_throttled(retry_after, self.config.retry.delay(attempt)),
-            Feedback::Nothing => Duration::ZERO,
+            Feedback::Nothing | Feedback::Unreached => Duration::ZERO,
         };
         if let Some((class, short)) = error {
             lock(&self.errors).note(class, short);
@@ -159,6 +184,51 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Feeds the canary a processed answer. Once it trips, the run halts and rejected rows go
+    /// back to `pending` instead of failing: the ones before the trip through
+    /// [`Shared::canary_rows`], this one and later ones here.
+    fn watch_canary(&self, job_id: i64, class: Class, step: Step, halt: &mut Option<Halt>) -> Step {
+        let rejection = match &step {
+            Step::Failed {
+                class: "rejected",
+                message,
+            } => Some(message.as_str()),
+            Step::Succeeded { .. } if class == Class::Success => None,
+            _ => return step,
+        };
+        let mut canary = lock(&self.canary);
+        if let Some(trip) = canary.observe(job_id, rejection) {
+            lock(&self.canary_rows).extend(trip.earlier);
+            halt.get_or_insert(Halt::Canary {
+                rows: trip.rows,
+                message: ErrorTally::short(&trip.message),
+            });
+        }
+        match step {
+            Step::Failed {
+                class: "rejected",
+                message,
+            } if canary.tripped() => Step::Requeue {
+                due: Due::Now,
+                class: "rejected",
+                message,
+            },
+            other => other,
+        }
+    }
+}
+
+/// The message a step carries, for a log line.
+fn step_message(step: &Step) -> &str {
+    match step {
+        Step::Failed { message, .. }
+        | Step::Retry { message, .. }
+        | Step::Requeue { message, .. } => message,
+        Step::Succeeded { .. } => "",
+    }
+}
+
 /// A claimed row that is put back without being sent.
 pub(super) fn unsent(row: &Claimed) -> Outcome {
     Outcome {
@@ -178,7 +248,10 @@ async fn send_one(row: Claimed, shared: &Shared) -> Outcome {
     tokio::select! {
         biased;
         () = shared.stop_sending.cancelled() => return unsent(&row),
-        () = shared.rate.ready() => {}
+        () = async {
+            shared.reach.ready().await;
+            shared.rate.ready().await;
+        } => {}
     }
     if shared.stop_sending.is_cancelled() {
         return unsent(&row);

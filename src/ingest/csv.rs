@@ -49,6 +49,7 @@ pub struct CsvReader<R> {
     /// The input behind the few bytes taken while looking for a byte order mark.
     input: Chain<Cursor<Vec<u8>>, R>,
     max_bytes: usize,
+    delimiter: u8,
     /// Line number of the next byte to read (1-based).
     next_line: u64,
     prev_cr: bool,
@@ -68,6 +69,7 @@ impl<R: BufRead> CsvReader<R> {
         Self {
             input: Cursor::new(Vec::new()).chain(input),
             max_bytes,
+            delimiter: b',',
             next_line: 1,
             prev_cr: false,
             at_start: true,
@@ -78,6 +80,12 @@ impl<R: BufRead> CsvReader<R> {
             record_bytes: 0,
             problem: None,
         }
+    }
+
+    /// Separates fields with `delimiter` (`;`, tab, `|`) instead of a comma.
+    pub fn with_delimiter(mut self, delimiter: u8) -> Self {
+        self.delimiter = delimiter;
+        self
     }
 
     /// Reads the next non-blank record. Returns `Ok(false)` at the end of the input.
@@ -157,7 +165,12 @@ impl<R: BufRead> CsvReader<R> {
                         },
                     );
                 }
-                self.ends.push(self.fields.len());
+                end_field(
+                    &mut self.ends,
+                    self.fields.len(),
+                    self.record_bytes,
+                    self.max_bytes,
+                );
                 break;
             }
             let mut used = 0;
@@ -182,12 +195,22 @@ impl<R: BufRead> CsvReader<R> {
                 let mut keep = false;
                 match state {
                     State::StartField | State::Unquoted => match byte {
-                        b',' => {
-                            self.ends.push(self.fields.len());
+                        b if b == self.delimiter => {
+                            end_field(
+                                &mut self.ends,
+                                self.fields.len(),
+                                self.record_bytes,
+                                self.max_bytes,
+                            );
                             state = State::StartField;
                         }
                         b'\n' | b'\r' => {
-                            self.ends.push(self.fields.len());
+                            end_field(
+                                &mut self.ends,
+                                self.fields.len(),
+                                self.record_bytes,
+                                self.max_bytes,
+                            );
                             finished = true;
                             break;
                         }
@@ -223,12 +246,22 @@ impl<R: BufRead> CsvReader<R> {
                             state = State::Quoted;
                             keep = true;
                         }
-                        b',' => {
-                            self.ends.push(self.fields.len());
+                        b if b == self.delimiter => {
+                            end_field(
+                                &mut self.ends,
+                                self.fields.len(),
+                                self.record_bytes,
+                                self.max_bytes,
+                            );
                             state = State::StartField;
                         }
                         b'\n' | b'\r' => {
-                            self.ends.push(self.fields.len());
+                            end_field(
+                                &mut self.ends,
+                                self.fields.len(),
+                                self.record_bytes,
+                                self.max_bytes,
+                            );
                             finished = true;
                             break;
                         }
@@ -263,12 +296,22 @@ impl<R: BufRead> CsvReader<R> {
             self.problem = Some(FramingProblem::TooLarge {
                 bytes: self.record_bytes,
             });
-            self.fields.clear();
-            let n = self.ends.len();
-            self.ends.clear();
-            self.ends.resize(n, 0);
+            // Nothing of an oversize record is kept, not even where its fields end: a line
+            // of a million delimiters costs no more than a line of letters.
+            self.fields = Vec::with_capacity(256);
+            self.ends = vec![0];
         }
         Ok(true)
+    }
+}
+
+/// Marks the end of a field at `at`, unless the record is already over the limit: then it is
+/// only measured, and no field end is kept.
+fn end_field(ends: &mut Vec<usize>, at: usize, record_bytes: u64, max_bytes: usize) {
+    if record_bytes <= max_bytes as u64 {
+        ends.push(at);
+    } else if !ends.is_empty() {
+        *ends = Vec::new();
     }
 }
 
@@ -388,6 +431,27 @@ mod tests {
     }
 
     #[test]
+    fn a_line_of_delimiters_over_the_limit_keeps_no_field_ends() {
+        // Issue 13: the reader kept an 8-byte field end per comma of an oversize record.
+        let input = format!("a;b\n{}\n1;2\n", ";".repeat(100_000));
+        let mut reader = CsvReader::new(input.as_bytes(), 1000).with_delimiter(b';');
+        assert!(reader.read_record().unwrap());
+        assert!(reader.read_record().unwrap());
+        assert_eq!(
+            reader.problem(),
+            Some(&FramingProblem::TooLarge { bytes: 100_000 })
+        );
+        assert!(reader.ends.capacity() <= 1024, "{}", reader.ends.capacity());
+        assert!(
+            reader.fields.capacity() <= 1024,
+            "{}",
+            reader.fields.capacity()
+        );
+        assert!(reader.read_record().unwrap());
+        assert_eq!((reader.field(0), reader.field(1)), (&b"1"[..], &b"2"[..]));
+    }
+
+    #[test]
     fn oversized_record_is_measured_not_kept_and_the_next_is_read() {
         let long = "x".repeat(5000);
         let input = format!("a,b\n1,{long}\n2,3\n");
@@ -428,5 +492,29 @@ mod tests {
             seen.push((reader.line(), reader.len(), reader.problem().cloned()));
         }
         assert_eq!(seen, vec![(1, 2, None), (2, 2, None), (4, 2, None)]);
+    }
+
+    /// Fuzzing found that a row whose first cell is only U+FEFF does not read back when it
+    /// starts the file: the reader takes it for a byte order mark. An export never starts
+    /// with a data cell (its header comes first), so the property holds for exports; this
+    /// keeps the input (`7++7v/8=` in base64) as a regression test of exactly that.
+    #[test]
+    fn a_first_cell_of_only_a_byte_order_mark_survives_an_export() {
+        let cells = ["\u{FEFF}".to_owned(), "x".to_owned()];
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        writer.write_record(["source_file", "ticket_id"]).unwrap();
+        writer
+            .write_record(
+                cells
+                    .iter()
+                    .map(|c| crate::roundtrip::defuse(c).into_owned()),
+            )
+            .unwrap();
+        let bytes = writer.into_inner().unwrap();
+        let mut reader = CsvReader::new(&bytes[..], usize::MAX);
+        assert!(reader.read_record().unwrap());
+        assert!(reader.read_record().unwrap());
+        let back: Vec<&[u8]> = (0..reader.len()).map(|i| reader.field(i)).collect();
+        assert_eq!(back, [cells[0].as_bytes(), cells[1].as_bytes()]);
     }
 }

@@ -6,16 +6,20 @@
 //! naming the field; only a file that cannot be read at all is an error.
 
 pub mod csv;
+pub mod decode;
+pub mod delimiter;
 pub mod delta;
 mod error;
 mod format;
+pub mod guess;
 pub mod jsonl;
 pub mod mapping;
+mod parser;
+pub mod times;
 pub mod validate;
 
-use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, Read};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,11 +29,13 @@ use sha2::{Digest, Sha256};
 
 pub use error::{IngestError, MappingError};
 pub use format::{InputFormat, check_inputs, detect_format};
-pub use mapping::{Mapping, MappingFileError, Plan};
+pub use mapping::{FieldValues, Mapping, MappingFileError, Plan, ValueCount};
 
 use format::{display_path, format_name};
 
-use crate::store::{DeltaOptions, IngestWriter, NewJob, Run, SourceProgress, SourceStart, Store};
+use crate::store::{DeltaOptions, IngestWriter, Run, SourceProgress, SourceStart, Store};
+
+use parser::{Batch, Parser};
 
 /// Largest accepted input record, in bytes, when `--max-record-bytes` is not given.
 pub const DEFAULT_MAX_RECORD_BYTES: u64 = 1024 * 1024;
@@ -66,6 +72,18 @@ pub struct FileSummary {
     pub ignored_columns: Vec<String>,
     /// The first invalid rows: line and reason.
     pub invalid_samples: Vec<InvalidSample>,
+    /// The encoding the file was read in (`utf-8`, `windows-1252`, `utf-16le`, ...).
+    pub encoding: String,
+    /// CSV: the field delimiter (`,` `;` `tab` `|`).
+    pub delimiter: Option<&'static str>,
+    /// CSV: whether the delimiter was found on the header line rather than given.
+    pub delimiter_detected: bool,
+    /// Rows refused because they are not UTF-8.
+    pub not_utf8_rows: u64,
+    /// The encoding those rows read as, when they all do: pass it as `--encoding`.
+    pub suggested_encoding: Option<&'static str>,
+    /// The listed fields' source values, with counts and what each became.
+    pub values: Vec<FieldValues>,
 }
 
 /// One invalid row quoted in a summary.
@@ -80,6 +98,10 @@ pub struct InvalidSample {
 pub struct IngestConfig {
     pub mapping: Mapping,
     pub format: Option<InputFormat>,
+    /// `--encoding`; UTF-8 (or a byte order mark's) when not given.
+    pub encoding: Option<&'static encoding_rs::Encoding>,
+    /// `--delimiter`; found on the header line when not given.
+    pub delimiter: Option<u8>,
     pub max_record_bytes: u64,
     /// Bytes read so far, for a progress display.
     pub bytes_read: Arc<AtomicU64>,
@@ -97,12 +119,20 @@ pub async fn ingest_file(
     let shown = display_path(path);
     let format = detect_format(path, config.format)?;
     let is_stdin = path == Path::new("-");
-    let settings_hash = format!(
+    let mut settings_hash = format!(
         "{}:{}:{}",
         format_name(format),
         config.max_record_bytes,
         config.mapping.fingerprint()
     );
+    // Only settings that were given: a file ingested before these flags existed, with the
+    // same settings, is still the same ingest.
+    if let Some(encoding) = config.encoding {
+        settings_hash.push_str(&format!(":encoding={}", encoding.name()));
+    }
+    if let Some(delimiter) = config.delimiter {
+        settings_hash.push_str(&format!(":delimiter={delimiter}"));
+    }
     let read_error = |source| IngestError::Read {
         path: shown.clone(),
         source,
@@ -144,6 +174,12 @@ pub async fn ingest_file(
         superseded: 0,
         ignored_columns: Vec::new(),
         invalid_samples: Vec::new(),
+        encoding: "utf-8".to_owned(),
+        delimiter: None,
+        delimiter_detected: false,
+        not_utf8_rows: 0,
+        suggested_encoding: None,
+        values: Vec::new(),
     };
     let (source_id, progress) = match start {
         SourceStart::Done { progress, .. } => {
@@ -162,6 +198,13 @@ pub async fn ingest_file(
         }
         SourceStart::New { source_id } => (source_id, SourceProgress::default()),
     };
+    store
+        .set_source_mapping(
+            source_id,
+            config.mapping.name(),
+            config.mapping.fingerprint(),
+        )
+        .await?;
     let resume_after = progress.last_line;
 
     let mut writer: IngestWriter = store.ingest_writer(run.id, source_id).await?;
@@ -178,6 +221,10 @@ pub async fn ingest_file(
             resume_after,
             progress,
             sender,
+            encoding: config.encoding,
+            delimiter: config.delimiter,
+            not_utf8: 0,
+            windows_1252: 0,
         };
         let parse = tokio::task::spawn_blocking(move || parser.run(input));
         let mut uncommitted = 0;
@@ -219,6 +266,16 @@ pub async fn ingest_file(
     summary.invalid = report.progress.rows_invalid;
     summary.ignored_columns = report.ignored;
     summary.invalid_samples = report.samples;
+    summary.encoding = report.encoding;
+    if let Some((delimiter, detected)) = report.delimiter {
+        summary.delimiter = Some(delimiter::shown(delimiter));
+        summary.delimiter_detected = detected;
+    }
+    summary.not_utf8_rows = report.not_utf8;
+    if report.not_utf8 > 0 && report.windows_1252 == report.not_utf8 {
+        summary.suggested_encoding = Some("windows-1252");
+    }
+    summary.values = report.values;
     if !kept {
         summary.outcome = "already_ingested";
         summary.added = 0;
@@ -275,324 +332,5 @@ fn open_input(path: &Path, bytes_read: Arc<AtomicU64>) -> io::Result<Input> {
             bytes_read,
             hasher: None,
         })
-    }
-}
-
-/// Rows for the writer, with the source's totals as of the batch's last row.
-struct Batch {
-    jobs: Vec<NewJob>,
-    progress: SourceProgress,
-}
-
-/// What the parser thread reports at the end.
-struct ParseReport {
-    progress: SourceProgress,
-    ignored: Vec<String>,
-    samples: Vec<InvalidSample>,
-    stdin_hash: Option<String>,
-}
-
-/// The parser thread's state.
-struct Parser {
-    path: String,
-    format: InputFormat,
-    mapping: Mapping,
-    max_record_bytes: usize,
-    resume_after: i64,
-    progress: SourceProgress,
-    sender: tokio::sync::mpsc::Sender<Batch>,
-}
-
-impl Parser {
-    fn run(mut self, input: Input) -> Result<ParseReport, IngestError> {
-        let mut reader = BufReader::with_capacity(READ_BUFFER, input);
-        let start = reader.fill_buf().map_err(|e| self.read_error(e))?;
-        if let Some(encoding) = wide_encoding(start) {
-            return Err(IngestError::Encoding {
-                path: self.path.clone(),
-                encoding,
-            });
-        }
-        let mut samples = Vec::new();
-        let ignored = match self.format {
-            InputFormat::Csv => self.csv(&mut reader, &mut samples)?,
-            InputFormat::Jsonl => self.jsonl(&mut reader, &mut samples)?,
-        };
-        let stdin_hash = reader
-            .into_inner()
-            .hasher
-            .map(|h| format!("{:x}", h.finalize()));
-        Ok(ParseReport {
-            progress: self.progress,
-            ignored,
-            samples,
-            stdin_hash,
-        })
-    }
-
-    fn read_error(&self, source: io::Error) -> IngestError {
-        IngestError::Read {
-            path: self.path.clone(),
-            source,
-        }
-    }
-
-    /// Counts one record and adds it to the batch; sends the batch when full.
-    fn push(
-        &mut self,
-        batch: &mut Vec<NewJob>,
-        samples: &mut Vec<InvalidSample>,
-        job: NewJob,
-    ) -> bool {
-        self.progress.last_line = job.line;
-        self.progress.rows_read += 1;
-        if let Some(reason) = &job.invalid_reason {
-            self.progress.rows_invalid += 1;
-            if samples.len() < SAMPLE_LIMIT {
-                samples.push(InvalidSample {
-                    line: job.line,
-                    reason: reason.clone(),
-                });
-            }
-        } else {
-            self.progress.rows_valid += 1;
-        }
-        batch.push(job);
-        if batch.len() >= BATCH_ROWS {
-            return self.flush(batch);
-        }
-        true
-    }
-
-    /// Sends the batch; false when the receiving side has gone (it failed).
-    fn flush(&self, batch: &mut Vec<NewJob>) -> bool {
-        if batch.is_empty() {
-            return true;
-        }
-        let jobs = std::mem::replace(batch, Vec::with_capacity(BATCH_ROWS));
-        self.sender
-            .blocking_send(Batch {
-                jobs,
-                progress: self.progress,
-            })
-            .is_ok()
-    }
-
-    fn csv<R: BufRead>(
-        &mut self,
-        input: R,
-        samples: &mut Vec<InvalidSample>,
-    ) -> Result<Vec<String>, IngestError> {
-        let mut reader = csv::CsvReader::new(input, self.max_record_bytes);
-        if !reader.read_record().map_err(|e| self.read_error(e))? {
-            return Ok(Vec::new());
-        }
-        let header_error = |reason: String| IngestError::Header {
-            path: self.path.clone(),
-            reason,
-        };
-        if let Some(problem) = reader.problem() {
-            return Err(header_error(self.framing_reason(problem)));
-        }
-        let mut headers = Vec::with_capacity(reader.len());
-        for i in 0..reader.len() {
-            let name = std::str::from_utf8(reader.field(i))
-                .ok()
-                .filter(|name| !name.contains('\0'))
-                .ok_or_else(|| {
-                    header_error(format!(
-                        "column {} is not UTF-8 text (is the file UTF-16 or binary? save it as UTF-8)",
-                        i + 1
-                    ))
-                })?;
-            headers.push(name.trim().to_owned());
-        }
-        let plan = self
-            .mapping
-            .plan_csv(&headers)
-            .map_err(|source| IngestError::Mapping {
-                path: self.path.clone(),
-                source,
-            })?;
-        let mut batch = Vec::with_capacity(BATCH_ROWS);
-        while reader.read_record().map_err(|e| self.read_error(e))? {
-            let line = reader.line() as i64;
-            if line <= self.resume_after {
-                continue;
-            }
-            let job = match self.csv_row(&reader, &headers, &plan) {
-                Ok((update, key)) => valid_job(line, update, key),
-                Err(invalid) => invalid_job(line, invalid),
-            };
-            if !self.push(&mut batch, samples, job) {
-                return Ok(Vec::new());
-            }
-        }
-        self.flush(&mut batch);
-        Ok(plan.ignored().to_vec())
-    }
-
-    fn csv_row<R: BufRead>(
-        &self,
-        reader: &csv::CsvReader<R>,
-        headers: &[String],
-        plan: &Plan,
-    ) -> Result<(mapping::Update, [u8; 16]), mapping::Invalid> {
-        let invalid = |reason: String| mapping::Invalid {
-            ticket_id: None,
-            reason,
-        };
-        if let Some(problem) = reader.problem() {
-            return Err(invalid(self.framing_reason(problem)));
-        }
-        if reader.len() != headers.len() {
-            return Err(invalid(format!(
-                "has {} fields, but the header has {}",
-                reader.len(),
-                headers.len()
-            )));
-        }
-        let mut fields = Vec::with_capacity(headers.len());
-        for (i, header) in headers.iter().enumerate() {
-            match std::str::from_utf8(reader.field(i)) {
-                // A NUL byte is valid UTF-8 but never text a person typed: it is what a
-                // UTF-16 or binary file looks like byte by byte, and Kapture would get "\u0000".
-                Ok(text) if text.contains('\0') => {
-                    return Err(invalid(format!(
-                        "column {:?} (field {}) contains a NUL byte at byte {} \
-                         (is the file UTF-16 or binary?)",
-                        header,
-                        i + 1,
-                        text.find('\0').unwrap_or_default()
-                    )));
-                }
-                Ok(text) => fields.push(text),
-                Err(e) => {
-                    return Err(invalid(format!(
-                        "column {:?} (field {}) is not valid UTF-8 at byte {}",
-                        header,
-                        i + 1,
-                        e.valid_up_to()
-                    )));
-                }
-            }
-        }
-        let update = plan.build_csv(&fields)?;
-        let key = plan.sync_key_csv(&update.ticket_id, &fields);
-        Ok((update, key))
-    }
-
-    /// Why a record's framing is unusable, with the limit when it is too large.
-    fn framing_reason(&self, problem: &csv::FramingProblem) -> String {
-        match problem {
-            csv::FramingProblem::TooLarge { bytes } => format!(
-                "record is {bytes} bytes, over the limit of {} (--max-record-bytes)",
-                self.max_record_bytes
-            ),
-            other => other.to_string(),
-        }
-    }
-
-    fn jsonl<R: BufRead>(
-        &mut self,
-        input: R,
-        samples: &mut Vec<InvalidSample>,
-    ) -> Result<Vec<String>, IngestError> {
-        let mut reader = jsonl::LineReader::new(input, self.max_record_bytes);
-        let plan = self.mapping.plan_json();
-        let mut ignored = BTreeSet::new();
-        let mut batch = Vec::with_capacity(BATCH_ROWS);
-        while reader.read_line().map_err(|e| self.read_error(e))? {
-            let line = reader.line() as i64;
-            if reader.oversize().is_none() && reader.bytes().trim_ascii().is_empty() {
-                continue;
-            }
-            if line <= self.resume_after {
-                continue;
-            }
-            let job = match self.json_row(&reader, &plan, &mut ignored) {
-                Ok((update, key)) => valid_job(line, update, key),
-                Err(invalid) => invalid_job(line, invalid),
-            };
-            if !self.push(&mut batch, samples, job) {
-                return Ok(Vec::new());
-            }
-        }
-        self.flush(&mut batch);
-        Ok(ignored.into_iter().collect())
-    }
-
-    fn json_row<R: BufRead>(
-        &self,
-        reader: &jsonl::LineReader<R>,
-        plan: &Plan,
-        ignored: &mut BTreeSet<String>,
-    ) -> Result<(mapping::Update, [u8; 16]), mapping::Invalid> {
-        let invalid = |reason: String| mapping::Invalid {
-            ticket_id: None,
-            reason,
-        };
-        if let Some(bytes) = reader.oversize() {
-            return Err(invalid(format!(
-                "line is {bytes} bytes, over the limit of {} (--max-record-bytes)",
-                self.max_record_bytes
-            )));
-        }
-        let text = std::str::from_utf8(reader.bytes()).map_err(|e| {
-            invalid(format!(
-                "line is not valid UTF-8 at byte {}",
-                e.valid_up_to()
-            ))
-        })?;
-        let value: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| invalid(format!("line is not valid JSON: {e}")))?;
-        match value {
-            serde_json::Value::Object(object) => {
-                let values = plan.delta_values_json(&object);
-                let update = plan.build_json(object, ignored)?;
-                let key = plan.sync_key_json(&update.ticket_id, &values);
-                Ok((update, key))
-            }
-            other => Err(invalid(format!(
-                "line is a JSON {}, not an object",
-                mapping::json_kind(&other)
-            ))),
-        }
-    }
-}
-
-/// The name of a wide Unicode encoding whose byte order mark `start` begins with.
-fn wide_encoding(start: &[u8]) -> Option<&'static str> {
-    if start.starts_with(b"\xFF\xFE\0\0") || start.starts_with(b"\0\0\xFE\xFF") {
-        Some("UTF-32")
-    } else if start.starts_with(b"\xFF\xFE") || start.starts_with(b"\xFE\xFF") {
-        Some("UTF-16")
-    } else {
-        None
-    }
-}
-
-fn valid_job(line: i64, update: mapping::Update, sync_key: [u8; 16]) -> NewJob {
-    let digest = Sha256::digest(update.payload.as_bytes());
-    let mut hash = [0; 16];
-    hash.copy_from_slice(&digest[..16]);
-    NewJob {
-        line,
-        ticket_id: Some(update.ticket_id),
-        payload: Some(update.payload),
-        payload_hash: Some(hash),
-        invalid_reason: None,
-        sync_key: Some(sync_key),
-    }
-}
-
-fn invalid_job(line: i64, invalid: mapping::Invalid) -> NewJob {
-    NewJob {
-        line,
-        ticket_id: invalid.ticket_id,
-        payload: None,
-        payload_hash: None,
-        invalid_reason: Some(invalid.reason),
-        sync_key: None,
     }
 }

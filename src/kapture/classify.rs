@@ -28,6 +28,70 @@ pub enum Answer<'a> {
     },
 }
 
+/// Why a request never reached the server (connect refused, a name that does not resolve, a
+/// TLS handshake that failed, a connect timeout). Such a request used no attempt: the row is
+/// fine, the way to Kapture is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unreached {
+    /// Nothing listens there (connection refused).
+    Refused,
+    /// The host name does not resolve.
+    Dns,
+    /// The server's TLS certificate is not trusted by this system.
+    UntrustedCertificate,
+    /// The TLS handshake failed for another reason.
+    Tls,
+    /// The connection was not accepted in time.
+    ConnectTimeout,
+    /// Another failure before the request was sent.
+    Other,
+}
+
+impl Unreached {
+    /// Tells the cause from a transport error's text (its whole chain, any case) and what the
+    /// HTTP library knew: whether the OS refused the connection and whether it timed out.
+    pub fn from_error_text(text: &str, refused: bool, timed_out: bool) -> Unreached {
+        let text = text.to_ascii_lowercase();
+        let any = |needles: &[&str]| needles.iter().any(|n| text.contains(n));
+        if refused || any(&["connection refused"]) {
+            Unreached::Refused
+        } else if any(&[
+            "dns error",
+            "failed to lookup address",
+            "name or service not known",
+            "no such host",
+            "nodename nor servname",
+            "temporary failure in name resolution",
+        ]) {
+            Unreached::Dns
+        } else if any(&["certificate", "unknownissuer", "unknown issuer"]) {
+            Unreached::UntrustedCertificate
+        } else if any(&["tls", "handshake", "alert"]) {
+            Unreached::Tls
+        } else if timed_out || any(&["timed out", "timeout"]) {
+            Unreached::ConnectTimeout
+        } else {
+            Unreached::Other
+        }
+    }
+
+    /// What to tell a person, before the library's own text.
+    pub fn explain(&self) -> &'static str {
+        match self {
+            Unreached::Refused => "connection refused: nothing listens at that address",
+            Unreached::Dns => "the host name does not resolve: check --subdomain or --base-url",
+            Unreached::UntrustedCertificate => {
+                "the server's TLS certificate is not trusted by this system (a proxy that \
+                 intercepts TLS needs its CA in the system's trust store)"
+            }
+            Unreached::Tls => "the TLS handshake failed",
+            Unreached::ConnectTimeout => "the server did not accept the connection in time",
+            Unreached::Other => "the request could not be sent",
+        }
+    }
+}
+
 /// What the engine should do with a row after an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
@@ -48,6 +112,9 @@ pub enum Class {
     Transient,
     /// A passing failure after the request went out: retry, and mark the attempt in doubt.
     TransientInDoubt,
+    /// The request never reached the server (refused, DNS, TLS, connect timeout): the row is
+    /// fine and uses no attempt; the run waits for Kapture to be reachable again.
+    NotReceived,
 }
 
 impl Class {
@@ -61,6 +128,7 @@ impl Class {
             Class::Throttled { .. } => "throttled",
             Class::Transient => "transient",
             Class::TransientInDoubt => "transient_in_doubt",
+            Class::NotReceived => "not_received",
         }
     }
 }
@@ -68,7 +136,7 @@ impl Class {
 /// Classifies an answer; `now` turns an HTTP-date `Retry-After` into a delay.
 pub fn classify(answer: &Answer<'_>, now: SystemTime) -> Class {
     match *answer {
-        Answer::NotSent => Class::Transient,
+        Answer::NotSent => Class::NotReceived,
         Answer::InDoubt => Class::TransientInDoubt,
         Answer::Http {
             status,
@@ -225,7 +293,7 @@ mod tests {
         #[rustfmt::skip]
         let rows: Vec<(&str, Answer<'_>, Class)> = vec![
             // no response
-            ("not sent", Answer::NotSent, Class::Transient),
+            ("not sent", Answer::NotSent, Class::NotReceived),
             ("in doubt", Answer::InDoubt, Class::TransientInDoubt),
             // auth, any status
             ("401 empty", Answer::Http { status: 401, retry_after: None, body: b"" }, Class::Auth),
@@ -284,6 +352,32 @@ mod tests {
     }
 
     #[test]
+    fn the_cause_of_an_unsent_request_is_told_from_its_error() {
+        #[rustfmt::skip]
+        let rows = [
+            ("error sending request: client error (Connect): tcp connect error: Connection refused (os error 111)", false, false, Unreached::Refused),
+            ("error sending request: client error (Connect)", true, false, Unreached::Refused),
+            ("client error (Connect): dns error: failed to lookup address information: Name or service not known", false, false, Unreached::Dns),
+            ("client error (Connect): invalid peer certificate: UnknownIssuer", false, false, Unreached::UntrustedCertificate),
+            ("client error (Connect): received fatal alert: HandshakeFailure", false, false, Unreached::Tls),
+            ("client error (Connect): operation timed out", false, true, Unreached::ConnectTimeout),
+            ("client error (Connect)", false, false, Unreached::Other),
+        ];
+        for (text, refused, timed_out, expected) in rows {
+            assert_eq!(
+                Unreached::from_error_text(text, refused, timed_out),
+                expected,
+                "{text}"
+            );
+        }
+        assert!(
+            Unreached::UntrustedCertificate
+                .explain()
+                .contains("not trusted")
+        );
+    }
+
+    #[test]
     fn the_http_status_outranks_a_failed_body() {
         assert_eq!(http(429, None, FAILED), throttled(None));
         assert_eq!(http(500, None, FAILED), Class::Transient);
@@ -299,6 +393,7 @@ mod tests {
             throttled(Some(1)),
             Class::Transient,
             Class::TransientInDoubt,
+            Class::NotReceived,
         ]
         .iter()
         .map(Class::as_str)
@@ -312,7 +407,8 @@ mod tests {
                 "rejected",
                 "throttled",
                 "transient",
-                "transient_in_doubt"
+                "transient_in_doubt",
+                "not_received"
             ]
         );
     }

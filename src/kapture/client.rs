@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION, RETRY_AFTER};
 use serde_json::Value;
 
-use super::classify::{Answer, BodyFields, Class, classify, classify_http, excerpt};
+use super::classify::{Answer, BodyFields, Class, Unreached, classify, classify_http, excerpt};
 use super::redact::{MAX_STORED_MESSAGE, Redactor, cap_text};
 use super::{GET_TICKET_PATH, MAX_GET_TICKET_IDS, Target, Token, UPDATE_TICKET_PATH};
 
@@ -87,6 +87,8 @@ pub struct Reply {
     pub excerpt: String,
     /// Time from sending to the classified answer.
     pub elapsed: Duration,
+    /// Why the request never reached the server, when it did not.
+    pub unreached: Option<Unreached>,
 }
 
 impl Client {
@@ -276,6 +278,7 @@ impl Client {
             ticket: ticket.map(|t| redactor.ticket(t, &body)),
             excerpt: excerpt(&redactor.bytes(redactor.excerpt_window(&body))),
             elapsed: started.elapsed(),
+            unreached: None,
         };
         (reply, json)
     }
@@ -325,12 +328,19 @@ impl Client {
         // Every row of a run has the same URL, and it would push the cause past a summary's
         // cut.
         let error = error.without_url();
-        let answer = if status.is_none() && !was_sent(&error) {
+        let text = error_text(&error);
+        let unreached = (status.is_none() && !was_sent(&error))
+            .then(|| Unreached::from_error_text(&text, was_refused(&error), error.is_timeout()));
+        let answer = if unreached.is_some() {
             Answer::NotSent
         } else {
             Answer::InDoubt
         };
-        let message = self.inner.redactor.text(error_text(&error));
+        let text = match unreached {
+            Some(cause) => format!("{}: {text}", cause.explain()),
+            None => text,
+        };
+        let message = self.inner.redactor.text(text);
         Reply {
             class: classify(&answer, SystemTime::now()),
             http_status: status,
@@ -338,6 +348,7 @@ impl Client {
             ticket: None,
             excerpt: String::new(),
             elapsed: started.elapsed(),
+            unreached,
         }
     }
 }
@@ -368,6 +379,20 @@ fn was_sent(error: &reqwest::Error) -> bool {
         source = cause.source();
     }
     true
+}
+
+/// Whether the OS refused the connection (nothing listens there).
+fn was_refused(error: &reqwest::Error) -> bool {
+    let mut source = error.source();
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// The error and its causes on one line, repeated texts dropped. reqwest's texts never name a

@@ -119,27 +119,13 @@ fn warn_if_shared(path: &Path) {
                     "the token file {} can be read by other users (mode {mode:03o}); \
                      run `chmod 600 {}`",
                     path.display(),
-                    shell_word(&path.display().to_string())
+                    crate::quote::shell_word(&path.display().to_string())
                 );
             }
         }
     }
     #[cfg(not(unix))]
     let _ = path;
-}
-
-/// A path quoted for a shell when it needs it, so a printed command works when pasted.
-#[cfg(unix)]
-fn shell_word(word: &str) -> String {
-    if !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.:/@+".contains(c))
-    {
-        word.to_owned()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
 }
 
 /// The token text without surrounding space and without a leading `Basic` scheme word.

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::kapture::KAPTURE_FIELDS;
-use crate::roundtrip::{EXTRA_PREFIX, META_COLUMNS, defuse};
+use crate::roundtrip::{EXTRA_PREFIX, META_COLUMNS, RAW_RECORD, defuse};
 use crate::store::JobRow;
 
 /// An export that could not be completed.
@@ -111,6 +111,7 @@ impl CsvShape {
             .chain(KAPTURE_FIELDS.iter())
             .map(|c| (*c).to_owned())
             .chain(self.extra.iter().map(|k| format!("{EXTRA_PREFIX}{k}")))
+            .chain([RAW_RECORD.to_owned()])
             .collect()
     }
 
@@ -139,6 +140,7 @@ impl CsvShape {
         for key in &self.extra {
             cells.push(cell_text(payload.remove(key).as_ref()));
         }
+        cells.push(row.raw_record.clone().unwrap_or_default());
         if let Some(key) = payload.into_iter().map(|(k, _)| k).next() {
             return Err(ExportError::NewKey {
                 source_file: row.source.clone(),
@@ -163,6 +165,8 @@ pub struct JsonRecord<'a> {
     pub ticket_id: Option<&'a str>,
     /// The update object as stored, `null` for invalid rows.
     pub update: Option<Map<String, Value>>,
+    /// An invalid row's source record as read, to fix it from.
+    pub raw_record: Option<&'a str>,
 }
 
 impl<'a> JsonRecord<'a> {
@@ -178,6 +182,7 @@ impl<'a> JsonRecord<'a> {
             http_status: row.http_status,
             ticket_id: row.ticket_id.as_deref(),
             update: payload_of(row)?,
+            raw_record: row.raw_record.as_deref(),
         })
     }
 }
@@ -266,6 +271,7 @@ mod tests {
             error_message: Some("Invalid Format".to_owned()),
             http_status: Some(200),
             replayed: false,
+            raw_record: None,
         }
     }
 
@@ -287,7 +293,13 @@ mod tests {
         assert_eq!(header[7..13], KAPTURE_FIELDS);
         assert_eq!(
             header[13..],
-            ["extra.legacy", "extra.n", "extra.tags", "extra.zz_other"]
+            [
+                "extra.legacy",
+                "extra.n",
+                "extra.tags",
+                "extra.zz_other",
+                "raw_record"
+            ]
         );
         let cells = shape.record(&row(Some(payload))).unwrap();
         assert_eq!(
@@ -310,6 +322,7 @@ mod tests {
                 "5",
                 r#"["a","b"]"#,
                 "",
+                "",
             ]
         );
     }
@@ -319,12 +332,18 @@ mod tests {
         let mut invalid = row(None);
         invalid.state = "invalid".to_owned();
         invalid.http_status = None;
+        invalid.raw_record = Some("000123456789;Résolu;\"a;b\"".to_owned());
         let shape = CsvShape::new(BTreeSet::from(["legacy".to_owned()]));
         let cells = shape.record(&invalid).unwrap();
         assert_eq!(cells.len(), shape.header().len());
         assert_eq!(cells[6], "");
         assert_eq!(cells[7], "000123456789");
-        assert!(cells[8..].iter().all(String::is_empty), "{cells:?}");
+        let (raw, fields) = cells[8..].split_last().unwrap();
+        assert!(fields.iter().all(String::is_empty), "{cells:?}");
+        assert_eq!(
+            raw, "000123456789;Résolu;\"a;b\"",
+            "the source record, to fix it from"
+        );
     }
 
     #[test]
@@ -350,6 +369,7 @@ mod tests {
                 "error_class": "rejected", "error_message": "Invalid Format",
                 "http_status": 200, "ticket_id": "000123456789",
                 "update": {"ticket_id": "000123456789", "sub_status": "CL", "n": 5},
+                "raw_record": null,
             })
         );
         let invalid = JobRow {
@@ -371,7 +391,7 @@ mod tests {
         assert_eq!(
             lines.next().unwrap(),
             "source_file,source_line,state,attempts,error_class,error_message,http_status,\
-             ticket_id,sub_status,comment,callback_time,queue,disposition"
+             ticket_id,sub_status,comment,callback_time,queue,disposition,raw_record"
         );
         assert!(
             text.contains("\"'=HYPERLINK(\"\"http://x\"\",\"\"a,b\"\")\nnext\""),

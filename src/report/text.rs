@@ -6,7 +6,7 @@ use std::io::Write as _;
 
 use super::terminal::{self, shown};
 use crate::engine::Halt;
-use crate::ingest::FileSummary;
+use crate::ingest::{FieldValues, FileSummary};
 use crate::store::{Counts, JobState, Run, RunSummary, SourceSummary};
 
 /// Writes text for a person to standard output, any control character in it escaped (the
@@ -49,8 +49,16 @@ impl Default for Hints {
     }
 }
 
-/// The summary of an ingest; hints start with `prefix`.
-pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary], prefix: &str) -> String {
+/// The summary of an ingest; hints start with `prefix`. `ingest_flags` are the flags an
+/// ingest with the same mapping needs besides the files (` --mapping m.toml`), for the hint
+/// that names `--encoding`.
+pub fn ingest_summary(
+    run: &Run,
+    created: bool,
+    files: &[FileSummary],
+    prefix: &str,
+    ingest_flags: &str,
+) -> String {
     let mut out = String::new();
     let how = if created { "new run" } else { "run" };
     let _ = writeln!(out, "Ingested into {how} {}", shown(&run.name));
@@ -92,11 +100,40 @@ pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary], prefix: &
                 file.superseded
             );
         }
+        let delimiter = file.delimiter.filter(|d| *d != ",");
+        if delimiter.is_some() || file.encoding != "utf-8" {
+            let mut how = Vec::new();
+            if let Some(delimiter) = delimiter {
+                let found = if file.delimiter_detected {
+                    " (found on the header line)"
+                } else {
+                    ""
+                };
+                how.push(format!("delimiter {delimiter}{found}"));
+            }
+            how.push(format!("encoding {}", file.encoding));
+            let _ = writeln!(out, "    read with {}", how.join(", "));
+        }
         if !file.ignored_columns.is_empty() {
             // Header names come from the file: each escaped and cut.
             let names: Vec<String> = file.ignored_columns.iter().map(|c| shown(c)).collect();
             let _ = writeln!(out, "    ignored columns: {}", names.join(", "));
         }
+        if let Some(encoding) = file.suggested_encoding {
+            let _ = writeln!(
+                out,
+                "    not UTF-8: {}, {} as {encoding} text; if the file is {encoding}, \
+                 ingest it into a new run with the flag: {prefix} ingest{ingest_flags} --encoding {encoding} {}",
+                plural(file.not_utf8_rows, "row"),
+                if file.not_utf8_rows == 1 {
+                    "which reads"
+                } else {
+                    "all of which read"
+                },
+                shell_word(&file.path)
+            );
+        }
+        value_lines(&mut out, &file.values);
         for sample in &file.invalid_samples {
             let _ = writeln!(out, "    line {}: {}", sample.line, shown(&sample.reason));
         }
@@ -121,6 +158,46 @@ pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary], prefix: &
     }
     out.push('\n');
     out
+}
+
+/// The listed fields' source values, for fields the mapping checks (a `[values]` table or an
+/// allowed list): what each value became, so a typo in the table shows.
+fn value_lines(out: &mut String, fields: &[FieldValues]) {
+    for field in fields.iter().filter(|f| f.checked) {
+        let from = field
+            .column
+            .as_ref()
+            .map(|c| format!(" (from {c:?})"))
+            .unwrap_or_default();
+        let _ = writeln!(out, "    {} values{from}:", field.field);
+        for value in &field.values {
+            let rows = plural(value.rows, "row");
+            let what = match (&value.sent, value.note) {
+                (Some(sent), "unmapped") => {
+                    format!("not in [values.{}], sent as {sent:?}", field.field)
+                }
+                (Some(sent), _) => format!("sent as {sent:?}"),
+                (None, _) => "not allowed: rows invalid".to_owned(),
+            };
+            let _ = writeln!(out, "      {:?}: {rows}, {what}", value.value);
+        }
+        if field.other_values > 0 || field.other_rows > 0 {
+            let _ = writeln!(
+                out,
+                "      ... and {} more values ({})",
+                field.other_values,
+                plural(field.other_rows, "row")
+            );
+        }
+    }
+}
+
+fn plural(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
 
 /// A run's counts and source files; `resolved` of the failed rows are resolved by a later row
@@ -207,7 +284,12 @@ pub fn shell_word(word: &str) -> String {
 fn shown_halt(halt: &Halt) -> String {
     let mut halt = halt.clone();
     match &mut halt {
-        Halt::Auth { message } | Halt::Forbidden { message } | Halt::Config { message, .. } => {
+        Halt::Auth { message }
+        | Halt::Forbidden { message }
+        | Halt::Config { message, .. }
+        | Halt::WrongTarget { message, .. }
+        | Halt::Canary { message, .. }
+        | Halt::Unreachable { message, .. } => {
             *message = shown(message);
         }
     }
@@ -263,11 +345,17 @@ pub fn drain_summary(
                 r.replayed
             );
         }
-        if r.throttle_events > 0 {
+        if r.throttled > 0 {
+            // The same count as "N x throttled" below: answers, not slow-downs.
+            let slowed = match r.throttle_events {
+                0 => "too few to slow the run down".to_owned(),
+                1 => "the run slowed down once".to_owned(),
+                n => format!("the run slowed down {n} times"),
+            };
             let _ = writeln!(
                 out,
-                "  throttled: the server asked to slow down {} times",
-                r.throttle_events
+                "  throttled: {} answers were 429 (too many requests); {slowed}",
+                r.throttled
             );
         }
         if !r.top_errors.is_empty() {

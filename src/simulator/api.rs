@@ -1,4 +1,4 @@
-//! The simulated Kapture endpoints: request checks, seeded faults and the in-memory tickets.
+//! The simulated Kapture endpoints: the routes, seeded faults and the in-memory tickets.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -6,22 +6,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::config::{SimConfig, normalize_token};
-use super::ledger::{Books, Outcome, Seen};
-use crate::kapture::{GET_TICKET_PATH, MAX_GET_TICKET_IDS, UPDATE_TICKET_PATH};
-
-/// Marks a response whose connection must be closed without sending it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DropConnection;
+use super::ledger::{Books, Outcome};
+use super::request::{parse_ticket_ids, parse_update, validate};
+use super::response::{drop_connection, failed, html_error, json_response, too_many_requests};
+use crate::kapture::{GET_TICKET_PATH, UPDATE_TICKET_PATH};
 
 /// Everything the handlers share.
 #[derive(Debug)]
@@ -253,75 +250,6 @@ async fn stats(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
     json_response(StatusCode::OK, &json!(sim.books.stats(sim.ticket_count())))
 }
 
-/// Parses the body far enough for the ledger; the object is validated later, after the faults.
-fn parse_update(body: &[u8], seq: u64) -> (Result<Map<String, Value>, String>, Seen) {
-    let mut seen = Seen {
-        seq,
-        ticket_id: None,
-        digest: String::new(),
-        comment: None,
-    };
-    let shape = "Invalid Format: the body must be a JSON array holding one ticket object";
-    let parsed = match serde_json::from_slice::<Value>(body) {
-        Err(_) => Err("Invalid Format: the body is not JSON".to_owned()),
-        Ok(Value::Array(mut items)) if items.len() == 1 => match items.pop() {
-            Some(Value::Object(object)) => Ok(object),
-            _ => Err(shape.to_owned()),
-        },
-        Ok(Value::Array(items)) => Err(format!("{shape} (it holds {})", items.len())),
-        Ok(_) => Err(shape.to_owned()),
-    };
-    match &parsed {
-        Ok(object) => {
-            seen.digest = digest_map(object);
-            seen.ticket_id = object.get("ticket_id").and_then(|v| match v {
-                Value::String(s) => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            });
-            seen.comment = object
-                .get("comment")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-        }
-        Err(_) => seen.digest = format!("{:x}", Sha256::digest(body)),
-    }
-    (parsed, seen)
-}
-
-/// Kapture's rules for one update object; the error is the message Kapture would give.
-fn validate(
-    object: Map<String, Value>,
-    sub_statuses: &[String],
-) -> Result<Map<String, Value>, String> {
-    match object.get("ticket_id") {
-        None | Some(Value::Null) => return Err("ticket_id missing".into()),
-        Some(Value::String(s)) if s.trim().is_empty() => return Err("ticket_id missing".into()),
-        Some(Value::String(_)) => {}
-        Some(_) => return Err("Invalid Format: ticket_id must be a string".into()),
-    }
-    match object.get("sub_status") {
-        None | Some(Value::Null) => return Err("sub_status missing".into()),
-        Some(Value::String(s)) if s.is_empty() => return Err("sub_status missing".into()),
-        Some(Value::String(s)) if !sub_statuses.contains(s) => {
-            return Err(format!(
-                "Invalid sub_status: {s} (accepted: {})",
-                sub_statuses.join(", ")
-            ));
-        }
-        Some(Value::String(_)) => {}
-        Some(_) => return Err("Invalid Format: sub_status must be a string".into()),
-    }
-    match object.get("callback_time") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) if s.is_empty() || is_callback_time(s) => {}
-        Some(_) => {
-            return Err("Invalid Format: callback_time must be yyyy-MM-dd HH:mm:ss".into());
-        }
-    }
-    Ok(object)
-}
-
 /// Writes an update over the stored ticket (creating it) and returns the new snapshot.
 fn apply(sim: &Sim, update: Map<String, Value>) -> Value {
     let now = format_datetime(
@@ -351,103 +279,6 @@ fn apply(sim: &Sim, update: Map<String, Value>) -> Value {
     Value::Object(ticket.clone())
 }
 
-fn parse_ticket_ids(body: &[u8]) -> Result<Vec<String>, String> {
-    let shape = "Invalid Format: the body must be {\"ticket_ids\": \"id1,id2\"}";
-    let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(body) else {
-        return Err(shape.into());
-    };
-    let Some(Value::String(list)) = object.get("ticket_ids") else {
-        return Err("ticket_ids missing".into());
-    };
-    let ids: Vec<String> = list
-        .split(',')
-        .map(str::trim)
-        .filter(|id| !id.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if ids.is_empty() {
-        return Err("ticket_ids missing".into());
-    }
-    if ids.len() > MAX_GET_TICKET_IDS {
-        return Err(format!(
-            "Invalid Format: at most {MAX_GET_TICKET_IDS} ticket_ids per request"
-        ));
-    }
-    Ok(ids)
-}
-
-/// The digest the ledger records for an update object: SHA-256 (hex) of its compact JSON.
-///
-/// Tests compute it for the payloads they sent to match them with ledger entries.
-pub fn digest(object: &Value) -> String {
-    format!("{:x}", Sha256::digest(object.to_string().as_bytes()))
-}
-
-fn digest_map(object: &Map<String, Value>) -> String {
-    let mut hasher = Sha256::new();
-    serde_json::to_writer(HashWriter(&mut hasher), object).expect("a JSON map always serializes");
-    format!("{:x}", hasher.finalize())
-}
-
-/// Feeds serialized bytes straight into the hasher, without an intermediate string.
-struct HashWriter<'a>(&'a mut Sha256);
-
-impl std::io::Write for HashWriter<'_> {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.update(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn json_response(status: StatusCode, value: &Value) -> Response {
-    let body = serde_json::to_vec(value).expect("a JSON value always serializes");
-    (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response()
-}
-
-fn failed(status: StatusCode, message: &str) -> Response {
-    json_response(status, &json!({ "status": "failed", "message": message }))
-}
-
-fn too_many_requests(wait: Duration) -> Response {
-    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let mut response = failed(
-        StatusCode::TOO_MANY_REQUESTS,
-        "Too many requests, retry later",
-    );
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
-    response
-}
-
-fn html_error(status: u16) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let reason = status.canonical_reason().unwrap_or("Error");
-    let page = format!(
-        "<html><head><title>{code} {reason}</title></head><body><center><h1>{code} {reason}\
-         </h1></center><hr><center>nginx</center></body></html>\n",
-        code = status.as_u16()
-    );
-    (status, [(header::CONTENT_TYPE, "text/html")], page).into_response()
-}
-
-fn drop_connection() -> Response {
-    let mut response = Response::new(Body::empty());
-    response.extensions_mut().insert(DropConnection);
-    response
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
@@ -460,53 +291,6 @@ fn mix(seed: u64, seq: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
-}
-
-/// Whether `text` is `yyyy-MM-dd HH:mm:ss` naming a real date and time.
-fn is_callback_time(text: &str) -> bool {
-    let b = text.as_bytes();
-    if b.len() != 19
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b' '
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return false;
-    }
-    let num = |range: std::ops::Range<usize>| -> Option<u32> {
-        let part = &text[range];
-        part.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| part.parse().ok())?
-    };
-    let (Some(year), Some(month), Some(day), Some(hour), Some(minute), Some(second)) = (
-        num(0..4),
-        num(5..7),
-        num(8..10),
-        num(11..13),
-        num(14..16),
-        num(17..19),
-    ) else {
-        return false;
-    };
-    (1..=12).contains(&month)
-        && day >= 1
-        && day <= days_in_month(year, month)
-        && hour < 24
-        && minute < 60
-        && second < 60
-}
-
-fn days_in_month(year: u32, month: u32) -> u32 {
-    match month {
-        4 | 6 | 9 | 11 => 30,
-        2 if (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400) => {
-            29
-        }
-        2 => 28,
-        _ => 31,
-    }
 }
 
 /// Formats Unix seconds as `yyyy-MM-dd HH:mm:ss` (UTC), Kapture's date format.
@@ -534,81 +318,7 @@ fn format_datetime(unix_secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn subs() -> Vec<String> {
-        SimConfig::default().sub_statuses
-    }
-
-    fn check(body: &str) -> Result<Map<String, Value>, String> {
-        parse_update(body.as_bytes(), 1)
-            .0
-            .and_then(|o| validate(o, &subs()))
-    }
-
-    #[test]
-    fn accepts_a_documented_update() {
-        let ok = check(
-            r#"[{"ticket_id":"123456789012","sub_status":"CL","comment":"done",
-                "callback_time":"2024-02-29 23:59:59","queue":"L1","x_extra":"kept"}]"#,
-        );
-        assert!(ok.is_ok(), "{ok:?}");
-    }
-
-    #[test]
-    fn refuses_bad_bodies_with_kapture_messages() {
-        let cases = [
-            ("not json", "not JSON"),
-            (r#"{"ticket_id":"1","sub_status":"P"}"#, "JSON array"),
-            ("[]", "JSON array"),
-            (
-                r#"[{"ticket_id":"1","sub_status":"P"},{"ticket_id":"2","sub_status":"P"}]"#,
-                "holds 2",
-            ),
-            (r#"[{"sub_status":"P"}]"#, "ticket_id missing"),
-            (
-                r#"[{"ticket_id":"","sub_status":"P"}]"#,
-                "ticket_id missing",
-            ),
-            (
-                r#"[{"ticket_id":123456789012,"sub_status":"P"}]"#,
-                "must be a string",
-            ),
-            (r#"[{"ticket_id":"1"}]"#, "sub_status missing"),
-            (
-                r#"[{"ticket_id":"1","sub_status":"XX"}]"#,
-                "Invalid sub_status: XX",
-            ),
-            (
-                r#"[{"ticket_id":"1","sub_status":"P","callback_time":"2024-13-01 10:00:00"}]"#,
-                "callback_time",
-            ),
-            (
-                r#"[{"ticket_id":"1","sub_status":"P","callback_time":"2023-02-29 10:00:00"}]"#,
-                "callback_time",
-            ),
-            (
-                r#"[{"ticket_id":"1","sub_status":"P","callback_time":"2024-01-01T10:00:00"}]"#,
-                "callback_time",
-            ),
-            (
-                r#"[{"ticket_id":"1","sub_status":"P","callback_time":"2024-01-01 10:00"}]"#,
-                "callback_time",
-            ),
-        ];
-        for (body, expected) in cases {
-            let err = check(body).unwrap_err();
-            assert!(err.contains(expected), "{body}: {err}");
-        }
-    }
-
-    #[test]
-    fn the_digest_ignores_key_order_and_matches_the_public_helper() {
-        let (a, seen_a) = parse_update(br#"[{"ticket_id":"1","sub_status":"P"}]"#, 1);
-        let (_, seen_b) = parse_update(br#"[{"sub_status":"P","ticket_id":"1"}]"#, 2);
-        assert_eq!(seen_a.digest, seen_b.digest);
-        assert_eq!(seen_a.digest, digest(&Value::Object(a.unwrap())));
-        assert_eq!(seen_a.digest.len(), 64);
-    }
+    use crate::simulator::request::is_callback_time;
 
     #[test]
     fn formats_kapture_dates() {

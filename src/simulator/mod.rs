@@ -7,13 +7,15 @@
 mod api;
 mod config;
 mod ledger;
+mod request;
+mod response;
 mod server;
 mod ticket;
 
-pub use api::digest;
 pub use config::{
     DEFAULT_HANG_FOR, DEFAULT_SIM_BIND, DEFAULT_SIM_PORT, DEFAULT_SUB_STATUSES, Latency, SimConfig,
     SimError, split_list,
 };
 pub use ledger::{LedgerEntry, SimStats};
+pub use request::digest;
 pub use server::{SimHandle, Simulator};

@@ -15,9 +15,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::api::{DropConnection, Sim, router};
+use super::api::{Sim, router};
 use super::config::SimConfig;
 use super::ledger::{LedgerEntry, SimStats};
+use super::response::DropConnection;
 
 /// How long shutdown waits for answers in flight before closing their connections.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);

@@ -20,6 +20,9 @@ use super::{Store, StoreError};
 /// claim returns what it found, rather than walking the whole run in one transaction.
 const WALK_PER_ROW: i64 = 4;
 
+/// While the walk has rows ahead, at least 1/WALK_SHARE of each claim is left to it.
+const WALK_SHARE: i64 = 4;
+
 /// A row claimed for sending: its state is `in_flight` and its attempt counted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claimed {
@@ -110,13 +113,29 @@ impl Store {
             .bind(limit)
             .fetch_all(&mut *tx)
             .await?;
-        for (id, blocked) in due {
-            if blocked {
-                park.push(id)
-            } else {
-                take.push(id)
+        // Due rows first (they are older), but while the walk has rows ahead a share of the
+        // claim is kept for it: the walk is what starts tickets not yet started, and with every
+        // claim filled by released rows of the tickets already going, a history sorted by
+        // ticket would run on the first few tickets only.
+        let reserve = if cursor.exhausted {
+            0
+        } else {
+            limit / WALK_SHARE
+        };
+        let mut due = due.into_iter().peekable();
+        let mut take_due = |take: &mut Vec<i64>, park: &mut Vec<i64>, upto: i64| {
+            while (take.len() as i64) < upto {
+                let Some((id, blocked)) = due.next() else {
+                    break;
+                };
+                if blocked {
+                    park.push(id);
+                } else {
+                    take.push(id);
+                }
             }
-        }
+        };
+        take_due(&mut take, &mut park, limit - reserve);
         let budget = limit.max(1) * WALK_PER_ROW;
         let mut walked = 0;
         while (take.len() as i64) < limit && !cursor.exhausted && walked < budget {
@@ -146,6 +165,8 @@ impl Store {
                 }
             }
         }
+        // What the walk left of the claim goes to the rest of the due rows.
+        take_due(&mut take, &mut park, limit);
         if !park.is_empty() {
             sqlx::query(
                 "UPDATE jobs SET next_attempt_at = NULL

@@ -15,8 +15,8 @@ use sqlx::pool::PoolConnection;
 use super::{NewJob, StoreError, now_ms};
 
 /// Keys per probe statement; a chunk's distinct keys are padded with NULLs up to it so the
-/// statement is prepared once.
-const KEYS_PER_PROBE: usize = super::ingest::ROWS_PER_STATEMENT;
+/// statement is prepared once. The ingest's full insert chunk (1000 rows) takes one probe.
+const KEYS_PER_PROBE: usize = 1000;
 
 /// Supersede updates per statement (3 values a row).
 const SUPERSEDE_ROWS: usize = 256;

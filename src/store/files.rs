@@ -9,6 +9,8 @@
 use std::fs::{File, Metadata, OpenOptions};
 use std::path::{Path, PathBuf};
 
+use crate::quote::shell_word;
+
 /// A file kapsync refuses to use, or could not open.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
@@ -207,19 +209,6 @@ fn check_metadata(path: &Path, meta: &Metadata) -> Result<(), FileError> {
         }
     }
     Ok(())
-}
-
-/// Quotes a path for a shell when it needs it, so the printed `chmod` works when pasted.
-fn shell_word(word: &str) -> String {
-    if !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.:/@+".contains(c))
-    {
-        word.to_owned()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
 }
 
 #[cfg(all(test, unix))]

@@ -25,6 +25,7 @@ pub(crate) async fn store_with(tickets: &[&str]) -> (tempfile::TempDir, Store, i
             payload_hash: None,
             invalid_reason: None,
             sync_key: None,
+            raw_record: None,
         })
         .collect();
     writer.write(&jobs).await.unwrap();

@@ -47,6 +47,8 @@ pub struct NewJob {
     /// A digest of the row's sync key (ticket_id plus the mapping's `[delta] key` values):
     /// rows with the same key update the same thing, so only a changed one is sent.
     pub sync_key: Option<[u8; 16]>,
+    /// The source record as read, for an invalid row (at most the record limit of it).
+    pub raw_record: Option<String>,
 }
 
 /// Where an ingest of a file starts.
@@ -78,6 +80,37 @@ pub struct SourceProgress {
 
 impl Store {
     /// Registers a source file in a run, or finds an earlier ingest of the same content.
+    /// The mappings a run's files were ingested with: (file name, digest), one per digest;
+    /// files ingested before mappings were recorded are left out.
+    pub async fn run_mappings(&self, run_id: i64) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT coalesce(min(mapping_name), ''), mapping_fingerprint FROM source_files
+             WHERE run_id = ? AND mapping_fingerprint IS NOT NULL
+             GROUP BY mapping_fingerprint ORDER BY min(id)",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Records the mapping (file name and digest, '' for none) a source is ingested with.
+    pub async fn set_source_mapping(
+        &self,
+        source_id: i64,
+        name: &str,
+        fingerprint: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE source_files SET mapping_name = ?, mapping_fingerprint = ? WHERE id = ?",
+        )
+        .bind(name)
+        .bind(fingerprint)
+        .bind(source_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     pub async fn begin_source(
         &self,
         run_id: i64,
@@ -179,12 +212,12 @@ fn insert_sql(run_id: i64, source_id: i64, rows: usize) -> String {
         "({run_id},{source_id},?,?,?,?,?,\
          CASE ? WHEN 0 THEN 'pending' WHEN 1 THEN 'invalid' ELSE 'skipped' END,\
          CASE ? WHEN 0 THEN NULL WHEN 1 THEN 'invalid' WHEN 2 THEN 'unchanged' \
-         ELSE 'superseded' END,?)"
+         ELSE 'superseded' END,?,?)"
     );
     let mut sql = String::with_capacity(200 + rows * (row.len() + 1));
     sql.push_str(
         "INSERT OR ROLLBACK INTO jobs (run_id, source_id, line, ticket_id, payload, payload_hash, \
-         sync_key, state, error_class, error_message) VALUES ",
+         sync_key, state, error_class, error_message, raw_record) VALUES ",
     );
     for i in 0..rows {
         if i > 0 {
@@ -319,7 +352,8 @@ impl IngestWriter {
                     .bind(job.sync_key.map(Vec::from))
                     .bind(kind as i64)
                     .bind(kind as i64)
-                    .bind(message);
+                    .bind(message)
+                    .bind(job.raw_record);
             }
             query.execute(&mut *self.conn).await?;
             if !decisions.supersede.is_empty() {
@@ -450,140 +484,4 @@ impl Drop for IngestWriter {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn job(line: i64, invalid: bool) -> NewJob {
-        NewJob {
-            line,
-            ticket_id: Some(format!("{line:012}")),
-            payload: (!invalid).then(|| format!("{{\"ticket_id\":\"{line:012}\"}}")),
-            payload_hash: (!invalid).then_some([line as u8; 16]),
-            invalid_reason: invalid.then(|| "sub_status is empty".to_owned()),
-            sync_key: None,
-        }
-    }
-
-    #[tokio::test]
-    async fn rows_are_stored_and_an_interrupted_source_resumes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("k.db")).await.unwrap();
-        let (run, _) = store.get_or_create_run("r").await.unwrap();
-        let SourceStart::New { source_id } = store
-            .begin_source(run.id, "a.csv", "h1", "s", "csv")
-            .await
-            .unwrap()
-        else {
-            panic!("expected a new source")
-        };
-        let mut writer = store.ingest_writer(run.id, source_id).await.unwrap();
-        let jobs: Vec<NewJob> = (2..2503).map(|l| job(l, l % 100 == 0)).collect();
-        writer.write(&jobs).await.unwrap();
-        let progress = SourceProgress {
-            last_line: 2502,
-            rows_read: 2501,
-            rows_valid: 2476,
-            rows_invalid: 25,
-        };
-        writer.commit(progress).await.unwrap();
-        // Uncommitted rows vanish with the writer, as with a crash.
-        writer.write(vec![job(2503, false)]).await.unwrap();
-        drop(writer);
-
-        let start = store
-            .begin_source(run.id, "a.csv", "h1", "s", "csv")
-            .await
-            .unwrap();
-        assert_eq!(
-            start,
-            SourceStart::Resume {
-                source_id,
-                progress: SourceProgress {
-                    last_line: 2502,
-                    rows_read: 2501,
-                    rows_valid: 2476,
-                    rows_invalid: 25
-                }
-            }
-        );
-        let counts = store.counts(run.id).await.unwrap();
-        assert_eq!((counts.pending, counts.invalid), (2476, 25));
-
-        let mut writer = store.ingest_writer(run.id, source_id).await.unwrap();
-        writer.write(vec![job(2503, false)]).await.unwrap();
-        let done = SourceProgress {
-            last_line: 2503,
-            rows_read: 2502,
-            rows_valid: 2477,
-            rows_invalid: 25,
-        };
-        assert!(writer.finish(done, "h1").await.unwrap());
-        assert!(matches!(
-            store
-                .begin_source(run.id, "a.csv", "h1", "s", "csv")
-                .await
-                .unwrap(),
-            SourceStart::Done {
-                progress: SourceProgress {
-                    rows_read: 2502,
-                    ..
-                },
-                ..
-            }
-        ));
-        type Stored = (i64, String, Option<String>, Option<String>, Option<Vec<u8>>);
-        let rows: Vec<Stored> = sqlx::query_as(
-            "SELECT line, state, error_class, error_message, payload_hash FROM jobs
-                 WHERE line IN (99, 100) ORDER BY line",
-        )
-        .fetch_all(&store.pool)
-        .await
-        .unwrap();
-        assert_eq!(
-            rows,
-            [
-                (99, "pending".into(), None, None, Some(vec![99; 16])),
-                (
-                    100,
-                    "invalid".into(),
-                    Some("invalid".into()),
-                    Some("sub_status is empty".into()),
-                    None
-                ),
-            ]
-        );
-        let (ids_in_line_order,): (bool,) = sqlx::query_as(
-            "SELECT count(*) = 0 FROM jobs a JOIN jobs b ON a.id < b.id AND a.line > b.line",
-        )
-        .fetch_one(&store.pool)
-        .await
-        .unwrap();
-        assert!(ids_in_line_order);
-    }
-
-    #[tokio::test]
-    async fn a_duplicate_found_at_the_end_is_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("k.db")).await.unwrap();
-        let (run, _) = store.get_or_create_run("r").await.unwrap();
-        for (name, expect_new) in [("stdin-1", true), ("stdin-2", false)] {
-            let SourceStart::New { source_id } = store
-                .begin_source(run.id, "-", name, "s", "csv")
-                .await
-                .unwrap()
-            else {
-                panic!()
-            };
-            let mut writer = store.ingest_writer(run.id, source_id).await.unwrap();
-            writer.write(vec![job(2, false)]).await.unwrap();
-            let progress = SourceProgress {
-                last_line: 2,
-                rows_read: 1,
-                rows_valid: 1,
-                rows_invalid: 0,
-            };
-            assert_eq!(writer.finish(progress, "same").await.unwrap(), expect_new);
-        }
-        assert_eq!(store.counts(run.id).await.unwrap().pending, 1);
-    }
-}
+mod tests;

@@ -17,7 +17,7 @@ pub use claim::{Claimed, Cursor};
 pub use delta::{DeltaCounts, DeltaOptions};
 pub use ingest::{IngestWriter, NewJob, SourceProgress, SourceStart};
 pub use open::Store;
-pub use reports::{Counts, JobRow, RunSummary, SourceSummary};
+pub use reports::{Activity, AttemptError, Counts, JobRow, RunSummary, SourceSummary};
 pub use results::{AttemptRecord, Next, Outcome};
 pub use retry::{ERROR_CLASSES, Requeued, RowFilter};
 pub use runs::Run;

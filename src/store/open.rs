@@ -114,6 +114,19 @@ impl Store {
         self.pool.close().await;
     }
 
+    /// Writes a consistent copy of the whole database to `path` (a new file), for a dry run
+    /// to work on without changing this one.
+    pub async fn snapshot_into(&self, path: &Path) -> Result<(), StoreError> {
+        // Made first, empty and private (VACUUM INTO fills an empty file): a copy of customer
+        // data is readable by its owner only, as the database is.
+        drop(files::create_new(path)?);
+        sqlx::query("VACUUM INTO ?")
+            .bind(path.to_string_lossy().into_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Runs `PRAGMA integrity_check` and returns its first line (`ok` when sound).
     pub async fn integrity_check(&self) -> Result<String, StoreError> {
         let (result,): (String,) = sqlx::query_as("PRAGMA integrity_check")

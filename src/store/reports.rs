@@ -134,6 +134,77 @@ impl Store {
     }
 }
 
+/// When a run's rows last changed, and how many finished in the minute before that.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Activity {
+    /// Unix milliseconds of the last change to any row (claim, result, retry), if any.
+    pub last_ms: Option<i64>,
+    /// Rows that succeeded or failed in the minute up to `last_ms`.
+    pub finished_in_last_minute: i64,
+    /// When the first of those finished.
+    pub first_in_last_minute_ms: Option<i64>,
+}
+
+/// One kind of error in a run's attempts log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct AttemptError {
+    pub class: String,
+    pub http_status: Option<i64>,
+    /// The start of the body that came back (empty when nothing did).
+    pub excerpt: String,
+    pub count: i64,
+}
+
+/// How far back the recent rate looks, in milliseconds.
+const RECENT_MS: i64 = 60_000;
+
+impl Store {
+    /// The run's last activity and the rows finished in the minute before it.
+    pub async fn activity(&self, run_id: i64) -> Result<Activity, StoreError> {
+        let (last_ms,): (Option<i64>,) =
+            sqlx::query_as("SELECT max(updated_at) FROM jobs WHERE run_id = ?")
+                .bind(run_id)
+                .fetch_one(&self.pool)
+                .await?;
+        let Some(last) = last_ms else {
+            return Ok(Activity::default());
+        };
+        let (finished, first): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT count(*), min(updated_at) FROM jobs
+             WHERE run_id = ?1 AND state IN ('succeeded', 'failed') AND updated_at >= ?2",
+        )
+        .bind(run_id)
+        .bind(last - RECENT_MS)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Activity {
+            last_ms,
+            finished_in_last_minute: finished,
+            first_in_last_minute_ms: first,
+        })
+    }
+
+    /// The most frequent kinds of failed attempt in a run (class, status and body), most
+    /// frequent first.
+    pub async fn top_attempt_errors(
+        &self,
+        run_id: i64,
+        limit: i64,
+    ) -> Result<Vec<AttemptError>, StoreError> {
+        Ok(sqlx::query_as::<_, AttemptError>(
+            "SELECT a.class, a.http_status, coalesce(a.excerpt, '') AS excerpt, count(*) AS count
+             FROM jobs j JOIN attempts a ON a.job_id = j.id
+             WHERE j.run_id = ?1 AND a.class <> 'success'
+             GROUP BY a.class, a.http_status, coalesce(a.excerpt, '')
+             ORDER BY count DESC, a.class LIMIT ?2",
+        )
+        .bind(run_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
 /// One job as `export` and the tests see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct JobRow {
@@ -148,6 +219,8 @@ pub struct JobRow {
     pub error_message: Option<String>,
     pub http_status: Option<i64>,
     pub replayed: bool,
+    /// The source record of an invalid row, as read.
+    pub raw_record: Option<String>,
 }
 
 impl Store {
@@ -165,7 +238,7 @@ impl Store {
     ) -> Result<Vec<JobRow>, StoreError> {
         Ok(sqlx::query_as::<_, JobRow>(
             "SELECT j.id, s.path AS source, j.line, j.ticket_id, j.payload, j.state, j.attempts,
-                    j.error_class, j.error_message, j.http_status, j.replayed
+                    j.error_class, j.error_message, j.http_status, j.replayed, j.raw_record
              FROM jobs j INDEXED BY jobs_by_run JOIN source_files s ON s.id = j.source_id
              WHERE j.run_id = ?1 AND j.id > ?2 AND (?3 IS NULL OR j.state = ?3)
              ORDER BY j.id LIMIT ?4",

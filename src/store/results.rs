@@ -4,6 +4,10 @@
 //! multi-row INSERT into `attempts` and one `UPDATE ... FROM (VALUES ...)` into `jobs`,
 //! whatever mix of outcomes it holds. A row is completed only while it is still `in_flight`
 //! (the claim still matches).
+//!
+//! An outcome that ends a row (succeeded, failed) releases the next row of its ticket, in any
+//! run, in the same transaction: the `jobs_release_next` trigger of migration 0002 finds it with
+//! one probe of `jobs_open_by_ticket`, so rows waiting on their ticket are never rescanned.
 
 use std::sync::LazyLock;
 

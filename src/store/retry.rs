@@ -138,6 +138,28 @@ impl Store {
         Ok(n)
     }
 
+    /// Puts the given `failed` rows of a run back to `pending`, due at once and uncharged (a
+    /// canary halt: they were not bad rows, a mapping was), their last error kept for
+    /// `status`; returns how many rows changed. `ids` go in as one JSON array.
+    pub async fn requeue_rejected(&self, run_id: i64, ids: &[i64]) -> Result<u64, StoreError> {
+        let ids = serde_json::to_string(ids).map_err(|e| {
+            StoreError::Query(sqlx::Error::Protocol(format!("failed to list rows: {e}")))
+        })?;
+        let done = sqlx::query(
+            "UPDATE jobs
+             SET state = 'pending', attempts = max(attempts - 1, 0), next_attempt_at = 0,
+                 updated_at = ?1
+             WHERE run_id = ?2 AND state = 'failed'
+               AND id IN (SELECT value FROM json_each(?3))",
+        )
+        .bind(now_ms())
+        .bind(run_id)
+        .bind(ids)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// How many attempts the history holds for one job.
     pub async fn attempt_count(&self, job_id: i64) -> Result<i64, StoreError> {
         let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM attempts WHERE job_id = ?")

@@ -124,19 +124,95 @@ const CASES: &[Case] = &[
         bad: &[],
         refused: None,
     },
+    // A UTF-16 byte order mark is decoded, not refused.
     Case {
         file: "utf16.csv",
         args: &[],
-        good: &[],
+        good: &[2],
         bad: &[],
-        refused: Some("the file is UTF-16 (it starts with a byte order mark)"),
+        refused: None,
     },
     Case {
         file: "utf16.jsonl",
         args: &[],
+        good: &[1],
+        bad: &[],
+        refused: None,
+    },
+    // Real export shapes (issue 12): European Excel, UTF-16 from Excel's "Unicode text",
+    // Zendesk's UTC times, US dates.
+    Case {
+        file: "european_excel.csv",
+        args: &[
+            "--encoding",
+            "windows-1252",
+            "--mapping",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/bad/european_excel.toml"
+            ),
+        ],
+        good: &[2, 3, 4],
+        bad: &[
+            (
+                6,
+                "callback_time \"31/02/2026 10:00\" matches none of the [formats]",
+            ),
+            (7, "sub_status \"Inconnu\" (from \"Statut\") is not allowed"),
+            (8, "does not exist in Europe/Paris"),
+        ],
+        refused: None,
+    },
+    Case {
+        file: "european_excel.csv",
+        args: &[
+            "--delimiter",
+            ",",
+            "--mapping",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/bad/european_excel.toml"
+            ),
+        ],
         good: &[],
         bad: &[],
-        refused: Some("the file is UTF-16 (it starts with a byte order mark)"),
+        refused: Some("with --delimiter ';' the file has every column the mapping names"),
+    },
+    Case {
+        file: "utf16_bom.csv",
+        args: &[],
+        good: &[2, 3],
+        bad: &[(4, "sub_status is empty")],
+        refused: None,
+    },
+    Case {
+        file: "zendesk_utc.jsonl",
+        args: &[
+            "--mapping",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/bad/zendesk_utc.toml"
+            ),
+        ],
+        good: &[1, 2, 3, 4, 5],
+        bad: &[(6, "callback_time \"tomorrow\" matches none")],
+        refused: None,
+    },
+    Case {
+        file: "us_dates.csv",
+        args: &[
+            "--mapping",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/bad/us_dates.toml"
+            ),
+        ],
+        good: &[2, 3, 4],
+        bad: &[
+            (5, "does not exist in America/New_York"),
+            (6, "callback_time \"31/12/2026 6:00 PM\" matches none"),
+        ],
+        refused: None,
     },
     Case {
         file: "binary.bin",

@@ -420,7 +420,10 @@ async fn every_printed_hint_works_when_pasted_as_printed() {
     let text = stdout(&out);
     let next = between(&text, "Next:", " ", "   (");
     assert_eq!(next, "kapsync --db nightly.db run --run first --dry-run");
-    assert_code(&paste(&ws, next), 0);
+    // The rehearsal shows the plan; with no target yet it exits 2, as the real run would.
+    let out = paste(&ws, next);
+    assert_code(&out, 2);
+    assert!(stdout(&out).contains("Run first: 12 rows would be sent"));
 
     // Stopped by --max-duration at 5 requests/s: the resume hint, now with a target recorded.
     let out = typed(

@@ -186,7 +186,10 @@ async fn retry_after_is_honoured_and_a_429_uses_no_attempt() {
     config.throttle_cap = Duration::from_secs(60);
     let report = drain(&ws.db(), &server.uri(), &config, Duration::from_secs(5)).await;
     assert_eq!(report.counts.succeeded, 1);
-    assert_eq!(report.throttle_events, 1);
+    assert_eq!(
+        report.throttle_events, 0,
+        "a lone 429 makes its row wait, it does not slow the run"
+    );
     let requests = server.received_requests().await.unwrap();
     assert_eq!(requests.len(), 2);
     let jobs = ws.jobs(Some("r")).await;
@@ -343,7 +346,7 @@ async fn against_a_server_limited_to_50_per_second_rate_200_uses_it_without_hamm
     let share = throttled / ledger.len() as f64;
     assert!(
         usage >= 0.8,
-        "used {:.0}% of the server's limit",
+        "used {:.0}% of the server's limit: {per_second:?}",
         usage * 100.0
     );
     assert!(
@@ -361,6 +364,7 @@ async fn dry_run_sends_nothing_and_shows_the_body() {
     let sim = start_sim(SimConfig::default()).await;
     let out = ws
         .kapsync()
+        .env("KAPTURE_TOKEN", "t")
         .args([
             "run",
             "--dry-run",

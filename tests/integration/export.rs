@@ -97,7 +97,8 @@ async fn csv_export_of_every_row_and_of_invalid_rows() {
             "comment",
             "callback_time",
             "queue",
-            "disposition"
+            "disposition",
+            "raw_record"
         ]
     );
     assert_eq!(rows.len(), 5, "every row, invalid ones included");
@@ -164,10 +165,21 @@ async fn extra_keys_become_sorted_columns_and_jsonl_keeps_the_update() {
     let out = ws.kapsync().arg("export").output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let (header, rows) = parse_csv(&stdout(&out));
-    assert_eq!(header[13..], ["extra.alpha", "extra.tags", "extra.zeta"]);
-    assert_eq!(rows[0][13..], ["7", "", "z"], "non-strings as compact JSON");
-    assert_eq!(rows[1][13..], ["text", r#"["a","b"]"#, ""]);
-    assert_eq!(rows[2][13..], ["", "", ""]);
+    assert_eq!(
+        header[13..],
+        ["extra.alpha", "extra.tags", "extra.zeta", "raw_record"]
+    );
+    assert_eq!(
+        rows[0][13..],
+        ["7", "", "z", ""],
+        "non-strings as compact JSON"
+    );
+    assert_eq!(rows[1][13..], ["text", r#"["a","b"]"#, "", ""]);
+    assert_eq!(
+        rows[2][13..],
+        ["", "", "", r#"{"ticket_id":"000000000003"}"#],
+        "an invalid row carries its source record"
+    );
 
     let out = ws
         .kapsync()
@@ -188,6 +200,7 @@ async fn extra_keys_become_sorted_columns_and_jsonl_keeps_the_update() {
             "ticket_id": "000000000002",
             "update": {"ticket_id": "000000000002", "sub_status": "P",
                        "tags": ["a", "b"], "alpha": "text"},
+            "raw_record": null,
         })
     );
     assert_eq!(lines[2]["state"], "invalid");

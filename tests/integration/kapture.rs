@@ -260,10 +260,10 @@ async fn latency_is_added() {
 }
 
 #[tokio::test]
-async fn a_refused_connection_is_transient_and_not_in_doubt() {
+async fn a_refused_connection_was_not_received_and_is_not_in_doubt() {
     let url = closed_port_url();
     let reply = client(&url).update_ticket(&update("1", "P", "x")).await;
-    assert_eq!(reply.class, Class::Transient, "{reply:?}");
+    assert_eq!(reply.class, Class::NotReceived, "{reply:?}");
     assert_eq!(reply.http_status, None);
     // The cause, without the URL every row shares.
     let message = reply.message.unwrap();

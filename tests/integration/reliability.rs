@@ -740,10 +740,11 @@ async fn secret_hygiene_the_token_appears_in_no_output_database_or_export_at_tra
             "the WAL of a killed runner"
         );
     }
+    // Exit 1, as the real run would give: the run holds failed rows.
     step(
         &["run", "--run", "a", "--dry-run", "--base-url", &good_url],
         true,
-        0,
+        1,
     );
     step(
         &["run", "--run", "a", "--rate", "0", "--base-url", &good_url],

@@ -57,6 +57,12 @@ fn redacting(ws: &Workspace) -> insta::Settings {
         r"(\d+ requests? in )[^,]+, [0-9.]+/s\)",
         "${1}[DURATION], [RATE]/s)",
     );
+    // How long ago a run was last active, and its recent pace.
+    settings.add_filter(r"\([0-9a-z ]+ ago\)", "([AGO])");
+    settings.add_filter(
+        r"[0-9.]+ rows/s over its last minute",
+        "[RATE] rows/s over its last minute",
+    );
     // Run creation times (RFC 3339, UTC). Dates inside the rows have no `T`/`Z` and stay.
     settings.add_filter(
         r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z",
@@ -219,9 +225,10 @@ fn dry_run_shows_the_first_bodies_and_the_estimate() {
     // Nothing is sent, so nothing needs to listen there.
     let url = closed_port_url();
     let text = transcript(
-        &mut ws.kapsync(),
+        ws.kapsync().env("KAPTURE_TOKEN", "dry-run-secret"),
         &["run", "--dry-run", "--rate", "2", "--base-url", &url],
     );
+    assert!(!text.contains("dry-run-secret"), "{text}");
     check("dry_run_with_target", &ws, &text);
     let text = transcript(
         &mut ws.kapsync(),
@@ -235,7 +242,7 @@ fn dry_run_with_nothing_pending() {
     let ws = Workspace::new();
     ingest(&ws, "empty", "header.csv", "ticket_id,sub_status\n", 0);
     let text = transcript(
-        &mut ws.kapsync(),
+        ws.kapsync().env("KAPTURE_TOKEN", "t"),
         &["run", "--dry-run", "--base-url", &closed_port_url()],
     );
     check("dry_run_nothing_pending", &ws, &text);
@@ -355,6 +362,90 @@ fn the_filters_hide_only_what_varies() {
         ws.db().display()
     );
     check("filters_self_check", &ws, &text);
+}
+
+#[test]
+fn ingest_summary_lists_source_values_and_what_each_became() {
+    let ws = Workspace::new();
+    ws.file(
+        "zendesk.csv",
+        "Id,Status,Latest Comment\n\
+         1,solved,a\n2,hold,b\n3,Solved,c\n4,hodl,d\n5,pending,e\n6,weird,f\n7,hold,g\n",
+    );
+    // A typo in the table (hodl for hold) and a value no table has.
+    ws.file(
+        "m.toml",
+        "[columns]\nticket_id = \"Id\"\nsub_status = \"Status\"\n\
+         [values.sub_status]\nsolved = \"RS\"\nhodl = \"PE\"\npending = \"P\"\n\
+         [allowed]\nsub_status = [\"RS\", \"PE\", \"P\", \"hold\"]\n",
+    );
+    let text = transcript(
+        &mut ws.kapsync(),
+        &["ingest", "--run", "r", "--mapping", "m.toml", "zendesk.csv"],
+    );
+    check("ingest_summary_value_distribution", &ws, &text);
+}
+
+#[test]
+fn ingest_summary_names_the_delimiter_and_encoding_it_read_with() {
+    let ws = Workspace::new();
+    let fixture = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/bad/european_excel.csv"
+    ))
+    .unwrap();
+    ws.file("excel.csv", fixture);
+    // Without --encoding: the rows with accents are refused, and the hint names the flag.
+    let text = transcript(
+        &mut ws.kapsync(),
+        &[
+            "ingest",
+            "--run",
+            "r",
+            "--sub-statuses",
+            "OP,P,RS,CL",
+            "excel.csv",
+        ],
+    );
+    check("ingest_summary_windows_1252_hint", &ws, &text);
+}
+
+#[test]
+fn mapping_init_proposes_a_mapping_that_ingests_as_it_is() {
+    let ws = Workspace::new();
+    let fixture = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/bad/european_excel.csv"
+    ))
+    .unwrap();
+    ws.file("excel.csv", fixture);
+    let text = transcript(
+        &mut ws.kapsync(),
+        &["mapping", "init", "excel.csv", "-o", "mapping.toml"],
+    );
+    assert!(text.contains("exit code: 0"), "{text}");
+    let toml = std::fs::read_to_string(ws.dir.path().join("mapping.toml")).unwrap();
+    check("mapping_init_european_excel", &ws, &toml);
+    // Accepted as it is: every row is read; only the impossible date is invalid.
+    let text = transcript(
+        &mut ws.kapsync(),
+        &[
+            "ingest",
+            "--run",
+            "r",
+            "--mapping",
+            "mapping.toml",
+            "excel.csv",
+        ],
+    );
+    check("mapping_init_output_ingested", &ws, &text);
+    // It refuses to overwrite.
+    let out = ws
+        .kapsync()
+        .args(["mapping", "init", "excel.csv", "-o", "mapping.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
 
 #[cfg(unix)]

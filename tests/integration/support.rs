@@ -152,7 +152,7 @@ pub fn ingest_rows(ws: &Workspace, rows: usize, tickets: usize) {
 pub fn fast_config(concurrency: usize, rate: u32) -> EngineConfig {
     EngineConfig {
         concurrency,
-        rate,
+        rate: f64::from(rate),
         burst: 1,
         max_attempts: 50,
         retry: RetryPolicy {
@@ -161,6 +161,8 @@ pub fn fast_config(concurrency: usize, rate: u32) -> EngineConfig {
         },
         throttle_cap: Duration::from_millis(100),
         stop_deadline: Duration::from_secs(5),
+        unreachable_timeout: Duration::from_secs(60),
+        canary: 0,
     }
 }
 

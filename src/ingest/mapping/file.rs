@@ -1,14 +1,19 @@
 //! Reading and checking a mapping file (TOML) into a [`Mapping`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use sha2::Digest as _;
 
 use crate::ingest::MappingError;
+use crate::ingest::times::TimeRule;
 use crate::kapture::KAPTURE_FIELDS;
 use crate::toml_error::TomlError;
+
+/// The Kapture fields whose values come from a fixed list: they can be limited under
+/// `[allowed]`, and their source values are counted for the summary.
+pub const LISTED_FIELDS: [&str; 3] = ["sub_status", "queue", "disposition"];
 
 /// A mapping file that cannot be used: each cause is kept typed, as the source.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +55,7 @@ impl MappingFileError {
 #[serde(deny_unknown_fields)]
 struct MappingFile {
     #[serde(default)]
-    columns: BTreeMap<String, String>,
+    columns: BTreeMap<String, ColumnSpec>,
     #[serde(default)]
     values: BTreeMap<String, BTreeMap<String, String>>,
     #[serde(default)]
@@ -59,6 +64,63 @@ struct MappingFile {
     extra: BTreeMap<String, String>,
     #[serde(default)]
     delta: DeltaTable,
+    #[serde(default)]
+    formats: Formats,
+    #[serde(default)]
+    allowed: Allowed,
+    #[serde(default)]
+    source: Source,
+}
+
+/// `[source]`: how the file is written, when detection is not enough (the flags win).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Source {
+    encoding: Option<String>,
+    delimiter: Option<String>,
+}
+
+/// A `[columns]` entry: a column name, or `{ column = "...", optional = true }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ColumnSpec {
+    Name(String),
+    Table(ColumnTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ColumnTable {
+    column: String,
+    /// A file without the column still ingests; its rows get no value for the field.
+    #[serde(default)]
+    optional: bool,
+}
+
+/// `[formats]`: how the source writes callback times, and the zone Kapture reads them in.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Formats {
+    #[serde(default)]
+    callback_time: Vec<String>,
+    timezone: Option<String>,
+}
+
+/// `[allowed]`: the values Kapture accepts for the listed fields.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Allowed {
+    sub_status: Option<Vec<String>>,
+    queue: Option<Vec<String>>,
+    disposition: Option<Vec<String>>,
+}
+
+/// The values a field may take after `[values]` mapping, and where the list was given.
+#[derive(Debug, Clone)]
+pub(crate) struct AllowedValues {
+    pub(crate) values: Vec<String>,
+    /// `[allowed] sub_status` or `--sub-statuses`, for the reason of a refused value.
+    pub(crate) origin: String,
 }
 
 /// `[delta]`: what makes two rows of nightly exports "the same thing" (see `ingest::delta`).
@@ -79,6 +141,8 @@ pub struct Mapping {
     /// A digest of the mapping text ("" without a file): part of what makes two ingests of
     /// the same content the same.
     pub(super) fingerprint: String,
+    /// The mapping file's name ("" without a file), to name it in messages.
+    pub(super) name: String,
     pub(super) from_file: bool,
     /// Kapture field -> source column.
     pub(super) columns: BTreeMap<String, String>,
@@ -89,6 +153,16 @@ pub struct Mapping {
     pub(super) extra: BTreeMap<String, String>,
     /// `[delta]`: the sync key's columns and whether newer rows supersede pending ones.
     pub(super) delta: DeltaTable,
+    /// Fields whose `[columns]` entry is optional.
+    pub(super) optional: BTreeSet<String>,
+    /// How callback times are read (`[formats]`).
+    pub(super) time: TimeRule,
+    /// Field -> the values it may take (`[allowed]`, `--sub-statuses`).
+    pub(super) allowed: BTreeMap<String, AllowedValues>,
+    /// `[source] encoding`, when given.
+    pub encoding: Option<&'static encoding_rs::Encoding>,
+    /// `[source] delimiter`, when given.
+    pub delimiter: Option<u8>,
 }
 
 impl Mapping {
@@ -98,14 +172,20 @@ impl Mapping {
             path: path.to_owned(),
             source,
         })?;
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         let file = toml::from_str(&text).map_err(|e| MappingFileError::Parse {
             path: path.to_owned(),
             source: TomlError::new(&e, &text),
         })?;
-        Self::check(file, &text).map_err(|source| MappingFileError::Invalid {
-            path: path.to_owned(),
-            source,
-        })
+        Self::check(file, &text)
+            .map(|mapping| Self { name, ..mapping })
+            .map_err(|source| MappingFileError::Invalid {
+                path: path.to_owned(),
+                source,
+            })
     }
 
     /// Parses and checks mapping TOML.
@@ -133,6 +213,52 @@ impl Mapping {
                 )));
             }
         }
+        let mut columns = BTreeMap::new();
+        let mut optional = BTreeSet::new();
+        for (field, spec) in file.columns {
+            let column = match spec {
+                ColumnSpec::Name(column) => column,
+                ColumnSpec::Table(table) => {
+                    if table.optional {
+                        optional.insert(field.clone());
+                    }
+                    table.column
+                }
+            };
+            columns.insert(field, column);
+        }
+        let time = TimeRule::new(file.formats.callback_time, file.formats.timezone.as_deref())
+            .map_err(MappingError)?;
+        let mut allowed = BTreeMap::new();
+        for (field, list) in [
+            ("sub_status", file.allowed.sub_status),
+            ("queue", file.allowed.queue),
+            ("disposition", file.allowed.disposition),
+        ] {
+            if let Some(values) = list {
+                allowed.insert(
+                    field.to_owned(),
+                    AllowedValues {
+                        values,
+                        origin: format!("[allowed] {field}"),
+                    },
+                );
+            }
+        }
+        let encoding = match &file.source.encoding {
+            Some(label) => Some(
+                crate::ingest::decode::encoding_for_label(label)
+                    .map_err(|e| MappingError(format!("[source] encoding: {e}")))?,
+            ),
+            None => None,
+        };
+        let delimiter = match &file.source.delimiter {
+            Some(value) => Some(
+                crate::ingest::delimiter::parse(value)
+                    .map_err(|e| MappingError(format!("[source] delimiter: {e}")))?,
+            ),
+            None => None,
+        };
         let values = file
             .values
             .into_iter()
@@ -146,14 +272,37 @@ impl Mapping {
             .collect();
         let digest = sha2::Sha256::digest(text.as_bytes());
         Ok(Self {
+            name: String::new(),
             fingerprint: digest.iter().take(16).map(|b| format!("{b:02x}")).collect(),
             from_file: true,
-            columns: file.columns,
+            columns,
             values,
             defaults: file.defaults,
             extra: file.extra,
             delta: file.delta,
+            optional,
+            time,
+            allowed,
+            encoding,
+            delimiter,
         })
+    }
+
+    /// Limits `sub_status` to `values` (from `--sub-statuses`), over any `[allowed]` list.
+    pub fn with_sub_statuses(mut self, values: Vec<String>) -> Self {
+        self.allowed.insert(
+            "sub_status".to_owned(),
+            AllowedValues {
+                values,
+                origin: "--sub-statuses".to_owned(),
+            },
+        );
+        self
+    }
+
+    /// The mapping file's name, empty without a file.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Whether the mapping asks for `[delta] supersede = true`.
@@ -192,6 +341,34 @@ mod tests {
         assert!(Mapping::parse("[extra]\ncomment = \"x\"").is_err());
         assert!(Mapping::parse("[colums]\nticket_id = \"x\"").is_err());
         assert!(Mapping::parse("[columns]\nticket_id = 5").is_err());
+        assert!(Mapping::parse("[allowed]\nsubstatus = [\"P\"]").is_err());
+        assert!(Mapping::parse("[formats]\ntimezone = \"Nowhere/Land\"").is_err());
+        assert!(Mapping::parse("[columns]\ncomment = { column = \"C\", optinal = true }").is_err());
+    }
+
+    #[test]
+    fn columns_may_be_optional_and_lists_allowed() {
+        let mapping = Mapping::parse(
+            r#"
+            [columns]
+            ticket_id = "Id"
+            callback_time = { column = "Follow-up at", optional = true }
+            comment = { column = "Note" }
+            [allowed]
+            sub_status = ["OP", "P"]
+            [formats]
+            callback_time = ["%d/%m/%Y %H:%M"]
+            timezone = "Asia/Kolkata"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(mapping.columns["callback_time"], "Follow-up at");
+        assert_eq!(mapping.columns["comment"], "Note");
+        assert!(mapping.optional.contains("callback_time"));
+        assert!(!mapping.optional.contains("comment"));
+        assert_eq!(mapping.allowed["sub_status"].values, ["OP", "P"]);
+        let mapping = mapping.with_sub_statuses(vec!["CL".into()]);
+        assert_eq!(mapping.allowed["sub_status"].origin, "--sub-statuses");
     }
 
     #[test]

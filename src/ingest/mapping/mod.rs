@@ -27,17 +27,19 @@
 //!
 //! The pieces: [`file`] reads the mapping file, [`plan`] resolves it against one input (a CSV
 //! header or JSONL keys), [`row`] builds one row's update object, and [`names`] matches source
-//! names to Kapture fields.
+//! names to Kapture fields, and [`tally`] counts the listed fields' source values.
 
 mod delta;
 mod file;
-mod names;
+pub(crate) mod names;
 mod plan;
 mod row;
+mod tally;
 
 pub use file::{Mapping, MappingFileError};
 pub use plan::Plan;
 pub use row::{Invalid, Update, json_kind};
+pub use tally::{FieldValues, TOP_VALUES, ValueCount};
 
 #[cfg(test)]
 mod tests;

@@ -1,13 +1,16 @@
 //! Resolving a mapping against one input: which CSV column or JSONL key feeds each key.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
-use super::file::Mapping;
+use super::file::{AllowedValues, LISTED_FIELDS, Mapping};
 use super::names::{field_named, field_or_alias};
 use super::row::json_string;
+use super::tally::Tally;
 use crate::ingest::MappingError;
+use crate::ingest::times::TimeRule;
 use crate::kapture::KAPTURE_FIELDS;
-use crate::roundtrip::{EXTRA_PREFIX, is_export_header};
+use crate::roundtrip::{EXTRA_PREFIX, RAW_RECORD, is_export_header};
 
 /// One key of the update object while a CSV header is being planned.
 #[derive(Debug)]
@@ -18,6 +21,9 @@ struct Planned {
     kapture: bool,
     /// The CSV column that feeds it, once found.
     index: Option<usize>,
+    /// The mapping names its column, so it is not looked for by name (an optional column
+    /// the file lacks stays without one).
+    named: bool,
 }
 
 /// One key of the update object and where its value comes from.
@@ -31,6 +37,26 @@ pub(super) struct Target {
     pub(super) index: Option<usize>,
     pub(super) values: Option<HashMap<String, String>>,
     pub(super) default: Option<String>,
+    pub(super) allowed: Option<AllowedValues>,
+    /// Its source values are counted for the summary.
+    pub(super) tallied: bool,
+}
+
+impl Target {
+    fn new(mapping: &Mapping, key: String, kapture: bool, source: Option<String>) -> Self {
+        Self {
+            index: None,
+            values: mapping.values.get(&key).cloned(),
+            default: mapping.defaults.get(&key).cloned(),
+            allowed: kapture
+                .then(|| mapping.allowed.get(&key).cloned())
+                .flatten(),
+            tallied: kapture && LISTED_FIELDS.contains(&key.as_str()),
+            source,
+            kapture,
+            key,
+        }
+    }
 }
 
 /// Where one key of a CSV row's update object comes from.
@@ -59,6 +85,10 @@ pub struct Plan {
     pub(super) undefuse: bool,
     /// `[delta] key`: each source column (JSONL key) and, for CSV, its index.
     pub(super) delta_key: Vec<(String, Option<usize>)>,
+    /// How callback times are read.
+    pub(super) time: TimeRule,
+    /// The source values of the listed fields seen so far.
+    pub(super) tally: RefCell<Tally>,
 }
 
 impl Plan {
@@ -89,6 +119,7 @@ impl Mapping {
         };
         for field in KAPTURE_FIELDS {
             let index = match self.columns.get(field) {
+                Some(column) if self.optional.contains(field) => find(column, &mut used),
                 Some(column) => Some(
                     find(column, &mut used)
                         .ok_or_else(|| missing(format!("[columns] {field}"), column))?,
@@ -99,6 +130,7 @@ impl Mapping {
                 key: field.to_owned(),
                 kapture: true,
                 index,
+                named: self.columns.contains_key(field),
             });
         }
         for (key, column) in &self.extra {
@@ -108,6 +140,7 @@ impl Mapping {
                 key: key.clone(),
                 kapture: false,
                 index: Some(index),
+                named: true,
             });
         }
         // Fields the mapping left out: by exact field name first, then by alias.
@@ -123,6 +156,7 @@ impl Mapping {
                 let target = planned.iter_mut().find(|t| t.key == field);
                 if let Some(target) = target
                     && target.index.is_none()
+                    && !target.named
                 {
                     target.index = Some(index);
                     used[index] = true;
@@ -145,6 +179,7 @@ impl Mapping {
                 key: key.to_owned(),
                 kapture: false,
                 index: Some(index),
+                named: true,
             });
             used[index] = true;
         }
@@ -157,6 +192,14 @@ impl Mapping {
             used[index] = true;
             delta_key.push((column.clone(), Some(index)));
         }
+        // An export's raw_record column is there to fix rows by hand, not to send.
+        if is_export_header(headers) {
+            for (index, header) in headers.iter().enumerate() {
+                if header == RAW_RECORD {
+                    used[index] = true;
+                }
+            }
+        }
         refuse_duplicates(headers, &used)?;
         let ignored = headers
             .iter()
@@ -167,14 +210,11 @@ impl Mapping {
         let targets: Vec<Target> = planned
             .into_iter()
             .map(|p| Target {
-                source: p.index.map(|i| headers[i].clone()),
                 index: p.index,
-                values: self.values.get(&p.key).cloned(),
-                default: self.defaults.get(&p.key).cloned(),
-                key: p.key,
-                kapture: p.kapture,
+                ..Target::new(self, p.key, p.kapture, p.index.map(|i| headers[i].clone()))
             })
             .collect();
+        let targets_len = targets.len();
         let extra_defaults: Vec<(String, String)> = self
             .extra_defaults()
             .into_iter()
@@ -206,6 +246,8 @@ impl Mapping {
             csv: true,
             undefuse: is_export_header(headers),
             delta_key,
+            time: self.time.clone(),
+            tally: RefCell::new(Tally::new(targets_len)),
         })
     }
 
@@ -214,23 +256,21 @@ impl Mapping {
     pub fn plan_json(&self) -> Plan {
         let mut targets: Vec<Target> = KAPTURE_FIELDS
             .iter()
-            .map(|field| Target {
-                key: (*field).to_owned(),
-                kapture: true,
-                source: self.columns.get(*field).cloned(),
-                index: None,
-                values: self.values.get(*field).cloned(),
-                default: self.defaults.get(*field).cloned(),
+            .map(|field| {
+                Target::new(
+                    self,
+                    (*field).to_owned(),
+                    true,
+                    self.columns.get(*field).cloned(),
+                )
             })
             .collect();
-        targets.extend(self.extra.iter().map(|(key, column)| Target {
-            key: key.clone(),
-            kapture: false,
-            source: Some(column.clone()),
-            index: None,
-            values: self.values.get(key).cloned(),
-            default: self.defaults.get(key).cloned(),
-        }));
+        targets.extend(
+            self.extra
+                .iter()
+                .map(|(key, column)| Target::new(self, key.clone(), false, Some(column.clone()))),
+        );
+        let targets_len = targets.len();
         Plan {
             targets,
             extra_defaults: self.extra_defaults(),
@@ -240,6 +280,8 @@ impl Mapping {
             csv: false,
             undefuse: false,
             delta_key: self.delta.key.iter().map(|k| (k.clone(), None)).collect(),
+            time: self.time.clone(),
+            tally: RefCell::new(Tally::new(targets_len)),
         }
     }
 }

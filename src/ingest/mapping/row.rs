@@ -12,7 +12,6 @@ use serde_json::{Map, Value};
 
 use super::names::field_named;
 use super::plan::{Plan, Slot, Target};
-use crate::ingest::validate;
 use crate::roundtrip::undefuse;
 
 /// A valid row: the ticket and the JSON object to send.
@@ -30,7 +29,7 @@ pub struct Invalid {
 }
 
 impl Plan {
-    /// The value one source cell gives its key, after the value map, the default and the
+    /// The value one source cell gives key `i`, after the value map, the default and the
     /// field rules; `None` leaves the key out. `present` tells an empty cell or key from one
     /// that is not there. CSV cells and JSONL text values both come through here.
     ///
@@ -38,18 +37,20 @@ impl Plan {
     /// writes for "no value", and sending it would overwrite a Kapture field with blanks.
     fn rule<'a>(
         &'a self,
-        target: &'a Target,
+        i: usize,
         present: bool,
         text: Option<&'a str>,
     ) -> Result<Option<Cow<'a, str>>, String> {
+        let target = &self.targets[i];
         let mut value = text.filter(|s| !s.trim().is_empty());
         if self.undefuse {
             value = value.map(undefuse);
         }
-        if let (Some(s), Some(map)) = (value, &target.values)
-            && let Some(mapped) = map.get(&s.trim().to_lowercase())
-        {
-            value = Some(mapped);
+        if let Some(s) = value {
+            if target.tallied {
+                self.tally.borrow_mut().record(i, s.trim());
+            }
+            value = Some(self.listed_value(target, s).0);
         }
         if value.is_none() {
             value = target.default.as_deref();
@@ -58,6 +59,17 @@ impl Plan {
             Some(source) => format!(" (from {source:?})"),
             None => String::new(),
         };
+        if let (Some(value), Some(allowed)) = (value, &target.allowed)
+            && !allowed.values.iter().any(|v| v == value)
+        {
+            return Err(format!(
+                "{} {value:?}{} is not allowed: {} lists {}",
+                target.key,
+                from(),
+                allowed.origin,
+                allowed.values.join(", ")
+            ));
+        }
         match (target.key.as_str(), value) {
             ("ticket_id" | "sub_status", None) => {
                 // A key that is there but null or blank is empty; one that is not there is
@@ -71,10 +83,24 @@ impl Plan {
                 };
                 Err(format!("{} {how}", target.key))
             }
-            ("callback_time", Some(time)) => validate::callback_time(time)
+            ("callback_time", Some(time)) => self
+                .time
+                .convert(time)
                 .map(Some)
                 .map_err(|reason| format!("{reason}{}", from())),
             (_, value) => Ok(value.map(Cow::Borrowed)),
+        }
+    }
+
+    /// The value `[values]` maps a source value to (matched trimmed, ignoring case), or the
+    /// value itself; and whether the table had it.
+    pub(super) fn listed_value<'a>(&self, target: &'a Target, value: &'a str) -> (&'a str, bool) {
+        match &target.values {
+            Some(map) => match map.get(&value.trim().to_lowercase()) {
+                Some(mapped) => (mapped, true),
+                None => (value, false),
+            },
+            None => (value, false),
         }
     }
 
@@ -86,10 +112,10 @@ impl Plan {
         // The ticket id once known: an invalid row keeps it.
         let mut ticket_id: Option<String> = None;
         let mut size = 2;
-        for target in &self.targets {
+        for (i, target) in self.targets.iter().enumerate() {
             let raw = target.index.and_then(|i| fields.get(i)).copied();
             let value = self
-                .rule(target, target.index.is_some(), raw)
+                .rule(i, target.index.is_some(), raw)
                 .map_err(|reason| Invalid {
                     ticket_id: ticket_id.clone(),
                     reason,
@@ -163,8 +189,8 @@ impl Plan {
                 }
             }
         }
-        for (target, cell) in self.targets.iter().zip(cells.iter_mut()) {
-            self.put(target, cell.take(), &mut out, &mut ticket_id)?;
+        for (i, cell) in cells.iter_mut().enumerate() {
+            self.put(i, cell.take(), &mut out, &mut ticket_id)?;
         }
         for (key, value) in rest {
             out.entry(key).or_insert(value);
@@ -177,11 +203,12 @@ impl Plan {
     /// that are not text pass through as they are.
     pub(super) fn put(
         &self,
-        target: &Target,
+        i: usize,
         cell: Option<Value>,
         out: &mut Map<String, Value>,
         ticket_id: &mut Option<String>,
     ) -> Result<(), Invalid> {
+        let target = &self.targets[i];
         let invalid = |ticket_id: &Option<String>, reason: String| Invalid {
             ticket_id: ticket_id.clone(),
             reason,
@@ -195,7 +222,10 @@ impl Plan {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s),
             Some(Value::Number(n)) if target.kapture => {
-                if target.key == "ticket_id" && !(n.is_u64() || n.is_i64()) {
+                // Numbers keep the text they were written with (serde_json's
+                // arbitrary_precision): a 30-digit id is sent digit for digit.
+                let whole = n.as_str().strip_prefix('-').unwrap_or(n.as_str());
+                if target.key == "ticket_id" && !whole.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(invalid(
                         ticket_id,
                         format!("ticket_id {n} is not a whole number or a string{}", from()),
@@ -221,7 +251,7 @@ impl Plan {
             }
         };
         let value = self
-            .rule(target, present, text.as_deref())
+            .rule(i, present, text.as_deref())
             .map_err(|reason| invalid(ticket_id, reason))?;
         if let Some(value) = value {
             let value = value.into_owned();

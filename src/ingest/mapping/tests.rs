@@ -88,10 +88,10 @@ fn mapping_columns_values_defaults_and_extra() {
 fn build_csv_via_map(plan: &Plan, fields: &[&str]) -> Result<Update, Invalid> {
     let mut out = Map::new();
     let mut ticket_id = None;
-    for target in &plan.targets {
+    for (i, target) in plan.targets.iter().enumerate() {
         let raw = target.index.and_then(|i| fields.get(i)).copied();
         let cell = raw.map(|s| Value::String(s.to_owned()));
-        plan.put(target, cell, &mut out, &mut ticket_id)?;
+        plan.put(i, cell, &mut out, &mut ticket_id)?;
     }
     plan.finish(out, ticket_id)
 }

@@ -25,6 +25,7 @@ async fn add_run(store: &Store, name: &str, tickets: &[&str]) -> i64 {
             payload_hash: None,
             invalid_reason: None,
             sync_key: None,
+            raw_record: None,
         })
         .collect();
     writer.write(&jobs).await.unwrap();
