@@ -336,6 +336,36 @@ async fn a_database_belongs_to_one_kapture_until_retargeted() {
     assert!(message.contains("--retarget"), "{message}");
     assert!(second.ledger().is_empty());
 
+    // Dry runs check the same binding: the recorded target without one, a refusal with
+    // another (also for sync's scratch copy), and nothing sent either way.
+    let planned = kapsync(&ws, &["run", "--run", "n3", "--dry-run"]);
+    assert_code(&planned, 0);
+    assert!(
+        stdout(&planned).contains(&format!("target: {}/", first.base_url())),
+        "{}",
+        stdout(&planned)
+    );
+    for args in [
+        vec!["run", "--run", "n3", "--dry-run", "--base-url", &other],
+        vec![
+            "sync",
+            night3.to_str().unwrap(),
+            "--dry-run",
+            "--base-url",
+            &other,
+        ],
+    ] {
+        let planned = kapsync(&ws, &args);
+        assert_code(&planned, 2);
+        let text = stdout(&planned);
+        assert!(
+            text.contains("target: ERROR this database belongs to"),
+            "{text}"
+        );
+    }
+    assert!(second.ledger().is_empty());
+    assert_eq!(first.ledger().len(), 405);
+
     // --retarget moves it, and is recorded.
     let moved = kapsync(
         &ws,
