@@ -13,7 +13,7 @@ use crate::exit;
 use crate::kapture::{Client, Target, Token};
 use crate::report::progress::DrainDisplay;
 use crate::report::text;
-use crate::store::{self, Run, Store};
+use crate::store::{self, DrainSettings, Run, Store};
 
 /// Extra time, beyond the request timeout, that in-flight requests get after a stop.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -25,7 +25,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
     let runs = match &args.run {
         Some(name) => {
             let run = store.resolve_run(Some(name)).await?;
-            super::drain_order::with_earlier_runs(&store, run).await?
+            with_earlier_runs(&store, run).await?
         }
         None => store.open_runs().await?,
     };
@@ -129,6 +129,53 @@ pub fn engine_config(resolved: &RunSettings) -> EngineConfig {
     }
 }
 
+/// What a drain runs with, recorded for `kapsync report` (never the token).
+fn drain_settings(resolved: &RunSettings, client: &Client) -> DrainSettings {
+    DrainSettings {
+        target: client.target().base_url().to_owned(),
+        rate: resolved.rate,
+        burst: resolved.burst.into(),
+        concurrency: resolved.concurrency.into(),
+        max_attempts: resolved.max_attempts.into(),
+        timeout_secs: resolved.timeout.as_secs() as i64,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    }
+}
+
+/// The runs to drain to send `run`: the runs holding earlier open rows of its tickets (and
+/// those theirs wait on), oldest first, then `run` itself. A row is never sent while an
+/// earlier row of its ticket in any run is pending or in flight, so `run --run NAME` sends
+/// those earlier rows too rather than wait for them forever; it says so on stderr.
+pub async fn with_earlier_runs(store: &Store, run: Run) -> anyhow::Result<Vec<Run>> {
+    let mut runs = vec![run];
+    let mut next = 0;
+    while next < runs.len() {
+        let waiting = runs[next].clone();
+        next += 1;
+        for (holder, rows) in store.runs_holding_earlier_rows(waiting.id).await? {
+            if runs.iter().any(|r| r.id == holder.id) {
+                continue;
+            }
+            tracing::warn!(
+                "{rows} rows of run {} wait on earlier rows of their tickets in run {}: \
+                 sending those first",
+                waiting.name,
+                holder.name
+            );
+            runs.push(holder);
+        }
+    }
+    // Oldest first: the order `open_runs` gives, restricted to these runs.
+    let order = store.open_runs().await?;
+    runs.sort_by_key(|r| {
+        order
+            .iter()
+            .position(|o| o.id == r.id)
+            .unwrap_or(usize::MAX)
+    });
+    Ok(runs)
+}
+
 /// Most passes over the runs of one command. A pass drains each run in turn; a row released
 /// by a later run's drain in a run drained before it (rows synced into an older run after a
 /// newer one) is sent by the next pass.
@@ -169,6 +216,9 @@ pub async fn drain_runs(
         for run in &pass {
             let (sender, receiver) = tokio::sync::watch::channel(engine::Progress::default());
             let display = DrainDisplay::start(&run.name, receiver, settings.progress);
+            let session = store
+                .drain_started(run.id, &drain_settings(resolved, client))
+                .await?;
             let report = engine::drain(
                 store,
                 client,
@@ -180,6 +230,8 @@ pub async fn drain_runs(
             )
             .await;
             display.finish();
+            let idle = report.as_ref().is_ok_and(DrainReport::idle);
+            store.drain_ended(session, idle).await?;
             let report = report.with_context(|| format!("failed to drain run {}", run.name))?;
             if report.idle() {
                 // A run with nothing open is left out of the summary.

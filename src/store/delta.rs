@@ -80,7 +80,7 @@ struct Latest {
 }
 
 /// The probe: the newest counting row of each key in the VALUES list.
-static PROBE_SQL: LazyLock<String> = LazyLock::new(|| {
+pub(super) static PROBE_SQL: LazyLock<String> = LazyLock::new(|| {
     let mut sql = String::from("WITH k(key) AS (VALUES ");
     for i in 0..KEYS_PER_PROBE {
         if i > 0 {
@@ -101,7 +101,7 @@ static PROBE_SQL: LazyLock<String> = LazyLock::new(|| {
     sql
 });
 
-static SUPERSEDE_SQL: LazyLock<String> = LazyLock::new(|| {
+pub(super) static SUPERSEDE_SQL: LazyLock<String> = LazyLock::new(|| {
     let mut sql = String::from("WITH s(key, upto, reason) AS (VALUES ");
     for i in 0..SUPERSEDE_ROWS {
         if i > 0 {
@@ -110,9 +110,14 @@ static SUPERSEDE_SQL: LazyLock<String> = LazyLock::new(|| {
         sql.push_str("(?,?,?)");
     }
     sql.push_str(
+        // Driven from the keys (CROSS JOIN keeps `s` outside): as `UPDATE .. FROM s`, SQLite
+        // planned a walk of all of `jobs_by_sync_key` for 256 keys.
         ") UPDATE jobs SET state = 'skipped', error_class = 'superseded',
-             error_message = s.reason, next_attempt_at = NULL, updated_at = ?
-         FROM s WHERE jobs.sync_key = s.key AND jobs.id <= s.upto AND jobs.state = 'pending'",
+             error_message = (SELECT s.reason FROM s
+                              WHERE s.key = jobs.sync_key AND jobs.id <= s.upto LIMIT 1),
+             next_attempt_at = NULL, updated_at = ?
+         WHERE id IN (SELECT j.id FROM s CROSS JOIN jobs j INDEXED BY jobs_by_sync_key
+                      WHERE j.sync_key = s.key AND j.id <= s.upto AND j.state = 'pending')",
     );
     sql
 });

@@ -17,6 +17,9 @@ const RESOLVED: &str = "EXISTS (SELECT 1 FROM jobs l WHERE l.sync_key = jobs.syn
          AND l.id > jobs.id
          AND (l.state = 'succeeded' OR (l.state = 'skipped' AND l.error_class = 'unchanged')))";
 
+// `state <> 'pending'` next to `state = 'failed'` below is what lets SQLite use the partial
+// index `jobs_settled` to reach a run's failed rows without walking its other rows.
+
 /// Which rows of a run `retry` and `skip` act on.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RowFilter<'a> {
@@ -66,7 +69,7 @@ impl Store {
         } else {
             let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT count(*) FROM jobs
-                 WHERE run_id = ?1 AND state = 'failed'
+                 WHERE run_id = ?1 AND state = 'failed' AND state <> 'pending'
                    AND (?2 IS NULL OR error_class = ?2)
                    AND (?3 IS NULL OR instr(error_message, ?3) > 0) AND {SUPERSEDED}"
             )))
@@ -81,7 +84,7 @@ impl Store {
             "UPDATE jobs
              SET state = 'pending', attempts = 0, next_attempt_at = 0,
                  error_class = NULL, error_message = NULL, http_status = NULL, updated_at = ?1
-             WHERE run_id = ?2 AND state = 'failed'
+             WHERE run_id = ?2 AND state = 'failed' AND state <> 'pending'
                AND (?3 IS NULL OR error_class = ?3)
                AND (?4 IS NULL OR instr(error_message, ?4) > 0)
                AND (?5 OR NOT {SUPERSEDED})"
@@ -130,7 +133,8 @@ impl Store {
     /// succeeded (or was unchanged since what was sent). They do not make a run exit 1.
     pub async fn resolved_failures(&self, run_id: i64) -> Result<i64, StoreError> {
         let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM jobs WHERE run_id = ? AND state = 'failed' AND {RESOLVED}"
+            "SELECT count(*) FROM jobs
+             WHERE run_id = ? AND state = 'failed' AND state <> 'pending' AND {RESOLVED}"
         )))
         .bind(run_id)
         .fetch_one(&self.pool)
@@ -285,6 +289,69 @@ mod tests {
         assert_eq!(
             store.requeue_failed(run_id, all, false).await.unwrap(),
             Requeued::default()
+        );
+    }
+
+    /// The plan of `sql` with its parameters unbound (the database keeps no statistics, as
+    /// in use: kapsync never runs ANALYZE).
+    async fn plan(store: &crate::store::Store, sql: &str) -> String {
+        let rows: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("\n")
+    }
+
+    #[tokio::test]
+    async fn retry_resolved_and_sync_key_checks_use_their_indexes() {
+        let (_dir, store, _) = store_with(&["1", "2", "1"]).await;
+        // Retry's check: the run's failed rows through jobs_settled, then per row one probe
+        // by sync key and one by ticket among the open rows.
+        let retry = plan(
+            &store,
+            &format!(
+                "SELECT count(*) FROM jobs WHERE run_id = ?1 AND state = 'failed'
+                 AND state <> 'pending' AND {}",
+                super::SUPERSEDED
+            ),
+        )
+        .await;
+        assert!(
+            retry.contains("USING INDEX jobs_settled (run_id=? AND state=?)"),
+            "{retry}"
+        );
+        assert!(
+            retry.contains("USING INDEX jobs_by_sync_key (sync_key=? AND id>?)"),
+            "{retry}"
+        );
+        assert!(
+            retry.contains("USING INDEX jobs_open_by_ticket (ticket_id=?"),
+            "{retry}"
+        );
+        assert!(!retry.contains("SCAN"), "{retry}");
+        let resolved = plan(
+            &store,
+            &format!(
+                "SELECT count(*) FROM jobs WHERE run_id = ? AND state = 'failed'
+                 AND state <> 'pending' AND {}",
+                super::RESOLVED
+            ),
+        )
+        .await;
+        assert!(resolved.contains("jobs_settled"), "{resolved}");
+        assert!(resolved.contains("jobs_by_sync_key"), "{resolved}");
+        assert!(!resolved.contains("SCAN"), "{resolved}");
+        // Ingest's sync-key lookups (store/delta.rs): one probe per key, from the newest row.
+        let probe = plan(&store, &crate::store::delta::PROBE_SQL).await;
+        assert!(
+            probe.contains("USING INDEX jobs_by_sync_key (sync_key=?)"),
+            "{probe}"
+        );
+        let supersede = plan(&store, &crate::store::delta::SUPERSEDE_SQL).await;
+        assert!(
+            supersede.contains("USING INDEX jobs_by_sync_key (sync_key=? AND id<?)"),
+            "{supersede}"
         );
     }
 }
