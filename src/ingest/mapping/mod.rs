@@ -11,6 +11,9 @@
 //! queue = "Migration"
 //! [extra]              # body key = source column, passed through as an extra key
 //! legacy_priority = "Priority"
+//! [delta]              # event exports: these columns join ticket_id in the sync key
+//! key = ["Comment Id"]
+//! supersede = false    # true: a newer row of a key skips that key's older pending rows
 //! ```
 //!
 //! Kapture fields not named under `[columns]` are found by name, ignoring case, spaces and
@@ -26,6 +29,7 @@
 //! header or JSONL keys), [`row`] builds one row's update object, and [`names`] matches source
 //! names to Kapture fields, and [`tally`] counts the listed fields' source values.
 
+mod delta;
 mod file;
 mod json;
 pub(crate) mod names;

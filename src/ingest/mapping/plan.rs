@@ -83,6 +83,8 @@ pub struct Plan {
     /// The file is a `kapsync export`: its cells were defused for spreadsheets, and the
     /// quote export added is dropped again.
     pub(super) undefuse: bool,
+    /// `[delta] key`: each source column (JSONL key) and, for CSV, its index.
+    pub(super) delta_key: Vec<(String, Option<usize>)>,
     /// How callback times are read.
     pub(super) time: TimeRule,
     /// The source values of the listed fields seen so far.
@@ -181,6 +183,15 @@ impl Mapping {
             });
             used[index] = true;
         }
+        let mut delta_key = Vec::new();
+        for column in &self.delta.key {
+            let index = headers
+                .iter()
+                .position(|h| h == column)
+                .ok_or_else(|| missing("[delta] key".to_owned(), column))?;
+            used[index] = true;
+            delta_key.push((column.clone(), Some(index)));
+        }
         // An export's raw_record column is there to fix rows by hand, not to send.
         if is_export_header(headers) {
             for (index, header) in headers.iter().enumerate() {
@@ -234,6 +245,7 @@ impl Mapping {
             order,
             csv: true,
             undefuse: is_export_header(headers),
+            delta_key,
             time: self.time.clone(),
             tally: RefCell::new(Tally::new(targets_len)),
         })
@@ -267,6 +279,7 @@ impl Mapping {
             order: Vec::new(),
             csv: false,
             undefuse: false,
+            delta_key: self.delta.key.iter().map(|k| (k.clone(), None)).collect(),
             time: self.time.clone(),
             tally: RefCell::new(Tally::new(targets_len)),
         }
