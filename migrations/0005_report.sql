@@ -31,3 +31,8 @@ CREATE INDEX attempts_by_time ON attempts(started_at, class, duration_ms, job_id
 -- failed and invalid rows of a run without walking the others. Pending rows (most rows at
 -- ingest) are left out, so ingest maintains nothing here; a drain adds one entry per row.
 CREATE INDEX jobs_settled ON jobs(run_id, state) WHERE state <> 'pending';
+
+-- Succeeded rows by ticket: "did a later row of this ticket succeed?" for each failed row (open
+-- vs resolved failures) is one probe here. Without it SQLite walked each run's rows per failed
+-- row (over 20 s at 1M rows). A row enters when it succeeds; ingest maintains nothing here.
+CREATE INDEX jobs_succeeded_by_ticket ON jobs(ticket_id, id) WHERE state = 'succeeded';

@@ -22,16 +22,16 @@ pub struct Failures {
 impl Store {
     /// Open and resolved failures per run, for the runs in `runs` that have failed rows.
     ///
-    /// Walks only the failed rows (`jobs_settled`), and for each one looks up later rows of
-    /// its ticket through `jobs_by_ticket` once per run of the database (`run_id IN runs`),
-    /// since that index leads with the run.
+    /// Walks only the failed rows (`jobs_settled`), and for each one probes the later
+    /// successes of its ticket in `jobs_succeeded_by_ticket` (a partial index: succeeded rows
+    /// only), so the cost follows the failed rows, not the database.
     pub async fn failures(&self, runs: &RunSet) -> Result<Vec<Failures>, StoreError> {
         Ok(sqlx::query_as::<_, Failures>(
             "SELECT run_id, count(*) - sum(resolved) AS open, sum(resolved) AS resolved
              FROM (SELECT f.run_id, EXISTS (
-                          SELECT 1 FROM jobs l
-                          WHERE l.run_id IN (SELECT id FROM runs) AND l.ticket_id = f.ticket_id
-                            AND l.id > f.id AND l.state = 'succeeded') AS resolved
+                          SELECT 1 FROM jobs l INDEXED BY jobs_succeeded_by_ticket
+                          WHERE l.ticket_id = f.ticket_id AND l.id > f.id
+                            AND l.state = 'succeeded') AS resolved
                    FROM jobs f
                    WHERE f.run_id IN (SELECT value FROM json_each(?1))
                      AND f.state = 'failed' AND f.state <> 'pending')

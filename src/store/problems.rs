@@ -38,7 +38,7 @@ pub const EXAMPLES_PER_GROUP: i64 = 3;
 
 impl Store {
     /// Rows per state for each run of `runs`, from two covering index scans: rows that left
-    /// `pending` per state (`jobs_settled`) and all rows (`jobs_by_ticket`). Pending is the
+    /// `pending` per state (`jobs_settled`) and all rows (`jobs_by_run`). Pending is the
     /// difference.
     pub async fn counts_by_run(&self, runs: &RunSet) -> Result<Vec<(i64, Counts)>, StoreError> {
         let totals: Vec<(i64, i64)> = sqlx::query_as(
