@@ -129,6 +129,8 @@ pub enum Command {
     Retry(RetryArgs),
     /// Write rows (with their errors) as CSV or JSONL
     Export(ExportArgs),
+    /// Write a migration report: one HTML page with charts, or its data as JSON
+    Report(ReportArgs),
     /// Serve a local Kapture stand-in to rehearse a migration against
     Simulate(SimulateArgs),
     /// Sync the built-in sample data into a local simulator and show the result
@@ -376,6 +378,27 @@ pub struct ExportArgs {
     /// Replace the --output file when it exists (a link there is replaced, not followed)
     #[arg(long, requires = "output")]
     pub force: bool,
+}
+
+/// `kapsync report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Run to report on [default: the latest]
+    #[arg(long, value_name = "NAME", conflicts_with = "all")]
+    pub run: Option<String>,
+
+    /// Report on every run of the database, one point per night
+    #[arg(long)]
+    pub all: bool,
+
+    /// Write the page to this file instead of standard output (a new file is readable by its
+    /// owner only: the report quotes tickets and error messages)
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Print the report's data (the same series) as one JSON object instead of HTML
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `kapsync simulate`.

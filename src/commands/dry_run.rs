@@ -214,7 +214,7 @@ pub async fn sync(
         super::ingest::ingest_into(&store, &scratch_settings, &args.input, args.run.as_deref())
             .await?;
     // As a real sync: the leftovers of earlier runs go first.
-    let runs = super::run::sync_runs(&store, run.clone()).await?;
+    let runs = super::sync_runs(&store, run.clone()).await?;
     let plans = plans(&store, &runs, resolved.rate).await?;
     store.close().await;
     drop(scratch);

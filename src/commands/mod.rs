@@ -6,6 +6,7 @@ mod dry_run;
 mod export;
 mod ingest;
 mod mapping;
+mod report;
 mod retry;
 mod run;
 mod runs;
@@ -24,7 +25,7 @@ use crate::exit::{self, UsageError};
 use crate::ingest::{IngestError, MappingError, MappingFileError};
 use crate::kapture::{TargetError, TokenError};
 use crate::simulator::SimError;
-use crate::store::{Store, StoreError};
+use crate::store::{Run, Store, StoreError};
 
 /// Runs the parsed command line and returns the process exit code.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
@@ -61,6 +62,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Sync(args) => sync::run(&settings, args).await,
         Command::Retry(args) => retry::run(&settings, args).await,
         Command::Export(args) => export::run(&settings, args).await,
+        Command::Report(args) => report::run(&settings, args).await,
         Command::Demo(args) => demo::run(&settings, args).await,
         Command::Mapping(command) => mapping::run(&settings, command),
         Command::Samples(args) => samples::run(&settings, &args),
@@ -120,4 +122,15 @@ async fn open_existing_store(settings: &Settings) -> anyhow::Result<Store> {
         .into());
     }
     open_store(settings).await
+}
+
+/// The runs a `sync` into `run` drains: every run with rows pending or in flight, oldest
+/// open row first, so the leftovers of a stopped night are sent before the new one; `run`
+/// is among them (last when it holds nothing older).
+async fn sync_runs(store: &Store, run: Run) -> anyhow::Result<Vec<Run>> {
+    let mut runs = store.open_runs().await?;
+    if !runs.iter().any(|r| r.id == run.id) {
+        runs.push(run);
+    }
+    Ok(runs)
 }

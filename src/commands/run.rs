@@ -13,7 +13,7 @@ use crate::exit;
 use crate::kapture::{Client, Target, Token};
 use crate::report::progress::DrainDisplay;
 use crate::report::text;
-use crate::store::{self, Run, Store};
+use crate::store::{self, DrainSettings, Run, Store};
 
 /// Extra time, beyond the request timeout, that in-flight requests get after a stop.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -92,6 +92,19 @@ pub fn engine_config(resolved: &RunSettings) -> EngineConfig {
     }
 }
 
+/// What a drain runs with, recorded for `kapsync report` (never the token).
+fn drain_settings(resolved: &RunSettings, client: &Client) -> DrainSettings {
+    DrainSettings {
+        target: client.target().base_url().to_owned(),
+        rate: resolved.rate,
+        burst: resolved.burst.into(),
+        concurrency: resolved.concurrency.into(),
+        max_attempts: resolved.max_attempts.into(),
+        timeout_secs: resolved.timeout.as_secs() as i64,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    }
+}
+
 /// The runs to drain to send `run`: the runs holding earlier open rows of its tickets (and
 /// those theirs wait on), oldest first, then `run` itself. A row is never sent while an
 /// earlier row of its ticket in any run is pending or in flight, so `run --run NAME` sends
@@ -123,17 +136,6 @@ pub async fn with_earlier_runs(store: &Store, run: Run) -> anyhow::Result<Vec<Ru
             .position(|o| o.id == r.id)
             .unwrap_or(usize::MAX)
     });
-    Ok(runs)
-}
-
-/// The runs a `sync` into `run` drains: every run with rows pending or in flight, oldest
-/// open row first, so the leftovers of a stopped night are sent before the new one; `run`
-/// is among them (last when it holds nothing older).
-pub async fn sync_runs(store: &Store, run: Run) -> anyhow::Result<Vec<Run>> {
-    let mut runs = store.open_runs().await?;
-    if !runs.iter().any(|r| r.id == run.id) {
-        runs.push(run);
-    }
     Ok(runs)
 }
 
@@ -173,6 +175,9 @@ pub async fn drain_runs(
         for run in &pass {
             let (sender, receiver) = tokio::sync::watch::channel(engine::Progress::default());
             let display = DrainDisplay::start(&run.name, receiver, settings.progress);
+            let session = store
+                .drain_started(run.id, &drain_settings(resolved, client))
+                .await?;
             let report = engine::drain(
                 store,
                 client,
@@ -184,6 +189,8 @@ pub async fn drain_runs(
             )
             .await;
             display.finish();
+            let idle = report.as_ref().is_ok_and(DrainReport::idle);
+            store.drain_ended(session, idle).await?;
             let report = report.with_context(|| format!("failed to drain run {}", run.name))?;
             if report.idle() {
                 // A run with nothing open is left out of the summary.

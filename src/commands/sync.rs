@@ -21,7 +21,7 @@ pub async fn run(settings: &Settings, args: SyncArgs) -> anyhow::Result<u8> {
     }
     // The leftovers of earlier runs go with the new one, oldest first: a stopped night's rows
     // can never land after a newer night's rows of the same ticket.
-    let runs = super::run::sync_runs(&store, run).await?;
+    let runs = super::sync_runs(&store, run).await?;
     let reports = super::run::drain_runs(&store, settings, &resolved, &client, &runs).await?;
     if args.json {
         text::print_json(&serde_json::json!({ "ingest": ingested, "runs": reports }))?;

@@ -1,7 +1,10 @@
-//! Status, progress display, exports and run summaries.
+//! Status, progress display, exports, run summaries and the migration report.
 
 pub mod activity;
+pub mod charts;
 pub mod export;
+pub mod html;
+pub mod model;
 pub mod progress;
 pub mod terminal;
 pub mod text;

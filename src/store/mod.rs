@@ -4,20 +4,28 @@ mod claim;
 pub mod files;
 #[cfg(test)]
 mod fixtures;
+mod history;
 mod ingest;
 mod open;
+mod problems;
 mod reports;
 mod results;
 mod retry;
 mod runs;
+mod series;
+mod settings;
 
 pub use claim::{Claimed, Cursor};
+pub use history::Failures;
 pub use ingest::{IngestWriter, NewJob, SourceProgress, SourceStart};
 pub use open::Store;
+pub use problems::{EXAMPLES_PER_GROUP, Example, MessageGroup};
 pub use reports::{Activity, AttemptError, Counts, JobRow, RunSummary, SourceSummary};
 pub use results::{AttemptRecord, Next, Outcome};
 pub use retry::ERROR_CLASSES;
 pub use runs::Run;
+pub use series::{Buckets, CLASSES, latency_bin};
+pub use settings::{DrainSession, DrainSettings, MappingUse, RunSet, SessionId};
 
 /// Database file used when neither `--db`, `KAPSYNC_DB` nor kapsync.toml names one.
 pub const DEFAULT_DB: &str = "kapsync.db";

@@ -28,6 +28,11 @@ impl Counts {
         }
     }
 
+    /// Adds `n` rows in `state`.
+    pub fn add(&mut self, state: JobState, n: i64) {
+        *self.slot(state) += n;
+    }
+
     fn slot(&mut self, state: JobState) -> &mut i64 {
         match state {
             JobState::Pending => &mut self.pending,

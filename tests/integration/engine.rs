@@ -602,16 +602,14 @@ async fn sync_ingests_and_drains_in_one_command() {
 #[test]
 fn demo_runs_from_anywhere_and_leaves_no_files() {
     let ws = Workspace::new();
-    let before: Vec<_> = std::fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("kapsync-demo-"))
-        .map(|e| e.path())
-        .collect();
+    // A temporary directory of the demo's own: other tests run demos at the same time, and
+    // their folders in the shared one come and go while this one looks.
+    let tmp = tempfile::tempdir().unwrap();
     let mut cmd = assert_cmd::Command::cargo_bin("kapsync").unwrap();
     let out = cmd
         .current_dir(ws.dir.path())
         .env_remove("KAPTURE_TOKEN")
+        .env("TMPDIR", tmp.path())
         .args(["--no-progress", "demo"])
         .output()
         .unwrap();
@@ -624,12 +622,10 @@ fn demo_runs_from_anywhere_and_leaves_no_files() {
         0,
         "nothing written here"
     );
-    let after: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("kapsync-demo-"))
         .map(|e| e.path())
-        .filter(|p| !before.contains(p))
         .collect();
-    assert!(after.is_empty(), "the demo left {after:?}");
+    assert!(left.is_empty(), "the demo left {left:?}");
 }

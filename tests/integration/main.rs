@@ -10,6 +10,7 @@ mod kapture;
 mod layout;
 mod nightly;
 mod reliability;
+mod report;
 mod runs;
 mod security;
 mod shapes;

@@ -1,0 +1,149 @@
+//! Report queries over a run's rows: counts per state and what went wrong, with examples.
+
+use serde::Serialize;
+
+use super::settings::RunSet;
+use super::{Counts, JobState, Store, StoreError};
+
+/// Rows with one error class and message, with the first few as examples.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MessageGroup {
+    /// The error class ('' for invalid rows, whose reason is the message).
+    pub class: String,
+    pub message: String,
+    pub count: i64,
+    pub examples: Vec<Example>,
+}
+
+/// One example row: where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Example {
+    pub run: String,
+    pub ticket_id: Option<String>,
+    pub file: String,
+    pub line: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct GroupRow {
+    class: String,
+    message: String,
+    count: i64,
+    #[sqlx(flatten)]
+    example: Example,
+}
+
+/// Example rows kept per message group.
+pub const EXAMPLES_PER_GROUP: i64 = 3;
+
+impl Store {
+    /// Rows per state for each run of `runs`, from two covering index scans: rows that left
+    /// `pending` per state (`jobs_settled`) and all rows (`jobs_by_ticket`). Pending is the
+    /// difference.
+    pub async fn counts_by_run(&self, runs: &RunSet) -> Result<Vec<(i64, Counts)>, StoreError> {
+        let totals: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT run_id, count(*) FROM jobs
+             WHERE run_id IN (SELECT value FROM json_each(?1)) GROUP BY run_id",
+        )
+        .bind(runs.as_json())
+        .fetch_all(&self.pool)
+        .await?;
+        let settled: Vec<(i64, String, i64)> = sqlx::query_as(
+            "SELECT run_id, state, count(*) FROM jobs
+             WHERE run_id IN (SELECT value FROM json_each(?1)) AND state <> 'pending'
+             GROUP BY run_id, state",
+        )
+        .bind(runs.as_json())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<(i64, Counts)> = runs
+            .ids()
+            .iter()
+            .map(|&id| (id, Counts::default()))
+            .collect();
+        for (run_id, state, n) in settled {
+            if let (Some(slot), Some(state)) = (
+                out.iter_mut().find(|(id, _)| *id == run_id),
+                JobState::parse(&state),
+            ) {
+                slot.1.add(state, n);
+            }
+        }
+        for (run_id, total) in totals {
+            if let Some(slot) = out.iter_mut().find(|(id, _)| *id == run_id) {
+                let settled = slot.1.total();
+                slot.1.add(JobState::Pending, total - settled);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rows in `state` (failed or invalid) per error class.
+    pub async fn classes(
+        &self,
+        runs: &RunSet,
+        state: JobState,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT coalesce(error_class, ''), count(*) AS n FROM jobs
+             WHERE run_id IN (SELECT value FROM json_each(?1)) AND state = ?2
+               AND state <> 'pending'
+             GROUP BY 1 ORDER BY n DESC, 1",
+        )
+        .bind(runs.as_json())
+        .bind(state.as_str())
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The `limit` most frequent (class, message) pairs among rows in `state`, each with its
+    /// first [`EXAMPLES_PER_GROUP`] rows. Reads only the rows in that state.
+    pub async fn top_messages(
+        &self,
+        runs: &RunSet,
+        state: JobState,
+        limit: i64,
+    ) -> Result<Vec<MessageGroup>, StoreError> {
+        let rows: Vec<GroupRow> = sqlx::query_as(
+            "WITH f AS MATERIALIZED (
+                 SELECT id, run_id, source_id, line, ticket_id,
+                        coalesce(error_class, '') AS class, coalesce(error_message, '') AS message
+                 FROM jobs
+                 WHERE run_id IN (SELECT value FROM json_each(?1)) AND state = ?2
+                   AND state <> 'pending'),
+             g AS (SELECT class, message, count(*) AS n FROM f GROUP BY class, message
+                   ORDER BY n DESC, class, message LIMIT ?3),
+             e AS (SELECT f.*, row_number() OVER (PARTITION BY f.class, f.message
+                                                  ORDER BY f.id) AS k
+                   FROM f JOIN g USING (class, message))
+             SELECT g.class, g.message, g.n AS count, r.name AS run, e.ticket_id,
+                    s.path AS file, e.line
+             FROM g JOIN e USING (class, message)
+                    JOIN source_files s ON s.id = e.source_id
+                    JOIN runs r ON r.id = e.run_id
+             WHERE e.k <= ?4
+             ORDER BY g.n DESC, g.class, g.message, e.id",
+        )
+        .bind(runs.as_json())
+        .bind(state.as_str())
+        .bind(limit)
+        .bind(EXAMPLES_PER_GROUP)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut groups: Vec<MessageGroup> = Vec::new();
+        for row in rows {
+            match groups.last_mut() {
+                Some(g) if g.class == row.class && g.message == row.message => {
+                    g.examples.push(row.example)
+                }
+                _ => groups.push(MessageGroup {
+                    class: row.class,
+                    message: row.message,
+                    count: row.count,
+                    examples: vec![row.example],
+                }),
+            }
+        }
+        Ok(groups)
+    }
+}

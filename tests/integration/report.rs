@@ -1,0 +1,332 @@
+//! `kapsync report`: its numbers against `status --json` and the attempts table (computed here
+//! with our own SQL), and a page that is well formed, self-contained and holds no secret.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value;
+use sqlx::sqlite::SqlitePool;
+use wiremock::matchers::{body_string_contains, method};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::support::{Workspace, stderr, stdout};
+
+const TOKEN: &str = "report-canary-token-5f1d";
+
+fn ok() -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_string(r#"{"status":"success","message":"ok","ticket":{}}"#)
+}
+
+/// Answers by comment text: `rejected` fails for good, `throttle-once` gets one 429,
+/// `flaky-once` one 500, `halt` an invalid key; everything else succeeds.
+async fn kapture() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(body_string_contains("rejected"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string(r#"{"status":"failed","message":"Invalid sub_status"}"#),
+        )
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(body_string_contains("throttle-once"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("Retry-After", "1")
+                .set_body_string(r#"{"status":"failed","message":"slow down"}"#),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(body_string_contains("flaky-once"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("<html>oops</html>"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(body_string_contains("halt"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string(r#"{"status":"failed","message":"Invalid Auth Key"}"#),
+        )
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ok())
+        .with_priority(10)
+        .mount(&server)
+        .await;
+    server
+}
+
+const NIGHT_ONE: &str = "ticket_id,sub_status,comment
+900000000001,CL,fine
+900000000002,CL,fine
+900000000003,CL,throttle-once
+900000000004,CL,flaky-once
+900000000005,CL,rejected
+900000000006,CL,rejected again
+900000000007,CL,rejected then fixed
+900000000008,,no status
+900000000009,CL,fine
+900000000010,,no status either
+900000000007,CL,the fix
+900000000011,CL,fine
+";
+
+const NIGHT_TWO: &str = "ticket_id,sub_status,comment
+900000000020,CL,halt
+900000000021,CL,fine
+900000000022,CL,fine
+";
+
+fn ingest(ws: &Workspace, name: &str, text: &str) {
+    let file = ws.file(name, text);
+    let out = ws
+        .kapsync()
+        .args(["ingest", "--run", "night"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", stderr(&out));
+}
+
+fn drain(ws: &Workspace, url: &str) -> Option<i32> {
+    let out = ws
+        .kapsync()
+        .env("KAPTURE_TOKEN", TOKEN)
+        .args([
+            "run",
+            "--run",
+            "night",
+            "--rate",
+            "50",
+            "--concurrency",
+            "1",
+        ])
+        .args(["--base-url", url])
+        .output()
+        .unwrap();
+    out.status.code()
+}
+
+fn json_of(ws: &Workspace, args: &[&str]) -> Value {
+    let out = ws.kapsync().args(args).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    serde_json::from_str(&stdout(&out)).unwrap()
+}
+
+async fn pool(db: &Path) -> SqlitePool {
+    SqlitePool::connect(&format!("sqlite://{}?mode=ro", db.display()))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_agrees_with_status_and_the_attempts_table() {
+    let ws = Workspace::new();
+    let server = kapture().await;
+    ingest(&ws, "night-1.csv", NIGHT_ONE);
+    assert_eq!(
+        drain(&ws, &server.uri()),
+        Some(1),
+        "rejections end a run with exit 1"
+    );
+    ingest(&ws, "night-2.csv", NIGHT_TWO);
+    assert_eq!(
+        drain(&ws, &server.uri()),
+        Some(3),
+        "the invalid key halts the run"
+    );
+
+    let status = json_of(&ws, &["status", "--run", "night", "--json"]);
+    let report = json_of(&ws, &["report", "--run", "night", "--json"]);
+    let run = &report["runs"][0];
+    assert_eq!(run["counts"], status["counts"]);
+    assert_eq!(run["total"], status["total"]);
+    assert_eq!(report["total"]["counts"], status["counts"]);
+
+    let db = pool(&ws.db()).await;
+    // Failures: open, and resolved by a later row of the same ticket that succeeded.
+    let (failed, resolved): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), coalesce(sum(EXISTS (SELECT 1 FROM jobs l WHERE l.ticket_id = f.ticket_id
+                                              AND l.id > f.id AND l.state = 'succeeded')), 0)
+         FROM jobs f WHERE f.state = 'failed'",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(
+        (failed, resolved),
+        (3, 1),
+        "two rejections stay open, one was fixed"
+    );
+    assert_eq!(run["failed_resolved"], resolved);
+    assert_eq!(run["failed_open"], failed - resolved);
+
+    // Requests by class, in total and summed over the time buckets.
+    let classes: Vec<(String, i64)> =
+        sqlx::query_as("SELECT class, count(*) FROM attempts GROUP BY class")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    let classes: BTreeMap<String, i64> = classes.into_iter().collect();
+    for class in ["success", "rejected", "transient", "throttled", "auth"] {
+        assert!(
+            classes.get(class).is_some_and(|n| *n > 0),
+            "{class}: {classes:?}"
+        );
+    }
+    let buckets = report["timeline"]["buckets"].as_array().unwrap();
+    for (class, n) in &classes {
+        assert_eq!(report["problems"]["requests"][class], *n, "{class}");
+        let summed: i64 = buckets
+            .iter()
+            .map(|b| b["requests"][class].as_i64().unwrap())
+            .sum();
+        assert_eq!(summed, *n, "{class} over the buckets");
+    }
+    let sum = |key: &str| -> i64 { buckets.iter().map(|b| b[key].as_i64().unwrap()).sum() };
+    assert_eq!(
+        sum("succeeded"),
+        status["counts"]["succeeded"].as_i64().unwrap()
+    );
+    assert_eq!(sum("failed"), status["counts"]["failed"].as_i64().unwrap());
+    assert!(
+        buckets
+            .iter()
+            .any(|b| b["requests"]["auth"].as_i64() > Some(0))
+    );
+
+    // Latency percentiles per bucket, from the raw durations.
+    let width = report["timeline"]["bucket_seconds"].as_i64().unwrap() * 1000;
+    for b in buckets {
+        let start = b["start"].as_i64().unwrap();
+        let durations: Vec<(i64,)> = sqlx::query_as(
+            "SELECT duration_ms FROM attempts WHERE started_at >= ? AND started_at < ?
+             ORDER BY duration_ms",
+        )
+        .bind(start)
+        .bind(start + width)
+        .fetch_all(&db)
+        .await
+        .unwrap();
+        let n = durations.len();
+        for (key, q) in [("p50_ms", 0.50), ("p95_ms", 0.95), ("p99_ms", 0.99)] {
+            let expected = (n > 0).then(|| {
+                let rank = ((q * n as f64).ceil() as usize).max(1);
+                kapsync::store::latency_bin(durations[rank - 1].0)
+            });
+            assert_eq!(b[key].as_i64(), expected, "{key} of bucket {start}");
+        }
+    }
+
+    // What went wrong, with examples that say where each row came from.
+    let problems = &report["problems"];
+    let messages = problems["failed_messages"].as_array().unwrap();
+    assert_eq!(messages[0]["message"], "Invalid sub_status");
+    assert_eq!(messages[0]["count"], 3);
+    let example = &messages[0]["examples"][0];
+    assert_eq!(example["ticket_id"], "900000000005");
+    assert_eq!(example["line"], 6);
+    assert!(example["file"].as_str().unwrap().ends_with("night-1.csv"));
+    let reasons = problems["invalid_reasons"].as_array().unwrap();
+    let invalid: i64 = reasons.iter().map(|g| g["count"].as_i64().unwrap()).sum();
+    assert_eq!(invalid, status["counts"]["invalid"].as_i64().unwrap());
+    let export = problems["export_invalid"][0].as_str().unwrap();
+    assert!(
+        export.contains("--db ") && export.contains("export --run night --state invalid"),
+        "{export}"
+    );
+
+    // Settings: both drains, with the target and the flags, never the token.
+    let drains = report["settings"][0]["drains"].as_array().unwrap();
+    assert_eq!(drains.len(), 2);
+    assert_eq!(drains[0]["target"], server.uri());
+    assert_eq!(drains[0]["rate"], 50.0);
+    assert_eq!(drains[0]["concurrency"], 1);
+    assert_eq!(drains[1]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(report["settings"][0]["mappings"][0]["mapping"], "");
+    assert!(!report.to_string().contains(TOKEN));
+
+    // The page: well formed, no script, no address to fetch, no token.
+    let page = ws.dir.path().join("report.html");
+    let out = ws
+        .kapsync()
+        .args(["report", "--run", "night", "-o"])
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let html = std::fs::read_to_string(&page).unwrap();
+    check_well_formed(&html);
+    let lower = html.to_lowercase();
+    for banned in ["<script", "http://", "https://", "url(", "@import", TOKEN] {
+        assert!(
+            !lower.contains(&banned.to_lowercase()),
+            "the page holds {banned:?}"
+        );
+    }
+    for part in [
+        "Where it stands",
+        "Over time",
+        "What went wrong",
+        "Settings",
+        "<svg",
+    ] {
+        assert!(html.contains(part), "the page lacks {part:?}");
+    }
+    assert!(html.contains("Invalid sub_status") && html.contains("night-1.csv:6"));
+
+    // Every run at once reads the same totals.
+    let all = json_of(&ws, &["report", "--all", "--json"]);
+    assert_eq!(all["total"]["counts"], status["counts"]);
+    server.reset().await;
+}
+
+/// Tags open and close in order (void elements and `/>` aside); attributes are quoted.
+fn check_well_formed(html: &str) {
+    const VOID: [&str; 6] = ["meta", "br", "hr", "img", "input", "link"];
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    let mut stack: Vec<String> = Vec::new();
+    let mut rest = html;
+    while let Some(at) = rest.find('<') {
+        rest = &rest[at + 1..];
+        if rest.starts_with("!DOCTYPE") {
+            continue;
+        }
+        let end = rest.find('>').expect("every tag closes");
+        let tag = &rest[..end];
+        assert!(!tag.contains('<'), "a tag inside a tag: {tag}");
+        assert_eq!(
+            tag.matches('"').count() % 2,
+            0,
+            "unbalanced quotes in <{tag}>"
+        );
+        rest = &rest[end + 1..];
+        if let Some(name) = tag.strip_prefix('/') {
+            let open = stack.pop().unwrap_or_default();
+            assert_eq!(open, name.trim(), "</{name}> closes <{open}>");
+            continue;
+        }
+        let name: String = tag
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect();
+        if tag.ends_with('/') || VOID.contains(&name.as_str()) {
+            continue;
+        }
+        if name == "style" {
+            let close = rest.find("</style>").expect("style closes");
+            rest = &rest[close..];
+        }
+        stack.push(name);
+    }
+    assert!(stack.is_empty(), "unclosed: {stack:?}");
+}
