@@ -127,6 +127,8 @@ pub enum Command {
     Runs(JsonArg),
     /// Put failed rows back to pending so the next `run` sends them again
     Retry(RetryArgs),
+    /// Mark failed or pending rows `skipped`: rows a person decides not to send
+    Skip(SkipArgs),
     /// Write rows (with their errors) as CSV or JSONL
     Export(ExportArgs),
     /// Write a migration report: one HTML page with charts, or its data as JSON
@@ -179,6 +181,16 @@ pub struct IngestOptions {
     #[arg(long, value_name = "BYTES", env = "KAPSYNC_MAX_RECORD_BYTES",
         help = with_default("Largest accepted record in bytes; larger ones are stored as invalid", DEFAULT_MAX_RECORD_BYTES))]
     pub max_record_bytes: Option<u64>,
+
+    /// Store every valid row as pending, even one equal to what its ticket (sync key) last
+    /// sent; by default such rows are stored `skipped` ("unchanged since run R, line L")
+    #[arg(long)]
+    pub resend_unchanged: bool,
+
+    /// When a newer row of a ticket (sync key) arrives, skip that key's older pending rows
+    /// ("superseded by run R, line L"); also `[delta] supersede = true` in the mapping
+    #[arg(long)]
+    pub supersede: bool,
 
     /// CSV field delimiter: , ; tab or | [default: found on the header line]
     #[arg(long, value_name = "CHAR", value_parser = crate::ingest::delimiter::parse)]
@@ -278,6 +290,16 @@ pub struct RunOptions {
     /// would be sent, the count and the estimated time
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Move the database to the given --subdomain/--base-url (a database belongs to the first
+    /// Kapture it sends to; the move is recorded)
+    #[arg(long)]
+    pub retarget: bool,
+
+    /// Keep Kapture's whole ticket snapshot of every success, not only what confirms the
+    /// update (ticket id, status, sub status, queue and the message)
+    #[arg(long)]
+    pub keep_responses: bool,
 }
 
 /// `kapsync run`.
@@ -339,6 +361,36 @@ pub struct RetryArgs {
     /// Only rows whose last error message contains this text (case-sensitive, no wildcards)
     #[arg(long, value_name = "TEXT")]
     pub grep: Option<String>,
+
+    /// Also retry failed rows whose ticket has a later row that succeeded or is on its way
+    /// (by default they are left out: sending them would put an older update over a newer one)
+    #[arg(long)]
+    pub include_superseded: bool,
+
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `kapsync skip`: failed or pending rows become `skipped`, with a reason; nothing is sent.
+#[derive(Debug, Args)]
+pub struct SkipArgs {
+    /// Run whose rows to skip [default: the latest]
+    #[arg(long, value_name = "NAME")]
+    pub run: Option<String>,
+
+    /// Only rows whose last error has this class: rejected, transient, transient_in_doubt,
+    /// auth, forbidden, throttled, invalid
+    #[arg(long, value_name = "CLASS")]
+    pub class: Option<String>,
+
+    /// Only rows whose last error message contains this text (case-sensitive, no wildcards)
+    #[arg(long, value_name = "TEXT")]
+    pub grep: Option<String>,
+
+    /// Why the rows are not sent, kept on each row [default: "skipped by kapsync skip"]
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
 
     /// Print one JSON object instead of text
     #[arg(long)]
@@ -457,6 +509,10 @@ pub struct SimulateArgs {
     /// Answer "Invalid Auth Key" to every request after the first N
     #[arg(long, value_name = "N")]
     pub auth_fail_after: Option<u64>,
+
+    /// Answer each success with a whole ticket like Kapture's success example (about 2 KB)
+    #[arg(long)]
+    pub full_tickets: bool,
 }
 
 /// `kapsync demo`.

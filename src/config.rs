@@ -432,6 +432,8 @@ impl Settings {
             unreachable_timeout,
             canary: options.canary.or(file.canary).unwrap_or(DEFAULT_CANARY),
             dry_run: options.dry_run,
+            retarget: options.retarget,
+            keep_responses: options.keep_responses,
         })
     }
 }
@@ -467,6 +469,10 @@ pub struct RunSettings {
     /// Answers the canary looks at; 0 turns it off.
     pub canary: u32,
     pub dry_run: bool,
+    /// Move the database to the configured target.
+    pub retarget: bool,
+    /// Keep whole ticket snapshots of successes.
+    pub keep_responses: bool,
 }
 
 #[cfg(test)]

@@ -86,6 +86,8 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<u8> {
             format: None,
             mapping,
             max_record_bytes: Some(DEFAULT_MAX_RECORD_BYTES),
+            resend_unchanged: false,
+            supersede: false,
             delimiter: None,
             encoding: None,
             sub_statuses: None,
@@ -95,7 +97,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<u8> {
         let (r, report) =
             super::ingest::ingest_into(&store, &settings, &input, Some("demo")).await?;
         if !args.json {
-            text::print(&report.text(&r))?;
+            text::print(&report.text(&r, "kapsync"))?;
         }
         ingested.push(report);
         run = Some(r);
@@ -116,6 +118,8 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<u8> {
         unreachable_timeout: crate::engine::DEFAULT_UNREACHABLE_TIMEOUT,
         canary: crate::engine::DEFAULT_CANARY,
         dry_run: false,
+        retarget: false,
+        keep_responses: false,
     };
     let client = Client::new(
         Target::resolve(None, Some(&base_url))?,
@@ -128,7 +132,8 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<u8> {
              connections, 5-60 ms latency), 40 requests/s...\n"
         ))?;
     }
-    let reports = super::run::drain_runs(&store, &settings, &resolved, &client, &[run]).await?;
+    let reports =
+        super::run::drain_runs(&store, &settings, &resolved, &client, &[run], None).await?;
     let stats = sim.stats();
     sim.shutdown().await;
     store.close().await;
@@ -139,7 +144,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<u8> {
             "simulator": stats,
         }))?;
     } else {
-        text::print(&text::drain_summary(&reports))?;
+        text::print(&text::drain_summary(&reports, &[], &text::Hints::default()))?;
         text::print(&format!(
             "The simulator received {} requests and applied {} updates to {} tickets.\n\n{NEXT_STEPS}",
             stats.requests, stats.succeeded, stats.tickets
@@ -154,7 +159,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<u8> {
 /// failure. A row that failed or was left open still makes it exit 1, so a broken build
 /// cannot pass `kapsync demo` as a smoke test.
 fn demo_exit_code(reports: &[crate::engine::DrainReport]) -> u8 {
-    let code = super::run::exit_code(reports);
+    let code = super::run::exit_code(reports, &[]);
     let only_invalid = reports
         .iter()
         .all(|r| r.counts.failed + r.counts.pending + r.counts.in_flight == 0);

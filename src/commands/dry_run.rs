@@ -15,7 +15,8 @@ use serde::Serialize;
 use crate::cli::SyncArgs;
 use crate::config::{RunSettings, Settings};
 use crate::exit;
-use crate::kapture::{TOKEN_ENV, Target, Token, UPDATE_TICKET_PATH};
+use crate::exit::UsageError;
+use crate::kapture::{TOKEN_ENV, TargetError, Token, UPDATE_TICKET_PATH};
 use crate::report::text;
 use crate::store::{JobState, Run, Store};
 
@@ -38,23 +39,32 @@ pub struct Checks {
 }
 
 impl Checks {
-    /// Resolves the target and loads the token exactly as a run would.
-    pub fn new(resolved: &RunSettings) -> Checks {
-        let target = Target::resolve(resolved.subdomain.as_deref(), resolved.base_url.as_deref());
+    /// Resolves the target against the database's binding and loads the token exactly as a
+    /// run would.
+    pub async fn new(
+        store: &Store,
+        resolved: &RunSettings,
+        prefix: &str,
+    ) -> anyhow::Result<Checks> {
+        let target = match super::target::resolve(store, resolved, prefix).await {
+            Ok(destination) => Ok(destination.target),
+            Err(e) if e.is::<TargetError>() || e.is::<UsageError>() => Err(e.to_string()),
+            Err(e) => return Err(e),
+        };
         let token = Token::load(resolved.token_file.as_deref());
-        Checks {
+        Ok(Checks {
             url: target
                 .as_ref()
                 .ok()
                 .map(|t| format!("{}{UPDATE_TICKET_PATH}", t.base_url())),
-            target_error: target.err().map(|e| e.to_string()),
+            target_error: target.err(),
             token_found: token.is_ok(),
             token_source: match &resolved.token_file {
                 Some(path) => format!("token file {}", path.display()),
                 None => TOKEN_ENV.to_owned(),
             },
             token_error: token.err().map(|e| e.to_string()),
-        }
+        })
     }
 
     /// Whether a real run would get past its checks.
@@ -166,10 +176,11 @@ fn plans_text(checks: &Checks, plans: &[Plan], rate: f64) -> anyhow::Result<Stri
 pub async fn run(
     store: &Store,
     resolved: &RunSettings,
+    prefix: &str,
     runs: &[Run],
     json: bool,
 ) -> anyhow::Result<u8> {
-    let checks = Checks::new(resolved);
+    let checks = Checks::new(store, resolved, prefix).await?;
     let plans = plans(store, runs, resolved.rate).await?;
     if json {
         text::print_json(&serde_json::json!({
@@ -192,7 +203,8 @@ pub async fn sync(
     resolved: &RunSettings,
     args: &SyncArgs,
 ) -> anyhow::Result<u8> {
-    let checks = Checks::new(resolved);
+    // Hints name the real database, not the scratch copy.
+    let prefix = super::hint_prefix(settings);
     let scratch = tempfile::Builder::new()
         .prefix("kapsync-dry-run-")
         .tempdir()
@@ -210,6 +222,7 @@ pub async fn sync(
     }
     let scratch_settings = settings.with_db(copy);
     let store = super::open_store(&scratch_settings).await?;
+    let checks = Checks::new(&store, resolved, &prefix).await?;
     let (run, ingested) =
         super::ingest::ingest_into(&store, &scratch_settings, &args.input, args.run.as_deref())
             .await?;
@@ -227,7 +240,7 @@ pub async fn sync(
         }))?;
     } else {
         let mut out = String::from("Dry run: nothing is stored or sent.\n");
-        out.push_str(&ingested.text(&run));
+        out.push_str(&ingested.text(&run, &prefix));
         out.push_str(&plans_text(&checks, &plans, resolved.rate)?);
         text::print(&out)?;
     }

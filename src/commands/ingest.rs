@@ -8,7 +8,7 @@ use crate::config::Settings;
 use crate::exit::{self, UsageError};
 use crate::ingest::{self, FileSummary, IngestConfig, Mapping};
 use crate::report::{progress::ByteBar, text};
-use crate::store::{Run, Store};
+use crate::store::{DeltaOptions, Run, Store};
 
 /// The `--json` shape of an ingest.
 #[derive(Debug, Serialize)]
@@ -20,9 +20,16 @@ pub struct IngestReport {
     pub valid: i64,
     pub invalid: i64,
     pub added: i64,
-    /// The start of an ingest command with these settings and mapping, for hints.
+    /// Valid rows to be sent: new, or changed since their sync key's latest row.
+    pub changed: i64,
+    /// Valid rows stored `skipped`: unchanged since their sync key's latest row.
+    pub unchanged: i64,
+    /// Pending rows skipped for a newer row of their sync key (`--supersede`).
+    pub superseded: i64,
+    /// The flags an ingest with this mapping needs besides the files (` --mapping m.toml`),
+    /// for hints.
     #[serde(skip)]
-    pub rerun: String,
+    pub ingest_flags: String,
 }
 
 impl IngestReport {
@@ -35,9 +42,15 @@ impl IngestReport {
         }
     }
 
-    /// The text summary.
-    pub fn text(&self, run: &Run) -> String {
-        text::ingest_summary(run, self.run_created, &self.files, &self.rerun)
+    /// The text summary; hints start with `prefix` (see [`super::hint_prefix`]).
+    pub fn text(&self, run: &Run, prefix: &str) -> String {
+        text::ingest_summary(
+            run,
+            self.run_created,
+            &self.files,
+            prefix,
+            &self.ingest_flags,
+        )
     }
 }
 
@@ -83,12 +96,21 @@ pub async fn run(settings: &Settings, args: IngestArgs) -> anyhow::Result<u8> {
     if args.json {
         text::print_json(&report)?;
     } else {
-        text::print(&report.text(&run))?;
-        if report.valid > 0 {
-            text::print(&format!(
-                "Next: kapsync run --run {}\n",
-                text::shell_word(&run.name)
-            ))?;
+        let prefix = super::hint_prefix(settings);
+        text::print(&report.text(&run, &prefix))?;
+        if store.counts(run.id).await?.pending > 0 {
+            let run = text::shell_word(&run.name);
+            // Before its first request a database knows no target: the hint that works as
+            // printed is the rehearsal.
+            let hint = if store.target_binding().await?.is_some() {
+                format!("Next: {prefix} run --run {run}\n")
+            } else {
+                format!(
+                    "Next: {prefix} run --run {run} --dry-run   (then without --dry-run, with \
+                     --subdomain NAME or --base-url URL)\n"
+                )
+            };
+            text::print(&hint)?;
         }
     }
     store.close().await;
@@ -135,6 +157,7 @@ pub async fn ingest_into(
     if !run_created && !input.mapping_changed {
         check_same_mapping(store, &run, &mapping).await?;
     }
+    let supersede = input.supersede || mapping.supersede();
     let config = IngestConfig {
         // The flags win over the mapping's [source] table.
         encoding: encoding.or(mapping.encoding),
@@ -143,6 +166,10 @@ pub async fn ingest_into(
         format: input.format,
         max_record_bytes: resolved.max_record_bytes,
         bytes_read: Default::default(),
+        delta: DeltaOptions {
+            skip_unchanged: !input.resend_unchanged,
+            supersede,
+        },
     };
     let mut files = Vec::new();
     for path in &input.files {
@@ -166,19 +193,22 @@ pub async fn ingest_into(
         files.push(summary);
     }
     let sum = |f: fn(&FileSummary) -> i64| files.iter().map(f).sum();
-    let mut rerun = format!("{} ingest", settings.hint_prefix());
+    let mut ingest_flags = String::new();
     if let Some(path) = &resolved.mapping {
-        rerun.push_str(" --mapping ");
-        rerun.push_str(&text::shell_word(&path.to_string_lossy()));
+        ingest_flags.push_str(" --mapping ");
+        ingest_flags.push_str(&text::shell_word(&path.to_string_lossy()));
     }
     let report = IngestReport {
-        rerun,
+        ingest_flags,
         run: run.name.clone(),
         run_created,
         rows_read: sum(|f| f.rows_read),
         valid: sum(|f| f.valid),
         invalid: sum(|f| f.invalid),
         added: sum(|f| f.added),
+        changed: sum(|f| f.changed),
+        unchanged: sum(|f| f.unchanged),
+        superseded: sum(|f| f.superseded),
         files,
     };
     Ok((run, report))

@@ -13,8 +13,10 @@ mod runs;
 mod samples;
 mod shell;
 mod simulate;
+mod skip;
 mod status;
 mod sync;
+mod target;
 
 use anyhow::Context as _;
 
@@ -61,6 +63,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(args) => run::run(&settings, args).await,
         Command::Sync(args) => sync::run(&settings, args).await,
         Command::Retry(args) => retry::run(&settings, args).await,
+        Command::Skip(args) => skip::run(&settings, args).await,
         Command::Export(args) => export::run(&settings, args).await,
         Command::Report(args) => report::run(&settings, args).await,
         Command::Demo(args) => demo::run(&settings, args).await,
@@ -68,6 +71,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Samples(args) => samples::run(&settings, &args),
         Command::Completions(_) | Command::Man => unreachable!("handled above"),
     }
+}
+
+/// The start of every command line a hint prints (see [`Settings::hint_prefix`]): `kapsync`
+/// plus the database, settings file and profile when they are not the defaults.
+pub(crate) fn hint_prefix(settings: &Settings) -> String {
+    settings.hint_prefix()
 }
 
 /// Maps an error from a command to its exit code: [`exit::USAGE`] when a [`UsageError`] or a

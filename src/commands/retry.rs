@@ -6,41 +6,52 @@ use crate::cli::RetryArgs;
 use crate::config::Settings;
 use crate::exit::{self, UsageError};
 use crate::report::text;
-use crate::store::ERROR_CLASSES;
+use crate::store::{ERROR_CLASSES, Requeued, RowFilter};
 
 /// The `--json` shape of a retry.
 #[derive(Debug, Serialize)]
 struct RetryReport<'a> {
     run: &'a str,
-    requeued: u64,
+    #[serde(flatten)]
+    done: Requeued,
 }
 
 /// Runs `kapsync retry`.
 pub async fn run(settings: &Settings, args: RetryArgs) -> anyhow::Result<u8> {
     // Flags first: a typo changes nothing and needs no database.
-    let class = args.class.as_deref().map(check_class).transpose()?;
-    let grep = match args.grep.as_deref() {
-        Some("") => {
-            return Err(UsageError(
-                "--grep needs some text to look for; leave it out to retry every failed row".into(),
-            )
-            .into());
-        }
-        other => other,
-    };
+    let filter = row_filter(args.class.as_deref(), args.grep.as_deref())?;
     let store = super::open_existing_store(settings).await?;
     let run = store.resolve_run(args.run.as_deref()).await?;
-    let requeued = store.requeue_failed(run.id, class, grep).await?;
+    let done = store
+        .requeue_failed(run.id, filter, args.include_superseded)
+        .await?;
     store.close().await;
     if args.json {
         text::print_json(&RetryReport {
             run: &run.name,
-            requeued,
+            done,
         })?;
     } else {
-        text::print(&message(&run.name, requeued))?;
+        text::print(&message(&super::hint_prefix(settings), &run.name, done))?;
     }
     Ok(exit::OK)
+}
+
+/// The `--class` and `--grep` filters, checked.
+pub(super) fn row_filter<'a>(
+    class: Option<&'a str>,
+    grep: Option<&'a str>,
+) -> Result<RowFilter<'a>, UsageError> {
+    let class = class.map(check_class).transpose()?;
+    let grep = match grep {
+        Some("") => {
+            return Err(UsageError(
+                "--grep needs some text to look for; leave it out to take every row".into(),
+            ));
+        }
+        other => other,
+    };
+    Ok(RowFilter { class, grep })
 }
 
 /// Accepts a known error class, or says which ones exist.
@@ -55,19 +66,32 @@ fn check_class(class: &str) -> Result<&str, UsageError> {
     }
 }
 
-/// The text summary: how many rows went back and the command that sends them.
-fn message(run: &str, requeued: u64) -> String {
-    match requeued {
-        0 => format!("No failed rows of run {run} match; nothing changed.\n"),
-        n => {
-            let rows = if n == 1 { "row" } else { "rows" };
-            let word = text::shell_word(run);
-            format!(
-                "Put {n} failed {rows} of run {run} back to pending; \
-                 `kapsync run --run {word}` sends them.\n"
-            )
+/// The text summary: how many rows went back and the command that sends them, and how many
+/// were left out and why.
+fn message(prefix: &str, run: &str, done: Requeued) -> String {
+    let word = text::shell_word(run);
+    let rows = |n: u64| if n == 1 { "row" } else { "rows" };
+    let mut out = match done.requeued {
+        0 if done.superseded == 0 => {
+            format!("No failed rows of run {run} match; nothing changed.\n")
         }
+        0 => format!("No failed row of run {run} was put back.\n"),
+        n => format!(
+            "Put {n} failed {} of run {run} back to pending; \
+             `{prefix} run --run {word}` sends them.\n",
+            rows(n)
+        ),
+    };
+    if done.superseded > 0 {
+        out.push_str(&format!(
+            "Left out {} failed {}: a later row of the same ticket succeeded or is on its way, \
+             and sending the older one now would overwrite it \
+             (`{prefix} retry --run {word} --include-superseded` sends them anyway).\n",
+            done.superseded,
+            rows(done.superseded)
+        ));
     }
+    out
 }
 
 #[cfg(test)]
@@ -90,15 +114,34 @@ mod tests {
 
     #[test]
     fn message_names_the_count_and_the_next_command() {
+        let done = |requeued, superseded| Requeued {
+            requeued,
+            superseded,
+        };
         assert_eq!(
-            message("night 1", 12),
+            message("kapsync", "night 1", done(12, 0)),
             "Put 12 failed rows of run night 1 back to pending; \
              `kapsync run --run 'night 1'` sends them.\n"
         );
-        assert!(message("n", 1).starts_with("Put 1 failed row of run n back"));
+        assert!(message("kapsync", "n", done(1, 0)).starts_with("Put 1 failed row of run n back"));
         assert_eq!(
-            message("n", 0),
+            message("kapsync", "n", done(0, 0)),
             "No failed rows of run n match; nothing changed.\n"
+        );
+        let left_out = message("kapsync --db n.db", "n", done(2, 1));
+        assert!(
+            left_out.contains("`kapsync --db n.db run --run n` sends them"),
+            "{left_out}"
+        );
+        assert!(
+            left_out.contains(
+                "Left out 1 failed row: a later row of the same ticket succeeded or is on its way"
+            ),
+            "{left_out}"
+        );
+        assert!(
+            left_out.contains("`kapsync --db n.db retry --run n --include-superseded`"),
+            "{left_out}"
         );
     }
 }

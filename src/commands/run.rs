@@ -29,28 +29,64 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<u8> {
         }
         None => store.open_runs().await?,
     };
+    let hints = hints(settings, &resolved);
     if resolved.dry_run {
-        let code = super::dry_run::run(&store, &resolved, &runs, args.json).await?;
+        let code = super::dry_run::run(&store, &resolved, &hints.prefix, &runs, args.json).await?;
         store.close().await;
         return Ok(code);
     }
-    let client = client_for(&resolved)?;
-    let reports = drain_runs(&store, settings, &resolved, &client, &runs).await?;
+    let destination = super::target::resolve(&store, &resolved, &hints.prefix).await?;
+    let client = client_for(destination.target.clone(), &resolved)?;
+    let reports = drain_runs(
+        &store,
+        settings,
+        &resolved,
+        &client,
+        &runs,
+        Some(&destination),
+    )
+    .await?;
+    let resolved_failures = resolved_failures(&store, &reports).await?;
     if args.json {
         text::print_json(&serde_json::json!({ "runs": reports }))?;
     } else {
-        text::print(&text::drain_summary(&reports))?;
+        text::print(&text::drain_summary(&reports, &resolved_failures, &hints))?;
     }
     store.close().await;
-    Ok(exit_code(&reports))
+    Ok(exit_code(&reports, &resolved_failures))
 }
 
-/// The client for the configured target and token; both are usage errors when missing.
+/// What the hints of a drain's summary start with: the settings a pasted command needs.
+pub fn hints(settings: &Settings, resolved: &RunSettings) -> text::Hints {
+    let mut run_flags = String::new();
+    if let Some(path) = &resolved.token_file {
+        run_flags.push_str(" --token-file ");
+        run_flags.push_str(&text::shell_word(&path.display().to_string()));
+    }
+    text::Hints {
+        prefix: super::hint_prefix(settings),
+        run_flags,
+    }
+}
+
+/// Per report, how many of its run's failed rows are resolved by a later row of their sync key.
+pub async fn resolved_failures(store: &Store, reports: &[DrainReport]) -> anyhow::Result<Vec<i64>> {
+    let mut out = Vec::with_capacity(reports.len());
+    for report in reports {
+        let n = match store.find_run(&report.run).await? {
+            Some(run) if report.counts.failed > 0 => store.resolved_failures(run.id).await?,
+            _ => 0,
+        };
+        out.push(n);
+    }
+    Ok(out)
+}
+
+/// The client for the target and the configured token; a missing token is a usage error.
 /// Logs one line saying where requests go, where that was set and through which proxy: a
 /// kapsync.toml in the working directory can name the target, so a person can see it.
 /// Warns once when the rate is far above what public Kapture clients use.
-pub fn client_for(resolved: &RunSettings) -> anyhow::Result<Client> {
-    let target = Target::resolve(resolved.subdomain.as_deref(), resolved.base_url.as_deref())?;
+pub fn client_for(target: Target, resolved: &RunSettings) -> anyhow::Result<Client> {
     if resolved.rate > engine::RATE_WARNING_ABOVE && !target.is_loopback() {
         tracing::warn!(
             "--rate {} is far above the 3-6 requests/s public Kapture clients use; Kapture \
@@ -60,7 +96,8 @@ pub fn client_for(resolved: &RunSettings) -> anyhow::Result<Client> {
     }
     let token = Token::load(resolved.token_file.as_deref())?;
     let client = Client::with_proxy(target, token, resolved.timeout, resolved.proxy.as_deref())
-        .map_err(|e| crate::exit::UsageError(e.to_string()))?;
+        .map_err(|e| crate::exit::UsageError(e.to_string()))?
+        .keep_responses(resolved.keep_responses);
     tracing::info!("{}", route_line(&client, &resolved.target_origin));
     Ok(client)
 }
@@ -153,8 +190,12 @@ pub async fn drain_runs(
     resolved: &RunSettings,
     client: &Client,
     runs: &[Run],
+    destination: Option<&super::target::Destination>,
 ) -> anyhow::Result<Vec<DrainReport>> {
     let _lock = RunnerLock::acquire(store.path())?;
+    if let Some(destination) = destination {
+        destination.record_retarget(store).await?;
+    }
     let shutdown = Shutdown::default();
     let signals = tokio::spawn(watch_signals(shutdown.clone()));
     let window = resolved.max_duration.map(|limit| {
@@ -218,6 +259,9 @@ pub async fn drain_runs(
     if let Some(window) = window {
         window.abort();
     }
+    if let Some(destination) = destination {
+        destination.record_first(store, &reports).await?;
+    }
     Ok(reports)
 }
 
@@ -271,10 +315,12 @@ async fn wait_for_signal() -> std::io::Result<()> {
     tokio::signal::ctrl_c().await
 }
 
-/// The exit code of a drain: halts and stops outrank row failures.
-pub fn exit_code(reports: &[DrainReport]) -> u8 {
+/// The exit code of a drain: halts and stops outrank row failures. `resolved[i]` of report
+/// `i`'s failed rows are resolved by a later row of their sync key and do not count.
+pub fn exit_code(reports: &[DrainReport], resolved: &[i64]) -> u8 {
     let mut code = exit::OK;
-    for r in reports {
+    for (i, r) in reports.iter().enumerate() {
+        let open_failed = r.counts.failed - resolved.get(i).copied().unwrap_or(0);
         match &r.halt {
             Some(Halt::Auth { .. } | Halt::Forbidden { .. }) => return exit::AUTH_HALT,
             Some(Halt::Unreachable { .. }) => return exit::UNREACHABLE,
@@ -284,7 +330,7 @@ pub fn exit_code(reports: &[DrainReport]) -> u8 {
         if r.stopped && r.counts.pending + r.counts.in_flight > 0 {
             return exit::STOPPED;
         }
-        if r.counts.failed + r.counts.invalid > 0 || r.counts.pending + r.counts.in_flight > 0 {
+        if open_failed + r.counts.invalid > 0 || r.counts.pending + r.counts.in_flight > 0 {
             code = exit::ROWS_FAILED;
         }
     }

@@ -80,6 +80,7 @@ fn sim_config(args: &SimulateArgs) -> Result<SimConfig, SimError> {
         hang_for: DEFAULT_HANG_FOR,
         drop_rate: args.drop_rate,
         auth_fail_after: args.auth_fail_after,
+        full_tickets: args.full_tickets,
     };
     config.validate()?;
     Ok(config)

@@ -7,7 +7,7 @@ use crate::config::Settings;
 use crate::exit;
 use crate::report::activity::{self, Pace, TopError};
 use crate::report::text;
-use crate::store::{Counts, Run, SourceSummary};
+use crate::store::{Counts, Run, SourceSummary, TargetBinding};
 
 /// Kinds of error `status` lists.
 const TOP_ERRORS: i64 = 5;
@@ -18,10 +18,20 @@ struct StatusReport {
     run: Run,
     counts: Counts,
     total: i64,
+    /// The failed rows split: open ones, and ones a later row of their sync key resolved.
+    failures: Failures,
+    /// The Kapture target the database belongs to (none before its first request).
+    target: Option<TargetBinding>,
     #[serde(flatten)]
     pace: Pace,
     top_errors: Vec<TopError>,
     sources: Vec<SourceSummary>,
+}
+
+#[derive(Debug, Serialize)]
+struct Failures {
+    open: i64,
+    resolved: i64,
 }
 
 /// Runs `kapsync status`.
@@ -30,6 +40,11 @@ pub async fn run(settings: &Settings, args: StatusArgs) -> anyhow::Result<u8> {
     let run = store.resolve_run(args.run.as_deref()).await?;
     let counts = store.counts(run.id).await?;
     let sources = store.sources(run.id).await?;
+    let resolved = if counts.failed > 0 {
+        store.resolved_failures(run.id).await?
+    } else {
+        0
+    };
     let pace = Pace::new(
         &store.activity(run.id).await?,
         &counts,
@@ -42,16 +57,22 @@ pub async fn run(settings: &Settings, args: StatusArgs) -> anyhow::Result<u8> {
         .map(TopError::new)
         .collect();
     if args.json {
+        let target = store.target_binding().await?;
         text::print_json(&StatusReport {
             total: counts.total(),
             run,
             counts,
+            failures: Failures {
+                open: counts.failed - resolved,
+                resolved,
+            },
+            target,
             pace,
             top_errors,
             sources,
         })?;
     } else {
-        let mut out = text::status(&run, &counts, &sources);
+        let mut out = text::status(&run, &counts, resolved, &sources);
         out.push_str(&pace.text());
         out.push_str(&activity::errors_text(&top_errors));
         text::print(&out)?;

@@ -8,6 +8,7 @@
 pub mod csv;
 pub mod decode;
 pub mod delimiter;
+pub mod delta;
 mod error;
 mod format;
 pub mod guess;
@@ -32,7 +33,7 @@ pub use mapping::{FieldValues, Mapping, MappingFileError, Plan, ValueCount};
 
 use format::{display_path, format_name};
 
-use crate::store::{IngestWriter, Run, SourceProgress, SourceStart, Store};
+use crate::store::{DeltaOptions, IngestWriter, Run, SourceProgress, SourceStart, Store};
 
 use parser::{Batch, Parser};
 
@@ -62,6 +63,12 @@ pub struct FileSummary {
     pub invalid: i64,
     /// Rows stored by this call (0 when the content was already ingested).
     pub added: i64,
+    /// Valid rows stored by this call that are new or changed (to be sent).
+    pub changed: i64,
+    /// Valid rows stored `skipped`: equal to what their sync key last sent (or has on its way).
+    pub unchanged: i64,
+    /// Pending rows skipped because a newer row of their sync key came (`--supersede`).
+    pub superseded: i64,
     pub ignored_columns: Vec<String>,
     /// The first invalid rows: line and reason.
     pub invalid_samples: Vec<InvalidSample>,
@@ -98,6 +105,8 @@ pub struct IngestConfig {
     pub max_record_bytes: u64,
     /// Bytes read so far, for a progress display.
     pub bytes_read: Arc<AtomicU64>,
+    /// Skipping unchanged rows and superseding older pending ones.
+    pub delta: DeltaOptions,
 }
 
 /// Ingests one file (or `-` for standard input) into `run`.
@@ -160,6 +169,9 @@ pub async fn ingest_file(
         valid: 0,
         invalid: 0,
         added: 0,
+        changed: 0,
+        unchanged: 0,
+        superseded: 0,
         ignored_columns: Vec::new(),
         invalid_samples: Vec::new(),
         encoding: "utf-8".to_owned(),
@@ -196,6 +208,8 @@ pub async fn ingest_file(
     let resume_after = progress.last_line;
 
     let mut writer: IngestWriter = store.ingest_writer(run.id, source_id).await?;
+    writer.compare_with_earlier(config.delta).await?;
+    let mut valid_added = 0;
     let parsed = async {
         let input = open_input(path, config.bytes_read.clone()).map_err(read_error)?;
         let (sender, mut receiver) = tokio::sync::mpsc::channel::<Batch>(4);
@@ -216,6 +230,11 @@ pub async fn ingest_file(
         let mut uncommitted = 0;
         while let Some(batch) = receiver.recv().await {
             let rows = batch.jobs.len() as i64;
+            valid_added += batch
+                .jobs
+                .iter()
+                .filter(|j| j.invalid_reason.is_none())
+                .count() as i64;
             writer.write(batch.jobs).await?;
             summary.added += rows;
             uncommitted += rows;
@@ -237,6 +256,10 @@ pub async fn ingest_file(
         }
     };
     let hash = hash.or(report.stdin_hash).unwrap_or_default();
+    let delta = writer.delta_counts();
+    summary.unchanged = delta.unchanged;
+    summary.superseded = delta.superseded;
+    summary.changed = valid_added - delta.unchanged;
     let kept = writer.finish(report.progress, &hash).await?;
     summary.rows_read = report.progress.rows_read;
     summary.valid = report.progress.rows_valid;
@@ -256,6 +279,9 @@ pub async fn ingest_file(
     if !kept {
         summary.outcome = "already_ingested";
         summary.added = 0;
+        summary.changed = 0;
+        summary.unchanged = 0;
+        summary.superseded = 0;
     }
     Ok(summary)
 }

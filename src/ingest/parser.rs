@@ -258,7 +258,7 @@ impl Parser {
                 continue;
             }
             let job = match self.csv_row(&reader, &headers, &plan) {
-                Ok(update) => valid_job(line, update),
+                Ok((update, key)) => valid_job(line, update, key),
                 Err(invalid) => invalid_job(line, invalid, csv_raw(&reader, delimiter)),
             };
             if !self.push(&mut batch, samples, job) {
@@ -291,7 +291,7 @@ impl Parser {
         reader: &csv::CsvReader<R>,
         headers: &[String],
         plan: &Plan,
-    ) -> Result<mapping::Update, mapping::Invalid> {
+    ) -> Result<(mapping::Update, [u8; 16]), mapping::Invalid> {
         let invalid = |reason: String| mapping::Invalid {
             ticket_id: None,
             reason,
@@ -332,7 +332,9 @@ impl Parser {
                 }
             }
         }
-        plan.build_csv(&fields)
+        let update = plan.build_csv(&fields)?;
+        let key = plan.sync_key_csv(&update.ticket_id, &fields);
+        Ok((update, key))
     }
 
     /// Counts a row refused for bytes that are not UTF-8, and whether it reads as
@@ -373,7 +375,7 @@ impl Parser {
                 continue;
             }
             let job = match self.json_row(&reader, &plan, &mut ignored) {
-                Ok(update) => valid_job(line, update),
+                Ok((update, key)) => valid_job(line, update, key),
                 Err(invalid) => {
                     let raw = reader
                         .oversize()
@@ -395,7 +397,7 @@ impl Parser {
         reader: &jsonl::LineReader<R>,
         plan: &Plan,
         ignored: &mut BTreeSet<String>,
-    ) -> Result<mapping::Update, mapping::Invalid> {
+    ) -> Result<(mapping::Update, [u8; 16]), mapping::Invalid> {
         let invalid = |reason: String| mapping::Invalid {
             ticket_id: None,
             reason,
@@ -421,7 +423,7 @@ impl Parser {
         match value {
             serde_json::Value::Object(mut object) if is_export_record(&object) => {
                 match object.remove(UPDATE_KEY) {
-                    Some(serde_json::Value::Object(update)) => plan.build_json(update, ignored),
+                    Some(serde_json::Value::Object(update)) => json_update(plan, update, ignored),
                     _ => Err(mapping::Invalid {
                         ticket_id: object
                             .get("ticket_id")
@@ -433,7 +435,7 @@ impl Parser {
                     }),
                 }
             }
-            serde_json::Value::Object(object) => plan.build_json(object, ignored),
+            serde_json::Value::Object(object) => json_update(plan, object, ignored),
             other => Err(invalid(format!(
                 "line is a JSON {}, not an object",
                 mapping::json_kind(&other)
@@ -442,7 +444,19 @@ impl Parser {
     }
 }
 
-fn valid_job(line: i64, update: mapping::Update) -> NewJob {
+/// A JSON object's update and its sync key.
+fn json_update(
+    plan: &Plan,
+    object: serde_json::Map<String, serde_json::Value>,
+    ignored: &mut BTreeSet<String>,
+) -> Result<(mapping::Update, [u8; 16]), mapping::Invalid> {
+    let values = plan.delta_values_json(&object);
+    let update = plan.build_json(object, ignored)?;
+    let key = plan.sync_key_json(&update.ticket_id, &values);
+    Ok((update, key))
+}
+
+fn valid_job(line: i64, update: mapping::Update, sync_key: [u8; 16]) -> NewJob {
     let digest = Sha256::digest(update.payload.as_bytes());
     let mut hash = [0; 16];
     hash.copy_from_slice(&digest[..16]);
@@ -453,6 +467,7 @@ fn valid_job(line: i64, update: mapping::Update) -> NewJob {
         payload_hash: Some(hash),
         invalid_reason: None,
         raw_record: None,
+        sync_key: Some(sync_key),
     }
 }
 
@@ -464,6 +479,7 @@ fn invalid_job(line: i64, invalid: mapping::Invalid, raw_record: Option<String>)
         payload_hash: None,
         invalid_reason: Some(invalid.reason),
         raw_record,
+        sync_key: None,
     }
 }
 

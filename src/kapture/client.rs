@@ -23,6 +23,8 @@ const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// Keep a success's whole ticket snapshot instead of its confirmation.
+    keep_responses: bool,
 }
 
 struct Inner {
@@ -77,8 +79,9 @@ pub struct Reply {
     /// The body's message, the refused redirect, or the transport error; never the token
     /// (replaced by `[token]`), at most [`super::MAX_STORED_MESSAGE`] bytes.
     pub message: Option<String>,
-    /// The ticket snapshot a success carries, token replaced, at most
-    /// [`super::MAX_STORED_TICKET`] bytes of JSON.
+    /// The ticket snapshot a success carries, token replaced: its confirming fields and the
+    /// message, or the whole snapshot (at most [`super::MAX_STORED_TICKET`] bytes of JSON) with
+    /// [`Client::keep_responses`].
     pub ticket: Option<Value>,
     /// At most [`super::EXCERPT_BYTES`] bytes of the body (token replaced), for the attempts log.
     pub excerpt: String,
@@ -149,7 +152,15 @@ impl Client {
                 redactor: Redactor::new(token.secret()),
                 proxy: route,
             }),
+            keep_responses: false,
         })
+    }
+
+    /// With `true`, a success's [`Reply::ticket`] is Kapture's whole snapshot; by default it is
+    /// only what confirms the update (see [`super::confirm::confirmation`]).
+    pub fn keep_responses(mut self, keep: bool) -> Client {
+        self.keep_responses = keep;
+        self
     }
 
     /// The target this client sends to.
@@ -170,7 +181,16 @@ impl Client {
         body.push(b'[');
         body.extend_from_slice(payload.as_bytes());
         body.push(b']');
-        self.post(self.inner.update_url.clone(), body).await.0
+        let mut reply = self.post(self.inner.update_url.clone(), body).await.0;
+        if !self.keep_responses
+            && let Some(ticket) = &reply.ticket
+        {
+            reply.ticket = Some(super::confirm::confirmation(
+                ticket,
+                reply.message.as_deref(),
+            ));
+        }
+        reply
     }
 
     /// Reads tickets back with Get Ticket (at most [`MAX_GET_TICKET_IDS`] ids per call).

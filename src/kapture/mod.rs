@@ -2,12 +2,14 @@
 
 mod classify;
 mod client;
+mod confirm;
 mod redact;
 mod target;
 mod token;
 
 pub use classify::{Answer, Class, Unreached, classify, excerpt, parse_retry_after};
 pub use client::{Client, ClientError, DEFAULT_TIMEOUT_SECS, Reply};
+pub use confirm::confirmation;
 pub use redact::{MAX_STORED_MESSAGE, MAX_STORED_TICKET, TOKEN_MARK, cap_text};
 pub use target::{Target, TargetError};
 pub(crate) use token::strip_basic;

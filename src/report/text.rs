@@ -31,33 +31,75 @@ pub fn print_json(value: &impl serde::Serialize) -> std::io::Result<()> {
     write_stdout(&text)
 }
 
-/// The summary of an ingest.
-///
-/// `rerun` starts an ingest command with the same settings (`kapsync --db x ingest
-/// --mapping m.toml`), for the hint that names `--encoding`.
-pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary], rerun: &str) -> String {
+/// What the commands a summary suggests start with, so they work when pasted as printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hints {
+    /// `kapsync` and the global flags that are not the defaults (`--db PATH`).
+    pub prefix: String,
+    /// Flags a `run` needs besides the run (`--token-file PATH`), each with a leading space.
+    pub run_flags: String,
+}
+
+impl Default for Hints {
+    fn default() -> Self {
+        Self {
+            prefix: "kapsync".to_owned(),
+            run_flags: String::new(),
+        }
+    }
+}
+
+/// The summary of an ingest; hints start with `prefix`. `ingest_flags` are the flags an
+/// ingest with the same mapping needs besides the files (` --mapping m.toml`), for the hint
+/// that names `--encoding`.
+pub fn ingest_summary(
+    run: &Run,
+    created: bool,
+    files: &[FileSummary],
+    prefix: &str,
+    ingest_flags: &str,
+) -> String {
     let mut out = String::new();
     let how = if created { "new run" } else { "run" };
     let _ = writeln!(out, "Ingested into {how} {}", shown(&run.name));
     let (mut read, mut valid, mut invalid, mut added) = (0, 0, 0, 0);
+    let (mut changed, mut unchanged, mut superseded) = (0, 0, 0);
     for file in files {
         read += file.rows_read;
         valid += file.valid;
         invalid += file.invalid;
         added += file.added;
+        changed += file.changed;
+        unchanged += file.unchanged;
+        superseded += file.superseded;
         let note = match file.outcome {
             "already_ingested" => " (already ingested into this run: nothing added)",
             "resumed" => " (an interrupted ingest was finished)",
             _ => "",
         };
+        let split = if file.unchanged > 0 {
+            format!(
+                " ({} new or changed, {} unchanged: skipped)",
+                file.changed, file.unchanged
+            )
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "  {}: {} rows read, {} valid, {} invalid{note}",
+            "  {}: {} rows read, {} valid{split}, {} invalid{note}",
             shown(&file.path),
             file.rows_read,
             file.valid,
             file.invalid
         );
+        if file.superseded > 0 {
+            let _ = writeln!(
+                out,
+                "    superseded: {} older pending rows skipped for newer ones",
+                file.superseded
+            );
+        }
         let delimiter = file.delimiter.filter(|d| *d != ",");
         if delimiter.is_some() || file.encoding != "utf-8" {
             let mut how = Vec::new();
@@ -81,7 +123,7 @@ pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary], rerun: &s
             let _ = writeln!(
                 out,
                 "    not UTF-8: {}, {} as {encoding} text; if the file is {encoding}, \
-                 ingest it into a new run with the flag: {rerun} --encoding {encoding} {}",
+                 ingest it into a new run with the flag: {prefix} ingest{ingest_flags} --encoding {encoding} {}",
                 plural(file.not_utf8_rows, "row"),
                 if file.not_utf8_rows == 1 {
                     "which reads"
@@ -98,16 +140,23 @@ pub fn ingest_summary(run: &Run, created: bool, files: &[FileSummary], rerun: &s
         if file.invalid > file.invalid_samples.len() as i64 && !file.invalid_samples.is_empty() {
             let _ = writeln!(
                 out,
-                "    ... and {} more (kapsync export --run {} --state invalid)",
+                "    ... and {} more ({prefix} export --run {} --state invalid)",
                 file.invalid - file.invalid_samples.len() as i64,
                 shell_word(&run.name)
             );
         }
     }
-    let _ = writeln!(
+    let _ = write!(
         out,
         "Total: {read} rows read, {valid} valid, {invalid} invalid, {added} added"
     );
+    if unchanged > 0 || superseded > 0 {
+        let _ = write!(out, "; {changed} to send, {unchanged} unchanged");
+        if superseded > 0 {
+            let _ = write!(out, ", {superseded} superseded");
+        }
+    }
+    out.push('\n');
     out
 }
 
@@ -151,12 +200,21 @@ fn plural(n: u64, what: &str) -> String {
     }
 }
 
-/// A run's counts and source files.
-pub fn status(run: &Run, counts: &Counts, sources: &[SourceSummary]) -> String {
+/// A run's counts and source files; `resolved` of the failed rows are resolved by a later row
+/// of their sync key and shown apart from the open ones.
+pub fn status(run: &Run, counts: &Counts, resolved: i64, sources: &[SourceSummary]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Run {} (created {})", shown(&run.name), run.created_at);
     for state in JobState::ALL {
-        let _ = writeln!(out, "  {:<10} {:>9}", state.as_str(), counts.get(state));
+        let _ = write!(out, "  {:<10} {:>9}", state.as_str(), counts.get(state));
+        if state == JobState::Failed && resolved > 0 {
+            let _ = write!(
+                out,
+                "  ({} open, {resolved} resolved by a later row of their ticket)",
+                counts.failed - resolved
+            );
+        }
+        out.push('\n');
     }
     let _ = writeln!(out, "  {:<10} {:>9}", "total", counts.total());
     if !sources.is_empty() {
@@ -238,14 +296,21 @@ fn shown_halt(halt: &Halt) -> String {
     halt.to_string()
 }
 
-/// The summary of a drain, one block per run.
-pub fn drain_summary(reports: &[crate::engine::DrainReport]) -> String {
+/// The summary of a drain, one block per run. `resolved[i]` of report `i`'s failed rows are
+/// resolved by a later row of their sync key.
+pub fn drain_summary(
+    reports: &[crate::engine::DrainReport],
+    resolved: &[i64],
+    hints: &Hints,
+) -> String {
+    let prefix = &hints.prefix;
     let mut out = String::new();
     if reports.is_empty() {
         out.push_str("Nothing to send: no run has pending rows.\n");
         return out;
     }
-    for r in reports {
+    for (i, r) in reports.iter().enumerate() {
+        let resolved = resolved.get(i).copied().unwrap_or(0);
         let secs = r.duration_ms as f64 / 1000.0;
         let c = &r.counts;
         let _ = writeln!(
@@ -263,9 +328,14 @@ pub fn drain_summary(reports: &[crate::engine::DrainReport]) -> String {
             humantime::format_duration(std::time::Duration::from_secs(secs.round() as u64)),
             r.mean_rate()
         );
+        let resolved_note = if resolved > 0 {
+            format!(" ({resolved} resolved by a later row)")
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "  rows now: {} succeeded, {} failed, {} invalid, {} pending, {} in flight",
+            "  rows now: {} succeeded, {} failed{resolved_note}, {} invalid, {} pending, {} in flight",
             c.succeeded, c.failed, c.invalid, c.pending, c.in_flight
         );
         if r.replayed > 0 {
@@ -300,22 +370,39 @@ pub fn drain_summary(reports: &[crate::engine::DrainReport]) -> String {
                 );
             }
         }
-        if let Some(halt) = &r.halt {
-            let _ = writeln!(out, "  HALTED: {}", shown_halt(halt));
-        } else if r.stopped && c.pending + c.in_flight > 0 {
-            let _ = writeln!(
-                out,
-                "  stopped early with {} rows left: run `kapsync run --run {}` to resume",
-                c.pending + c.in_flight,
-                shell_word(&r.run)
-            );
+        let name = shell_word(&r.run);
+        match &r.halt {
+            Some(crate::engine::Halt::Config {
+                http_status,
+                message,
+            }) => {
+                let _ = writeln!(
+                    out,
+                    "  HALTED: every request is answered HTTP {http_status} ({}): the \
+                     subdomain or --base-url is probably wrong. Fix it and run again; the \
+                     affected rows are pending again (rows failed before the halt: \
+                     {prefix} retry --run {name} --class rejected)",
+                    shown(message)
+                );
+            }
+            Some(halt) => {
+                let _ = writeln!(out, "  HALTED: {}", shown_halt(halt));
+            }
+            None if r.stopped && c.pending + c.in_flight > 0 => {
+                let _ = writeln!(
+                    out,
+                    "  stopped early with {} rows left: run `{prefix} run --run {name}{}` to resume",
+                    c.pending + c.in_flight,
+                    hints.run_flags
+                );
+            }
+            None => {}
         }
-        if c.failed > 0 {
+        if c.failed > resolved {
             let _ = writeln!(
                 out,
-                "  next: kapsync export --run {name} --state failed -o failed.csv   \
-                 (fix, then kapsync retry --run {name})",
-                name = shell_word(&r.run)
+                "  next: {prefix} export --run {name} --state failed -o failed.csv   \
+                 (fix, then {prefix} retry --run {name})"
             );
         }
     }

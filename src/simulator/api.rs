@@ -177,7 +177,12 @@ async fn update_ticket(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: By
             return failed(StatusCode::OK, &message);
         }
     };
-    let snapshot = apply(&sim, update);
+    let mut snapshot = apply(&sim, update);
+    if config.full_tickets
+        && let Value::Object(stored) = &snapshot
+    {
+        snapshot = super::ticket::full_ticket(stored);
+    }
     sim.books.record(seen, Outcome::Success, Some(200));
     json_response(
         StatusCode::OK,

@@ -78,6 +78,8 @@ pub struct SimConfig {
     pub drop_rate: f64,
     /// Answer "Invalid Auth Key" to every request after the first N.
     pub auth_fail_after: Option<u64>,
+    /// Answer each success with a whole ticket like Kapture's success example (about 2 KB).
+    pub full_tickets: bool,
 }
 
 impl Default for SimConfig {
@@ -94,6 +96,7 @@ impl Default for SimConfig {
             hang_for: DEFAULT_HANG_FOR,
             drop_rate: 0.0,
             auth_fail_after: None,
+            full_tickets: false,
         }
     }
 }

@@ -10,6 +10,7 @@ mod ledger;
 mod request;
 mod response;
 mod server;
+mod ticket;
 
 pub use config::{
     DEFAULT_HANG_FOR, DEFAULT_SIM_BIND, DEFAULT_SIM_PORT, DEFAULT_SUB_STATUSES, Latency, SimConfig,

@@ -24,6 +24,7 @@ pub(crate) async fn store_with(tickets: &[&str]) -> (tempfile::TempDir, Store, i
             payload: Some(format!("{{\"ticket_id\":\"{t}\",\"n\":{i}}}")),
             payload_hash: None,
             invalid_reason: None,
+            sync_key: None,
             raw_record: None,
         })
         .collect();

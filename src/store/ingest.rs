@@ -16,9 +16,10 @@ use std::borrow::Cow;
 use sqlx::Sqlite;
 use sqlx::pool::PoolConnection;
 
+use super::delta::{self, DeltaCounts, DeltaOptions, Kind};
 use super::{Counts, JobState, Store, StoreError, now_text};
 
-/// Rows per multi-row INSERT: 7 bound values a row stays far below SQLite's 32,766 limit.
+/// Rows per multi-row INSERT: 8 bound values a row stay far below SQLite's 32,766 limit.
 /// (Anonymous `?` only: SQLite looks numbered `?NNN` names up by a linear scan, which made a
 /// 1000-row statement quadratic.)
 pub const ROWS_PER_STATEMENT: usize = 1000;
@@ -43,6 +44,9 @@ pub struct NewJob {
     pub payload_hash: Option<[u8; 16]>,
     /// Why the row cannot be sent (invalid rows only).
     pub invalid_reason: Option<String>,
+    /// A digest of the row's sync key (ticket_id plus the mapping's `[delta] key` values):
+    /// rows with the same key update the same thing, so only a changed one is sent.
+    pub sync_key: Option<[u8; 16]>,
     /// The source record as read, for an invalid row (at most the record limit of it).
     pub raw_record: Option<String>,
 }
@@ -195,19 +199,25 @@ impl Store {
             source_id,
             in_transaction: false,
             full_sql: insert_sql(run_id, source_id, ROWS_PER_STATEMENT),
+            delta: None,
+            counts: DeltaCounts::default(),
             added: Counts::default(),
         })
     }
 }
 
 fn insert_sql(run_id: i64, source_id: i64, rows: usize) -> String {
+    // The kind (see `delta::Kind`) is bound twice: for the state and for the class.
     let row = format!(
-        "({run_id},{source_id},?,?,?,?,iif(?,'invalid','pending'),iif(?,'invalid',NULL),?,?)"
+        "({run_id},{source_id},?,?,?,?,?,\
+         CASE ? WHEN 0 THEN 'pending' WHEN 1 THEN 'invalid' ELSE 'skipped' END,\
+         CASE ? WHEN 0 THEN NULL WHEN 1 THEN 'invalid' WHEN 2 THEN 'unchanged' \
+         ELSE 'superseded' END,?,?)"
     );
     let mut sql = String::with_capacity(200 + rows * (row.len() + 1));
     sql.push_str(
         "INSERT OR ROLLBACK INTO jobs (run_id, source_id, line, ticket_id, payload, payload_hash, \
-         state, error_class, error_message, raw_record) VALUES ",
+         sync_key, state, error_class, error_message, raw_record) VALUES ",
     );
     for i in 0..rows {
         if i > 0 {
@@ -230,9 +240,45 @@ pub struct IngestWriter {
     /// commits (cheaper than a trigger per inserted row). Must follow the state the INSERT
     /// stores for each row.
     added: Counts,
+    delta: Option<DeltaState>,
+    counts: DeltaCounts,
+}
+
+/// What comparing with earlier rows needs: the options, this run's name for reasons, and when
+/// the current target's history starts.
+#[derive(Debug)]
+struct DeltaState {
+    options: DeltaOptions,
+    run_name: String,
+    since_ms: i64,
 }
 
 impl IngestWriter {
+    /// Compares every row written from now on with the earlier rows of its sync key (see
+    /// [`DeltaOptions`]). Without this call every valid row is stored `pending`.
+    pub async fn compare_with_earlier(&mut self, options: DeltaOptions) -> Result<(), StoreError> {
+        if !options.skip_unchanged && !options.supersede {
+            self.delta = None;
+            return Ok(());
+        }
+        let (run_name,): (String,) = sqlx::query_as("SELECT name FROM runs WHERE id = ?")
+            .bind(self.run_id)
+            .fetch_one(&mut *self.conn)
+            .await?;
+        let since_ms = super::target::since_ms(&mut self.conn).await?;
+        self.delta = Some(DeltaState {
+            options,
+            run_name,
+            since_ms,
+        });
+        Ok(())
+    }
+
+    /// Rows this writer stored `skipped` (or turned `skipped`) so far.
+    pub fn delta_counts(&self) -> DeltaCounts {
+        self.counts
+    }
+
     /// Inserts rows inside the open transaction (opening one when needed). Call
     /// [`IngestWriter::commit`] to make them durable. Rows given by value are moved into the
     /// statement; borrowed ones (`&rows`) are copied first.
@@ -250,6 +296,22 @@ impl IngestWriter {
         let mut jobs = jobs.into_iter().peekable();
         while jobs.peek().is_some() {
             let chunk: Vec<NewJob> = jobs.by_ref().take(ROWS_PER_STATEMENT).collect();
+            let decisions = match &self.delta {
+                Some(d) => {
+                    delta::decide(&mut self.conn, &chunk, d.options, &d.run_name, d.since_ms)
+                        .await?
+                }
+                None => delta::Decisions {
+                    rows: chunk
+                        .iter()
+                        .map(|j| match j.invalid_reason {
+                            Some(_) => (Kind::Invalid, None),
+                            None => (Kind::Pending, None),
+                        })
+                        .collect(),
+                    supersede: Vec::new(),
+                },
+            };
             let partial;
             let sql = if chunk.len() == ROWS_PER_STATEMENT {
                 &self.full_sql
@@ -259,25 +321,45 @@ impl IngestWriter {
             };
             // The text is built here from integers only: nothing user-given reaches it.
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
-            for job in chunk {
-                // Owned values move into the arguments; borrowed ones would be copied.
-                let invalid = job.invalid_reason.is_some();
-                if invalid {
-                    self.added.invalid += 1;
-                } else {
-                    self.added.pending += 1;
-                }
+            for (job, (kind, reason)) in chunk.into_iter().zip(decisions.rows) {
+                // Owned values move into the arguments; borrowed ones would be copied. An
+                // unchanged row keeps no payload: its reason names the row that has it.
+                let (payload, message) = match kind {
+                    Kind::Pending => {
+                        self.added.pending += 1;
+                        (job.payload, None)
+                    }
+                    Kind::Invalid => {
+                        self.added.invalid += 1;
+                        (None, job.invalid_reason)
+                    }
+                    Kind::Unchanged => {
+                        self.added.skipped += 1;
+                        self.counts.unchanged += 1;
+                        (None, reason)
+                    }
+                    Kind::Superseded => {
+                        self.added.skipped += 1;
+                        self.counts.superseded += 1;
+                        (job.payload, reason)
+                    }
+                };
                 query = query
                     .bind(job.line)
                     .bind(job.ticket_id)
-                    .bind(job.payload)
+                    .bind(payload)
                     .bind(job.payload_hash.map(Vec::from))
-                    .bind(invalid)
-                    .bind(invalid)
-                    .bind(job.invalid_reason)
+                    .bind(job.sync_key.map(Vec::from))
+                    .bind(kind as i64)
+                    .bind(kind as i64)
+                    .bind(message)
                     .bind(job.raw_record);
             }
             query.execute(&mut *self.conn).await?;
+            if !decisions.supersede.is_empty() {
+                self.counts.superseded +=
+                    delta::supersede(&mut self.conn, &decisions.supersede).await? as i64;
+            }
         }
         Ok(())
     }
@@ -402,140 +484,4 @@ impl Drop for IngestWriter {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn job(line: i64, invalid: bool) -> NewJob {
-        NewJob {
-            line,
-            ticket_id: Some(format!("{line:012}")),
-            payload: (!invalid).then(|| format!("{{\"ticket_id\":\"{line:012}\"}}")),
-            payload_hash: (!invalid).then_some([line as u8; 16]),
-            invalid_reason: invalid.then(|| "sub_status is empty".to_owned()),
-            raw_record: None,
-        }
-    }
-
-    #[tokio::test]
-    async fn rows_are_stored_and_an_interrupted_source_resumes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("k.db")).await.unwrap();
-        let (run, _) = store.get_or_create_run("r").await.unwrap();
-        let SourceStart::New { source_id } = store
-            .begin_source(run.id, "a.csv", "h1", "s", "csv")
-            .await
-            .unwrap()
-        else {
-            panic!("expected a new source")
-        };
-        let mut writer = store.ingest_writer(run.id, source_id).await.unwrap();
-        let jobs: Vec<NewJob> = (2..2503).map(|l| job(l, l % 100 == 0)).collect();
-        writer.write(&jobs).await.unwrap();
-        let progress = SourceProgress {
-            last_line: 2502,
-            rows_read: 2501,
-            rows_valid: 2476,
-            rows_invalid: 25,
-        };
-        writer.commit(progress).await.unwrap();
-        // Uncommitted rows vanish with the writer, as with a crash.
-        writer.write(vec![job(2503, false)]).await.unwrap();
-        drop(writer);
-
-        let start = store
-            .begin_source(run.id, "a.csv", "h1", "s", "csv")
-            .await
-            .unwrap();
-        assert_eq!(
-            start,
-            SourceStart::Resume {
-                source_id,
-                progress: SourceProgress {
-                    last_line: 2502,
-                    rows_read: 2501,
-                    rows_valid: 2476,
-                    rows_invalid: 25
-                }
-            }
-        );
-        let counts = store.counts(run.id).await.unwrap();
-        assert_eq!((counts.pending, counts.invalid), (2476, 25));
-
-        let mut writer = store.ingest_writer(run.id, source_id).await.unwrap();
-        writer.write(vec![job(2503, false)]).await.unwrap();
-        let done = SourceProgress {
-            last_line: 2503,
-            rows_read: 2502,
-            rows_valid: 2477,
-            rows_invalid: 25,
-        };
-        assert!(writer.finish(done, "h1").await.unwrap());
-        assert!(matches!(
-            store
-                .begin_source(run.id, "a.csv", "h1", "s", "csv")
-                .await
-                .unwrap(),
-            SourceStart::Done {
-                progress: SourceProgress {
-                    rows_read: 2502,
-                    ..
-                },
-                ..
-            }
-        ));
-        type Stored = (i64, String, Option<String>, Option<String>, Option<Vec<u8>>);
-        let rows: Vec<Stored> = sqlx::query_as(
-            "SELECT line, state, error_class, error_message, payload_hash FROM jobs
-                 WHERE line IN (99, 100) ORDER BY line",
-        )
-        .fetch_all(&store.pool)
-        .await
-        .unwrap();
-        assert_eq!(
-            rows,
-            [
-                (99, "pending".into(), None, None, Some(vec![99; 16])),
-                (
-                    100,
-                    "invalid".into(),
-                    Some("invalid".into()),
-                    Some("sub_status is empty".into()),
-                    None
-                ),
-            ]
-        );
-        let (ids_in_line_order,): (bool,) = sqlx::query_as(
-            "SELECT count(*) = 0 FROM jobs a JOIN jobs b ON a.id < b.id AND a.line > b.line",
-        )
-        .fetch_one(&store.pool)
-        .await
-        .unwrap();
-        assert!(ids_in_line_order);
-    }
-
-    #[tokio::test]
-    async fn a_duplicate_found_at_the_end_is_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("k.db")).await.unwrap();
-        let (run, _) = store.get_or_create_run("r").await.unwrap();
-        for (name, expect_new) in [("stdin-1", true), ("stdin-2", false)] {
-            let SourceStart::New { source_id } = store
-                .begin_source(run.id, "-", name, "s", "csv")
-                .await
-                .unwrap()
-            else {
-                panic!()
-            };
-            let mut writer = store.ingest_writer(run.id, source_id).await.unwrap();
-            writer.write(vec![job(2, false)]).await.unwrap();
-            let progress = SourceProgress {
-                last_line: 2,
-                rows_read: 1,
-                rows_valid: 1,
-                rows_invalid: 0,
-            };
-            assert_eq!(writer.finish(progress, "same").await.unwrap(), expect_new);
-        }
-        assert_eq!(store.counts(run.id).await.unwrap().pending, 1);
-    }
-}
+mod tests;

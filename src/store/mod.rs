@@ -1,6 +1,7 @@
 //! The SQLite job table: every SQL statement of kapsync lives in this module.
 
 mod claim;
+mod delta;
 pub mod files;
 #[cfg(test)]
 mod fixtures;
@@ -14,18 +15,21 @@ mod retry;
 mod runs;
 mod series;
 mod settings;
+mod target;
 
 pub use claim::{Claimed, Cursor};
+pub use delta::{DeltaCounts, DeltaOptions};
 pub use history::Failures;
 pub use ingest::{IngestWriter, NewJob, SourceProgress, SourceStart};
 pub use open::Store;
 pub use problems::{EXAMPLES_PER_GROUP, Example, MessageGroup};
 pub use reports::{Activity, AttemptError, Counts, JobRow, RunSummary, SourceSummary};
 pub use results::{AttemptRecord, Next, Outcome};
-pub use retry::ERROR_CLASSES;
+pub use retry::{ERROR_CLASSES, Requeued, RowFilter};
 pub use runs::Run;
 pub use series::{Buckets, CLASSES, latency_bin};
 pub use settings::{DrainSession, DrainSettings, MappingUse, RunSet, SessionId};
+pub use target::TargetBinding;
 
 /// Database file used when neither `--db`, `KAPSYNC_DB` nor kapsync.toml names one.
 pub const DEFAULT_DB: &str = "kapsync.db";

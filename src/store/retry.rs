@@ -1,6 +1,42 @@
-//! Putting failed rows back to `pending` for `kapsync retry`, their attempt history kept.
+//! Putting failed rows back to `pending` for `kapsync retry` (never behind a later row of
+//! their ticket), skipping rows for `kapsync skip`, and telling resolved failures from open ones.
 
 use super::{Store, StoreError, now_ms};
+
+/// "A later row of this failed row's ticket succeeded or is on its way": retrying it would
+/// apply an older update over a newer one. Succeeded rows are found by sync key (one index
+/// probe), open rows by ticket (any later pending or in-flight row of the ticket).
+const SUPERSEDED: &str = "(EXISTS (SELECT 1 FROM jobs l WHERE l.sync_key = jobs.sync_key
+         AND l.id > jobs.id AND l.state IN ('succeeded', 'pending', 'in_flight'))
+     OR EXISTS (SELECT 1 FROM jobs l WHERE l.ticket_id = jobs.ticket_id
+         AND l.id > jobs.id AND l.state IN ('pending', 'in_flight')))";
+
+/// "A later row of this failed row's sync key succeeded, or was found unchanged since what was
+/// sent": the failure needs nothing more.
+const RESOLVED: &str = "EXISTS (SELECT 1 FROM jobs l WHERE l.sync_key = jobs.sync_key
+         AND l.id > jobs.id
+         AND (l.state = 'succeeded' OR (l.state = 'skipped' AND l.error_class = 'unchanged')))";
+
+// `state <> 'pending'` next to `state = 'failed'` below is what lets SQLite use the partial
+// index `jobs_settled` to reach a run's failed rows without walking its other rows.
+
+/// Which rows of a run `retry` and `skip` act on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RowFilter<'a> {
+    /// Only rows whose `error_class` equals this.
+    pub class: Option<&'a str>,
+    /// Only rows whose `error_message` contains this literally.
+    pub grep: Option<&'a str>,
+}
+
+/// What `retry` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Requeued {
+    /// Rows put back to pending.
+    pub requeued: u64,
+    /// Matching failed rows left failed: a later row of their ticket succeeded or is on its way.
+    pub superseded: u64,
+}
 
 /// Every `error_class` a `failed` row can carry, so the values `retry --class` accepts: a
 /// rejection, or a transient error on the last attempt. (Auth, forbidden and throttled answers
@@ -18,27 +54,92 @@ impl Store {
     /// `next_attempt_at` is set to 0 rather than NULL: a pending row behind the dispatcher's
     /// cursor is only found through the `jobs_waiting` partial index, which holds rows with
     /// a non-NULL `next_attempt_at`.
+    ///
+    /// Unless `include_superseded`, a failed row whose ticket has a later row that succeeded
+    /// or is pending or in flight stays failed (counted in [`Requeued::superseded`]).
     pub async fn requeue_failed(
         &self,
         run_id: i64,
-        class: Option<&str>,
-        grep: Option<&str>,
-    ) -> Result<u64, StoreError> {
-        let done = sqlx::query(
+        filter: RowFilter<'_>,
+        include_superseded: bool,
+    ) -> Result<Requeued, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let superseded = if include_superseded {
+            0
+        } else {
+            let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM jobs
+                 WHERE run_id = ?1 AND state = 'failed' AND state <> 'pending'
+                   AND (?2 IS NULL OR error_class = ?2)
+                   AND (?3 IS NULL OR instr(error_message, ?3) > 0) AND {SUPERSEDED}"
+            )))
+            .bind(run_id)
+            .bind(filter.class)
+            .bind(filter.grep)
+            .fetch_one(&mut *tx)
+            .await?;
+            n as u64
+        };
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE jobs
              SET state = 'pending', attempts = 0, next_attempt_at = 0,
                  error_class = NULL, error_message = NULL, http_status = NULL, updated_at = ?1
-             WHERE run_id = ?2 AND state = 'failed'
+             WHERE run_id = ?2 AND state = 'failed' AND state <> 'pending'
                AND (?3 IS NULL OR error_class = ?3)
-               AND (?4 IS NULL OR instr(error_message, ?4) > 0)",
-        )
+               AND (?4 IS NULL OR instr(error_message, ?4) > 0)
+               AND (?5 OR NOT {SUPERSEDED})"
+        )))
         .bind(now_ms())
         .bind(run_id)
-        .bind(class)
-        .bind(grep)
+        .bind(filter.class)
+        .bind(filter.grep)
+        .bind(include_superseded)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Requeued {
+            requeued: done.rows_affected(),
+            superseded,
+        })
+    }
+
+    /// Marks the run's failed and pending rows matching `filter` `skipped`, with `reason`
+    /// (a person decided not to send them); returns how many changed.
+    pub async fn skip_rows(
+        &self,
+        run_id: i64,
+        filter: RowFilter<'_>,
+        reason: &str,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE jobs
+             SET state = 'skipped', next_attempt_at = NULL, error_class = 'manual',
+                 error_message = ?1, updated_at = ?2
+             WHERE run_id = ?3 AND state IN ('failed', 'pending')
+               AND (?4 IS NULL OR error_class = ?4)
+               AND (?5 IS NULL OR instr(error_message, ?5) > 0)",
+        )
+        .bind(reason)
+        .bind(now_ms())
+        .bind(run_id)
+        .bind(filter.class)
+        .bind(filter.grep)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
+    }
+
+    /// How many of the run's failed rows are resolved: a later row of their sync key
+    /// succeeded (or was unchanged since what was sent). They do not make a run exit 1.
+    pub async fn resolved_failures(&self, run_id: i64) -> Result<i64, StoreError> {
+        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM jobs
+             WHERE run_id = ? AND state = 'failed' AND state <> 'pending' AND {RESOLVED}"
+        )))
+        .bind(run_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n)
     }
 
     /// Puts the given `failed` rows of a run back to `pending`, due at once and uncharged (a
@@ -117,6 +218,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::{Requeued, RowFilter};
     use crate::store::JobState;
     use crate::store::fixtures::store_with;
 
@@ -144,11 +246,12 @@ mod tests {
             .unwrap();
 
         // `%` is literal: only the row whose message really holds "100%" and is rejected.
-        let n = store
-            .requeue_failed(run_id, Some("rejected"), Some("100%"))
-            .await
-            .unwrap();
-        assert_eq!(n, 1);
+        let filter = RowFilter {
+            class: Some("rejected"),
+            grep: Some("100%"),
+        };
+        let n = store.requeue_failed(run_id, filter, false).await.unwrap();
+        assert_eq!(n.requeued, 1);
         let rows = store.job_rows(run_id, None, 0, 10).await.unwrap();
         assert_eq!(rows[0].state, "pending");
         assert_eq!(rows[0].attempts, 0);
@@ -172,9 +275,83 @@ mod tests {
         );
 
         // Without filters every remaining failed row goes back; pending rows are untouched.
-        assert_eq!(store.requeue_failed(run_id, None, None).await.unwrap(), 2);
+        let all = RowFilter::default();
+        assert_eq!(
+            store
+                .requeue_failed(run_id, all, false)
+                .await
+                .unwrap()
+                .requeued,
+            2
+        );
         let counts = store.counts(run_id).await.unwrap();
         assert_eq!(counts.get(JobState::Pending), 4);
-        assert_eq!(store.requeue_failed(run_id, None, None).await.unwrap(), 0);
+        assert_eq!(
+            store.requeue_failed(run_id, all, false).await.unwrap(),
+            Requeued::default()
+        );
+    }
+
+    /// The plan of `sql` with its parameters unbound (the database keeps no statistics, as
+    /// in use: kapsync never runs ANALYZE).
+    async fn plan(store: &crate::store::Store, sql: &str) -> String {
+        let rows: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("\n")
+    }
+
+    #[tokio::test]
+    async fn retry_resolved_and_sync_key_checks_use_their_indexes() {
+        let (_dir, store, _) = store_with(&["1", "2", "1"]).await;
+        // Retry's check: the run's failed rows through jobs_settled, then per row one probe
+        // by sync key and one by ticket among the open rows.
+        let retry = plan(
+            &store,
+            &format!(
+                "SELECT count(*) FROM jobs WHERE run_id = ?1 AND state = 'failed'
+                 AND state <> 'pending' AND {}",
+                super::SUPERSEDED
+            ),
+        )
+        .await;
+        assert!(
+            retry.contains("USING INDEX jobs_settled (run_id=? AND state=?)"),
+            "{retry}"
+        );
+        assert!(
+            retry.contains("USING INDEX jobs_by_sync_key (sync_key=? AND id>?)"),
+            "{retry}"
+        );
+        assert!(
+            retry.contains("USING INDEX jobs_open_by_ticket (ticket_id=?"),
+            "{retry}"
+        );
+        assert!(!retry.contains("SCAN"), "{retry}");
+        let resolved = plan(
+            &store,
+            &format!(
+                "SELECT count(*) FROM jobs WHERE run_id = ? AND state = 'failed'
+                 AND state <> 'pending' AND {}",
+                super::RESOLVED
+            ),
+        )
+        .await;
+        assert!(resolved.contains("jobs_settled"), "{resolved}");
+        assert!(resolved.contains("jobs_by_sync_key"), "{resolved}");
+        assert!(!resolved.contains("SCAN"), "{resolved}");
+        // Ingest's sync-key lookups (store/delta.rs): one probe per key, from the newest row.
+        let probe = plan(&store, &crate::store::delta::PROBE_SQL).await;
+        assert!(
+            probe.contains("USING INDEX jobs_by_sync_key (sync_key=?)"),
+            "{probe}"
+        );
+        let supersede = plan(&store, &crate::store::delta::SUPERSEDE_SQL).await;
+        assert!(
+            supersede.contains("USING INDEX jobs_by_sync_key (sync_key=? AND id<?)"),
+            "{supersede}"
+        );
     }
 }

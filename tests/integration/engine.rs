@@ -583,10 +583,11 @@ async fn sync_ingests_and_drains_in_one_command() {
         serde_json::json!({"pending": 0, "in_flight": 0, "succeeded": 1, "failed": 1, "invalid": 1, "skipped": 0})
     );
     assert_eq!((stats.succeeded, stats.rejected), (1, 1));
-    // Run again: the content is already there and nothing is left to send.
+    // Run again, to the target the database recorded: the content is already there and
+    // nothing is left to send.
     let mut cmd = ws.kapsync();
     cmd.env("KAPTURE_TOKEN", "t")
-        .args(["sync", "--run", "cron", "--base-url", "http://127.0.0.1:9"])
+        .args(["sync", "--run", "cron"])
         .arg(&path);
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await

@@ -260,7 +260,7 @@ async fn defused_cells_ingest_again_as_they_were() {
 
     let out = ws
         .kapsync()
-        .args(["ingest", "--run", "again", "all.csv"])
+        .args(["ingest", "--run", "again", "--resend-unchanged", "all.csv"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -416,7 +416,10 @@ async fn retry_puts_back_only_matching_rows_and_keeps_their_history() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report, json!({"run": "night", "requeued": 1}));
+    assert_eq!(
+        report,
+        json!({"run": "night", "requeued": 1, "superseded": 0})
+    );
 
     let jobs = ws.jobs(None).await;
     let states: Vec<&str> = jobs.iter().map(|j| j.state.as_str()).collect();
@@ -443,7 +446,11 @@ async fn retry_puts_back_only_matching_rows_and_keeps_their_history() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(
         stdout(&out),
-        "Put 2 failed rows of run night back to pending; `kapsync run --run night` sends them.\n"
+        format!(
+            "Put 2 failed rows of run night back to pending; \
+             `kapsync --db {} run --run night` sends them.\n",
+            ws.db().display()
+        )
     );
     let states: Vec<String> = ws.jobs(None).await.into_iter().map(|j| j.state).collect();
     assert_eq!(

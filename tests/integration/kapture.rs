@@ -21,8 +21,20 @@ const UPDATE: &str = "/update-ticket-from-other-source.html/v.2.0";
 #[tokio::test]
 async fn success_returns_the_ticket_snapshot_and_get_ticket_reads_it_back() {
     let sim = start_sim(SimConfig::default()).await;
-    let client = client(&sim.base_url());
+    let client = client(&sim.base_url()).keep_responses(true);
     let payload = r#"{"ticket_id":"123456789012","sub_status":"CL","comment":"closed by import","callback_time":"2024-05-01 09:30:00","x_legacy_id":"ZD-7"}"#;
+    // By default a success keeps only what confirms the update.
+    let confirmed = crate::support::client(&sim.base_url())
+        .update_ticket(payload)
+        .await;
+    let kept = confirmed
+        .ticket
+        .expect("a success carries its confirmation");
+    assert_eq!(
+        kept,
+        serde_json::json!({"ticket_id": "123456789012", "sub_status": "CL",
+                           "message": "Ticket updated successfully"})
+    );
     let reply = client.update_ticket(payload).await;
     assert_eq!(reply.class, Class::Success, "{reply:?}");
     assert_eq!(reply.http_status, Some(200));

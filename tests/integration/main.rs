@@ -3,6 +3,7 @@
 
 mod cli;
 mod corpus;
+mod delta;
 mod engine;
 mod export;
 mod ingest;

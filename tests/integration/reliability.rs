@@ -818,6 +818,8 @@ async fn secret_hygiene_the_token_appears_in_no_output_database_or_export_at_tra
             "1",
             "--base-url",
             &echo.uri(),
+            // The database belongs to the first server: moving it is asked for.
+            "--retarget",
         ],
         false,
         1,

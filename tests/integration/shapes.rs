@@ -152,9 +152,10 @@ async fn jsonl_numbers_pass_through_byte_exact_and_exports_ingest_back() {
         "{export}"
     );
     let exported = ws.file("export.jsonl", &export);
+    // The same rows again would be stored as unchanged (no payload): resend them.
     let out = ws
         .kapsync()
-        .args(["ingest", "--run", "second"])
+        .args(["ingest", "--run", "second", "--resend-unchanged"])
         .arg(&exported)
         .output()
         .unwrap();
@@ -187,9 +188,10 @@ async fn a_jsonl_export_of_a_mixed_run_ingests_back_to_the_same_payloads() {
         .output()
         .unwrap();
     let exported = ws.file("export.jsonl", stdout(&out));
+    // The same rows again would be stored as unchanged (no payload): resend them.
     let out = ws
         .kapsync()
-        .args(["ingest", "--run", "second"])
+        .args(["ingest", "--run", "second", "--resend-unchanged"])
         .arg(&exported)
         .output()
         .unwrap();

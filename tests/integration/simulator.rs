@@ -79,7 +79,7 @@ async fn the_ledger_records_every_update_in_order_and_matches_the_http_view() {
 #[tokio::test]
 async fn get_ticket_returns_what_was_written() {
     let sim = start_sim(SimConfig::default()).await;
-    let client = client(&sim.base_url());
+    let client = client(&sim.base_url()).keep_responses(true);
     let first =
         r#"{"ticket_id":"700000000001","sub_status":"OP","queue":"L1","x_source":"zendesk"}"#;
     let second = r#"{"ticket_id":"700000000001","sub_status":"CL","comment":"resolved"}"#;

@@ -63,6 +63,8 @@ struct MappingFile {
     #[serde(default)]
     extra: BTreeMap<String, String>,
     #[serde(default)]
+    delta: DeltaTable,
+    #[serde(default)]
     formats: Formats,
     #[serde(default)]
     allowed: Allowed,
@@ -121,6 +123,18 @@ pub(crate) struct AllowedValues {
     pub(crate) origin: String,
 }
 
+/// `[delta]`: what makes two rows of nightly exports "the same thing" (see `ingest::delta`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DeltaTable {
+    /// Source columns (CSV) or keys (JSONL) that, with `ticket_id`, identify a row's event.
+    #[serde(default)]
+    pub(super) key: Vec<String>,
+    /// Skip a sync key's older pending rows when a newer one arrives.
+    #[serde(default)]
+    pub(super) supersede: bool,
+}
+
 /// A loaded mapping. [`Mapping::default`] is "no mapping file": match columns by name.
 #[derive(Debug, Default, Clone)]
 pub struct Mapping {
@@ -137,6 +151,8 @@ pub struct Mapping {
     pub(super) defaults: BTreeMap<String, String>,
     /// Extra key -> source column.
     pub(super) extra: BTreeMap<String, String>,
+    /// `[delta]`: the sync key's columns and whether newer rows supersede pending ones.
+    pub(super) delta: DeltaTable,
     /// Fields whose `[columns]` entry is optional.
     pub(super) optional: BTreeSet<String>,
     /// How callback times are read (`[formats]`).
@@ -263,6 +279,7 @@ impl Mapping {
             values,
             defaults: file.defaults,
             extra: file.extra,
+            delta: file.delta,
             optional,
             time,
             allowed,
@@ -286,6 +303,11 @@ impl Mapping {
     /// The mapping file's name, empty without a file.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether the mapping asks for `[delta] supersede = true`.
+    pub fn supersede(&self) -> bool {
+        self.delta.supersede
     }
 
     /// A digest of the mapping text, empty without a mapping file.

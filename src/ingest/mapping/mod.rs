@@ -11,6 +11,9 @@
 //! queue = "Migration"
 //! [extra]              # body key = source column, passed through as an extra key
 //! legacy_priority = "Priority"
+//! [delta]              # event exports: these columns join ticket_id in the sync key
+//! key = ["Comment Id"]
+//! supersede = false    # true: a newer row of a key skips that key's older pending rows
 //! ```
 //!
 //! Kapture fields not named under `[columns]` are found by name, ignoring case, spaces and
@@ -26,15 +29,18 @@
 //! header or JSONL keys), [`row`] builds one row's update object, and [`names`] matches source
 //! names to Kapture fields, and [`tally`] counts the listed fields' source values.
 
+mod delta;
 mod file;
+mod json;
 pub(crate) mod names;
 mod plan;
 mod row;
 mod tally;
 
 pub use file::{Mapping, MappingFileError};
+pub use json::json_kind;
 pub use plan::Plan;
-pub use row::{Invalid, Update, json_kind};
+pub use row::{Invalid, Update};
 pub use tally::{FieldValues, TOP_VALUES, ValueCount};
 
 #[cfg(test)]

@@ -4,9 +4,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use super::file::{AllowedValues, LISTED_FIELDS, Mapping};
+use super::json::json_string;
 use super::names::{field_named, field_or_alias};
-use super::row::json_string;
-use super::tally::Tally;
+use super::tally::{FieldValues, TOP_VALUES, Tally, ValueCount};
 use crate::ingest::MappingError;
 use crate::ingest::times::TimeRule;
 use crate::kapture::KAPTURE_FIELDS;
@@ -83,6 +83,8 @@ pub struct Plan {
     /// The file is a `kapsync export`: its cells were defused for spreadsheets, and the
     /// quote export added is dropped again.
     pub(super) undefuse: bool,
+    /// `[delta] key`: each source column (JSONL key) and, for CSV, its index.
+    pub(super) delta_key: Vec<(String, Option<usize>)>,
     /// How callback times are read.
     pub(super) time: TimeRule,
     /// The source values of the listed fields seen so far.
@@ -181,6 +183,15 @@ impl Mapping {
             });
             used[index] = true;
         }
+        let mut delta_key = Vec::new();
+        for column in &self.delta.key {
+            let index = headers
+                .iter()
+                .position(|h| h == column)
+                .ok_or_else(|| missing("[delta] key".to_owned(), column))?;
+            used[index] = true;
+            delta_key.push((column.clone(), Some(index)));
+        }
         // An export's raw_record column is there to fix rows by hand, not to send.
         if is_export_header(headers) {
             for (index, header) in headers.iter().enumerate() {
@@ -234,6 +245,7 @@ impl Mapping {
             order,
             csv: true,
             undefuse: is_export_header(headers),
+            delta_key,
             time: self.time.clone(),
             tally: RefCell::new(Tally::new(targets_len)),
         })
@@ -267,6 +279,7 @@ impl Mapping {
             order: Vec::new(),
             csv: false,
             undefuse: false,
+            delta_key: self.delta.key.iter().map(|k| (k.clone(), None)).collect(),
             time: self.time.clone(),
             tally: RefCell::new(Tally::new(targets_len)),
         }
@@ -293,6 +306,54 @@ fn refuse_duplicates(headers: &[String], used: &[bool]) -> Result<(), MappingErr
         }
     }
     Ok(())
+}
+
+impl Plan {
+    /// The listed fields' source values so far, for the summary.
+    pub fn values_report(&self) -> Vec<FieldValues> {
+        let tally = self.tally.borrow();
+        let mut report = Vec::new();
+        for (i, target) in self.targets.iter().enumerate() {
+            if !target.tallied || tally.counts[i].is_empty() && tally.overflow[i] == 0 {
+                continue;
+            }
+            let mut values: Vec<(&String, &u64)> = tally.counts[i].iter().collect();
+            values.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+            let listed: Vec<ValueCount> = values
+                .iter()
+                .take(TOP_VALUES)
+                .map(|(value, rows)| {
+                    let (sent, mapped) = self.listed_value(target, value);
+                    let allowed = target
+                        .allowed
+                        .as_ref()
+                        .is_none_or(|a| a.values.iter().any(|v| v == sent));
+                    let note = match (allowed, mapped, &target.values) {
+                        (false, _, _) => "not allowed",
+                        (true, true, _) => "mapped",
+                        (true, false, Some(_)) => "unmapped",
+                        (true, false, None) => "as is",
+                    };
+                    ValueCount {
+                        value: (*value).clone(),
+                        rows: **rows,
+                        sent: allowed.then(|| sent.to_owned()),
+                        note,
+                    }
+                })
+                .collect();
+            let rest = values.iter().skip(TOP_VALUES);
+            report.push(FieldValues {
+                field: target.key.clone(),
+                column: target.source.clone(),
+                checked: target.values.is_some() || target.allowed.is_some(),
+                values: listed,
+                other_values: rest.clone().count() as u64,
+                other_rows: rest.map(|(_, n)| **n).sum::<u64>() + tally.overflow[i],
+            });
+        }
+        report
+    }
 }
 
 #[cfg(test)]

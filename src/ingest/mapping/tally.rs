@@ -4,8 +4,6 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::plan::Plan;
-
 /// Distinct values counted per field; further values are counted together, keeping memory
 /// bounded on a file whose "status" column holds free text.
 const MAX_DISTINCT: usize = 10_000;
@@ -15,9 +13,9 @@ pub const TOP_VALUES: usize = 50;
 /// Source values seen per target (only the listed fields' targets count).
 #[derive(Debug, Clone, Default)]
 pub struct Tally {
-    counts: Vec<HashMap<String, u64>>,
+    pub(super) counts: Vec<HashMap<String, u64>>,
     /// Rows whose value came after [`MAX_DISTINCT`] others, per target.
-    overflow: Vec<u64>,
+    pub(super) overflow: Vec<u64>,
 }
 
 impl Tally {
@@ -67,52 +65,4 @@ pub struct ValueCount {
     /// `mapped` (by `[values]`), `unmapped` (a `[values]` table exists but lacks it), `as is`
     /// (no table), or `not allowed`.
     pub note: &'static str,
-}
-
-impl Plan {
-    /// The listed fields' source values so far, for the summary.
-    pub fn values_report(&self) -> Vec<FieldValues> {
-        let tally = self.tally.borrow();
-        let mut report = Vec::new();
-        for (i, target) in self.targets.iter().enumerate() {
-            if !target.tallied || tally.counts[i].is_empty() && tally.overflow[i] == 0 {
-                continue;
-            }
-            let mut values: Vec<(&String, &u64)> = tally.counts[i].iter().collect();
-            values.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
-            let listed: Vec<ValueCount> = values
-                .iter()
-                .take(TOP_VALUES)
-                .map(|(value, rows)| {
-                    let (sent, mapped) = self.listed_value(target, value);
-                    let allowed = target
-                        .allowed
-                        .as_ref()
-                        .is_none_or(|a| a.values.iter().any(|v| v == sent));
-                    let note = match (allowed, mapped, &target.values) {
-                        (false, _, _) => "not allowed",
-                        (true, true, _) => "mapped",
-                        (true, false, Some(_)) => "unmapped",
-                        (true, false, None) => "as is",
-                    };
-                    ValueCount {
-                        value: (*value).clone(),
-                        rows: **rows,
-                        sent: allowed.then(|| sent.to_owned()),
-                        note,
-                    }
-                })
-                .collect();
-            let rest = values.iter().skip(TOP_VALUES);
-            report.push(FieldValues {
-                field: target.key.clone(),
-                column: target.source.clone(),
-                checked: target.values.is_some() || target.allowed.is_some(),
-                values: listed,
-                other_values: rest.clone().count() as u64,
-                other_rows: rest.map(|(_, n)| **n).sum::<u64>() + tally.overflow[i],
-            });
-        }
-        report
-    }
 }

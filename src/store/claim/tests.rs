@@ -24,6 +24,7 @@ async fn add_run(store: &Store, name: &str, tickets: &[&str]) -> i64 {
             payload: Some(format!("{{\"ticket_id\":\"{t}\",\"n\":{i}}}")),
             payload_hash: None,
             invalid_reason: None,
+            sync_key: None,
             raw_record: None,
         })
         .collect();
@@ -360,7 +361,10 @@ async fn run_counts_follow_every_change() {
         .await
         .unwrap();
     check().await;
-    store.requeue_failed(run, None, None).await.unwrap();
+    store
+        .requeue_failed(run, crate::store::RowFilter::default(), false)
+        .await
+        .unwrap();
     check().await;
     assert_eq!(store.counts(run).await.unwrap().total(), 4);
     let summaries = store.run_summaries().await.unwrap();

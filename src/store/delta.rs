@@ -1,0 +1,248 @@
+//! Deciding at ingest which rows need not be sent: unchanged since their sync key's latest
+//! row, or superseded by a newer one (`--supersede`).
+//!
+//! A chunk of rows costs one probe statement: for each distinct sync key, the newest row of
+//! that key that succeeded (against the current target) or is pending or in flight,
+//! found through `jobs_by_sync_key` from the top. Rows earlier in the same chunk are not in the
+//! table yet, so the decision walks the chunk in order over a map seeded by the probe.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use sqlx::Sqlite;
+use sqlx::pool::PoolConnection;
+
+use super::{NewJob, StoreError, now_ms};
+
+/// Keys per probe statement; a chunk's distinct keys are padded with NULLs up to it so the
+/// statement is prepared once. The ingest's full insert chunk (1000 rows) takes one probe.
+const KEYS_PER_PROBE: usize = 1000;
+
+/// Supersede updates per statement (3 values a row).
+const SUPERSEDE_ROWS: usize = 256;
+
+/// How an ingest treats rows that match what the database already holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeltaOptions {
+    /// Store a row equal to its sync key's latest sent (or on its way) row as `skipped`.
+    pub skip_unchanged: bool,
+    /// When a new row of a sync key is stored, that key's older `pending` rows become
+    /// `skipped` (they would only be overwritten).
+    pub supersede: bool,
+}
+
+impl Default for DeltaOptions {
+    fn default() -> Self {
+        Self {
+            skip_unchanged: true,
+            supersede: false,
+        }
+    }
+}
+
+/// Rows an ingest stored or turned `skipped`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DeltaCounts {
+    /// New rows stored `skipped` because they equal what was sent.
+    pub unchanged: i64,
+    /// Pending rows (earlier ones, or rows of this ingest) skipped for a newer row.
+    pub superseded: i64,
+}
+
+/// What a chunk's row becomes. The value is what the insert statement's CASE reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Pending = 0,
+    Invalid = 1,
+    Unchanged = 2,
+    Superseded = 3,
+}
+
+/// The decisions for one chunk.
+#[derive(Debug, Default)]
+pub(super) struct Decisions {
+    /// Per row of the chunk: its kind and, for skipped rows, the reason.
+    pub rows: Vec<(Kind, Option<String>)>,
+    /// Earlier pending rows to skip: (sync key, newest id to skip, reason).
+    pub supersede: Vec<([u8; 16], i64, String)>,
+}
+
+/// The newest row of a sync key that counts for comparison.
+#[derive(Debug, Clone)]
+struct Latest {
+    hash: Option<Vec<u8>>,
+    pending: bool,
+    run: String,
+    line: i64,
+    /// `Some(index)` for a row of this chunk, `None` for a stored one.
+    chunk_index: Option<usize>,
+    id: i64,
+}
+
+/// The probe: the newest counting row of each key in the VALUES list.
+pub(super) static PROBE_SQL: LazyLock<String> = LazyLock::new(|| {
+    let mut sql = String::from("WITH k(key) AS (VALUES ");
+    for i in 0..KEYS_PER_PROBE {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?)");
+    }
+    sql.push_str(
+        ") SELECT k.key, j.id, j.payload_hash, j.state, j.line, r.name
+         FROM k JOIN jobs j ON j.id = (
+             SELECT p.id FROM jobs p
+             WHERE p.sync_key = k.key
+               AND p.state IN ('succeeded', 'pending', 'in_flight')
+               AND (p.state != 'succeeded' OR ifnull(p.updated_at, 0) >= ?)
+             ORDER BY p.id DESC LIMIT 1)
+         JOIN runs r ON r.id = j.run_id",
+    );
+    sql
+});
+
+pub(super) static SUPERSEDE_SQL: LazyLock<String> = LazyLock::new(|| {
+    let mut sql = String::from("WITH s(key, upto, reason) AS (VALUES ");
+    for i in 0..SUPERSEDE_ROWS {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?,?,?)");
+    }
+    sql.push_str(
+        // Driven from the keys (CROSS JOIN keeps `s` outside): as `UPDATE .. FROM s`, SQLite
+        // planned a walk of all of `jobs_by_sync_key` for 256 keys.
+        ") UPDATE jobs SET state = 'skipped', error_class = 'superseded',
+             error_message = (SELECT s.reason FROM s
+                              WHERE s.key = jobs.sync_key AND jobs.id <= s.upto LIMIT 1),
+             next_attempt_at = NULL, updated_at = ?
+         WHERE id IN (SELECT j.id FROM s CROSS JOIN jobs j INDEXED BY jobs_by_sync_key
+                      WHERE j.sync_key = s.key AND j.id <= s.upto AND j.state = 'pending')",
+    );
+    sql
+});
+
+type ProbeRow = (Vec<u8>, i64, Option<Vec<u8>>, String, i64, String);
+
+/// Decides every row of a chunk: probes the table for the chunk's keys, then walks the rows in
+/// order. Rows that succeeded before `since_ms` went to an earlier target and do not count.
+pub(super) async fn decide(
+    conn: &mut PoolConnection<Sqlite>,
+    jobs: &[NewJob],
+    options: DeltaOptions,
+    run_name: &str,
+    since_ms: i64,
+) -> Result<Decisions, StoreError> {
+    let mut latest: HashMap<[u8; 16], Latest> = HashMap::new();
+    let mut keys: Vec<[u8; 16]> = Vec::new();
+    for job in jobs {
+        if let (Some(key), None) = (job.sync_key, &job.invalid_reason) {
+            keys.push(key);
+        }
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    for part in keys.chunks(KEYS_PER_PROBE) {
+        let mut query = sqlx::query_as::<_, ProbeRow>(sqlx::AssertSqlSafe(PROBE_SQL.as_str()));
+        for key in part {
+            query = query.bind(key.to_vec());
+        }
+        for _ in part.len()..KEYS_PER_PROBE {
+            query = query.bind(None::<Vec<u8>>);
+        }
+        for (key, id, hash, state, line, run) in query.bind(since_ms).fetch_all(&mut **conn).await?
+        {
+            let Ok(key) = <[u8; 16]>::try_from(key.as_slice()) else {
+                continue;
+            };
+            latest.insert(
+                key,
+                Latest {
+                    hash,
+                    pending: state == "pending",
+                    run,
+                    line,
+                    chunk_index: None,
+                    id,
+                },
+            );
+        }
+    }
+    let mut decisions = Decisions {
+        rows: Vec::with_capacity(jobs.len()),
+        supersede: Vec::new(),
+    };
+    for (index, job) in jobs.iter().enumerate() {
+        let key = match (&job.invalid_reason, job.sync_key) {
+            (Some(_), _) => {
+                decisions.rows.push((Kind::Invalid, None));
+                continue;
+            }
+            (None, None) => {
+                decisions.rows.push((Kind::Pending, None));
+                continue;
+            }
+            (None, Some(key)) => key,
+        };
+        let hash = job.payload_hash.map(Vec::from);
+        let previous = latest.get(&key);
+        if options.skip_unchanged
+            && let Some(earlier) = previous
+            && hash.is_some()
+            && earlier.hash == hash
+        {
+            let reason = format!("unchanged since run {}, line {}", earlier.run, earlier.line);
+            decisions.rows.push((Kind::Unchanged, Some(reason)));
+            continue;
+        }
+        if options.supersede
+            && let Some(earlier) = previous
+            && earlier.pending
+        {
+            let reason = format!("superseded by run {run_name}, line {}", job.line);
+            match earlier.chunk_index {
+                Some(i) => decisions.rows[i] = (Kind::Superseded, Some(reason)),
+                None => decisions.supersede.push((key, earlier.id, reason)),
+            }
+        }
+        decisions.rows.push((Kind::Pending, None));
+        latest.insert(
+            key,
+            Latest {
+                hash,
+                pending: true,
+                run: run_name.to_owned(),
+                line: job.line,
+                chunk_index: Some(index),
+                id: 0,
+            },
+        );
+    }
+    Ok(decisions)
+}
+
+/// Skips the earlier pending rows a chunk superseded; returns how many changed.
+pub(super) async fn supersede(
+    conn: &mut PoolConnection<Sqlite>,
+    rows: &[([u8; 16], i64, String)],
+) -> Result<u64, StoreError> {
+    let mut changed = 0;
+    for part in rows.chunks(SUPERSEDE_ROWS) {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(SUPERSEDE_SQL.as_str()));
+        for (key, upto, reason) in part {
+            query = query.bind(key.to_vec()).bind(*upto).bind(reason.as_str());
+        }
+        for _ in part.len()..SUPERSEDE_ROWS {
+            query = query
+                .bind(None::<Vec<u8>>)
+                .bind(None::<i64>)
+                .bind(None::<String>);
+        }
+        changed += query
+            .bind(now_ms())
+            .execute(&mut **conn)
+            .await?
+            .rows_affected();
+    }
+    Ok(changed)
+}

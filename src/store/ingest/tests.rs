@@ -1,0 +1,138 @@
+//! The ingest writer: rows stored, resumed after an interruption, duplicates removed.
+
+use super::*;
+
+fn job(line: i64, invalid: bool) -> NewJob {
+    NewJob {
+        line,
+        ticket_id: Some(format!("{line:012}")),
+        payload: (!invalid).then(|| format!("{{\"ticket_id\":\"{line:012}\"}}")),
+        payload_hash: (!invalid).then_some([line as u8; 16]),
+        invalid_reason: invalid.then(|| "sub_status is empty".to_owned()),
+        sync_key: None,
+        raw_record: None,
+    }
+}
+
+#[tokio::test]
+async fn rows_are_stored_and_an_interrupted_source_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("k.db")).await.unwrap();
+    let (run, _) = store.get_or_create_run("r").await.unwrap();
+    let SourceStart::New { source_id } = store
+        .begin_source(run.id, "a.csv", "h1", "s", "csv")
+        .await
+        .unwrap()
+    else {
+        panic!("expected a new source")
+    };
+    let mut writer = store.ingest_writer(run.id, source_id).await.unwrap();
+    let jobs: Vec<NewJob> = (2..2503).map(|l| job(l, l % 100 == 0)).collect();
+    writer.write(&jobs).await.unwrap();
+    let progress = SourceProgress {
+        last_line: 2502,
+        rows_read: 2501,
+        rows_valid: 2476,
+        rows_invalid: 25,
+    };
+    writer.commit(progress).await.unwrap();
+    // Uncommitted rows vanish with the writer, as with a crash.
+    writer.write(vec![job(2503, false)]).await.unwrap();
+    drop(writer);
+
+    let start = store
+        .begin_source(run.id, "a.csv", "h1", "s", "csv")
+        .await
+        .unwrap();
+    assert_eq!(
+        start,
+        SourceStart::Resume {
+            source_id,
+            progress: SourceProgress {
+                last_line: 2502,
+                rows_read: 2501,
+                rows_valid: 2476,
+                rows_invalid: 25
+            }
+        }
+    );
+    let counts = store.counts(run.id).await.unwrap();
+    assert_eq!((counts.pending, counts.invalid), (2476, 25));
+
+    let mut writer = store.ingest_writer(run.id, source_id).await.unwrap();
+    writer.write(vec![job(2503, false)]).await.unwrap();
+    let done = SourceProgress {
+        last_line: 2503,
+        rows_read: 2502,
+        rows_valid: 2477,
+        rows_invalid: 25,
+    };
+    assert!(writer.finish(done, "h1").await.unwrap());
+    assert!(matches!(
+        store
+            .begin_source(run.id, "a.csv", "h1", "s", "csv")
+            .await
+            .unwrap(),
+        SourceStart::Done {
+            progress: SourceProgress {
+                rows_read: 2502,
+                ..
+            },
+            ..
+        }
+    ));
+    type Stored = (i64, String, Option<String>, Option<String>, Option<Vec<u8>>);
+    let rows: Vec<Stored> = sqlx::query_as(
+        "SELECT line, state, error_class, error_message, payload_hash FROM jobs
+             WHERE line IN (99, 100) ORDER BY line",
+    )
+    .fetch_all(&store.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [
+            (99, "pending".into(), None, None, Some(vec![99; 16])),
+            (
+                100,
+                "invalid".into(),
+                Some("invalid".into()),
+                Some("sub_status is empty".into()),
+                None
+            ),
+        ]
+    );
+    let (ids_in_line_order,): (bool,) = sqlx::query_as(
+        "SELECT count(*) = 0 FROM jobs a JOIN jobs b ON a.id < b.id AND a.line > b.line",
+    )
+    .fetch_one(&store.pool)
+    .await
+    .unwrap();
+    assert!(ids_in_line_order);
+}
+
+#[tokio::test]
+async fn a_duplicate_found_at_the_end_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("k.db")).await.unwrap();
+    let (run, _) = store.get_or_create_run("r").await.unwrap();
+    for (name, expect_new) in [("stdin-1", true), ("stdin-2", false)] {
+        let SourceStart::New { source_id } = store
+            .begin_source(run.id, "-", name, "s", "csv")
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        let mut writer = store.ingest_writer(run.id, source_id).await.unwrap();
+        writer.write(vec![job(2, false)]).await.unwrap();
+        let progress = SourceProgress {
+            last_line: 2,
+            rows_read: 1,
+            rows_valid: 1,
+            rows_invalid: 0,
+        };
+        assert_eq!(writer.finish(progress, "same").await.unwrap(), expect_new);
+    }
+    assert_eq!(store.counts(run.id).await.unwrap().pending, 1);
+}
