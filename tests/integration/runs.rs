@@ -429,3 +429,106 @@ async fn the_canary_stops_a_mapping_typo_and_lets_one_bad_row_through() {
     );
     sim.shutdown().await;
 }
+
+/// `text` without ANSI escape sequences (CSI `ESC [ ... final`, OSC `ESC ] ... BEL/ST`, and
+/// two-byte `ESC x`).
+#[cfg(unix)]
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('[') => {
+                for c in chars.by_ref() {
+                    if ('\u{40}'..='\u{7e}').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            Some(']') => {
+                while let Some(c) = chars.next() {
+                    if c == '\u{7}' || (c == '\u{1b}' && chars.next_if_eq(&'\\').is_some()) {
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The raw pseudo-terminal output of a drain of 60 rows at `--rate 20`, with the terminal set
+/// to `columns` columns; `None` when util-linux `script` is missing.
+#[cfg(unix)]
+#[expect(clippy::print_stderr, reason = "a skipped case says so")]
+async fn drain_under_a_terminal(columns: u16) -> Option<String> {
+    let has_script = std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_script {
+        eprintln!("skipped: util-linux `script` is needed for a pseudo-terminal");
+        return None;
+    }
+    let ws = Workspace::new();
+    ingest_rows(&ws, 60, 60);
+    let sim = start_sim(SimConfig::default()).await;
+    let command = format!(
+        "stty cols {columns} rows 30; exec '{}' --db '{}' run --run r --rate 20 --base-url '{}'",
+        assert_cmd::cargo::cargo_bin("kapsync").display(),
+        ws.db().display(),
+        sim.base_url(),
+    );
+    let tty = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("KAPTURE_TOKEN", "t")
+        .env_remove("RUST_LOG")
+        .env_remove("COLUMNS")
+        .current_dir(ws.dir.path())
+        .output()
+        .unwrap();
+    sim.shutdown().await;
+    let text = stdout(&tty);
+    assert!(tty.status.success(), "{text}");
+    assert_eq!(counts(&ws)["succeeded"], 60, "{text}");
+    Some(text)
+}
+
+/// Issue 11: the bar stays one line on a real terminal of 80 and of 60 columns: every line
+/// drawn fits the width, it is redrawn in place several times, and no line holds two bars.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bar_stays_one_line_on_a_terminal_of_80_and_60_columns() {
+    for columns in [80, 60] {
+        let Some(raw) = drain_under_a_terminal(columns).await else {
+            return;
+        };
+        let text = strip_ansi(&raw);
+        let bars: Vec<&str> = text
+            .split(['\r', '\n'])
+            .filter(|line| line.contains("r ["))
+            .collect();
+        assert!(bars.len() >= 2, "{columns}: fewer than 2 draws in {raw:?}");
+        for line in &bars {
+            let width = console::measure_text_width(line);
+            assert!(
+                width <= usize::from(columns),
+                "{columns}: {width} wide: {line:?}"
+            );
+            assert_eq!(
+                line.matches("r [").count(),
+                1,
+                "{columns}: two bars in {line:?}"
+            );
+            assert!(
+                line.matches(" | ").count() <= 1,
+                "{columns}: two bars in {line:?}"
+            );
+        }
+    }
+}
