@@ -37,9 +37,11 @@ struct GroupRow {
 pub const EXAMPLES_PER_GROUP: i64 = 3;
 
 impl Store {
-    /// Rows per state for each run of `runs`, from two covering index scans: rows that left
-    /// `pending` per state (`jobs_settled`) and all rows (`jobs_by_run`). Pending is the
-    /// difference.
+    /// Rows per state for each run of `runs`, from one covering index scan and two sets of
+    /// probes: all rows per run (`jobs_by_run`), the pending ones (`jobs_open_by_run`) and
+    /// the other states but `succeeded` (`jobs_settled`, one range per run and state).
+    /// Succeeded rows, nearly all of them, are the difference: counting them through
+    /// `jobs_settled` read 10M entries a second time (0.7 s).
     pub async fn counts_by_run(&self, runs: &RunSet) -> Result<Vec<(i64, Counts)>, StoreError> {
         let totals: Vec<(i64, i64)> = sqlx::query_as(
             "SELECT run_id, count(*) FROM jobs
@@ -48,9 +50,19 @@ impl Store {
         .bind(runs.as_json())
         .fetch_all(&self.pool)
         .await?;
-        let settled: Vec<(i64, String, i64)> = sqlx::query_as(
+        let pending: Vec<(i64, String, i64)> = sqlx::query_as(
+            "SELECT run_id, state, count(*) FROM jobs INDEXED BY jobs_open_by_run
+             WHERE run_id IN (SELECT value FROM json_each(?1))
+               AND state = 'pending' AND state IN ('pending', 'in_flight')
+             GROUP BY run_id",
+        )
+        .bind(runs.as_json())
+        .fetch_all(&self.pool)
+        .await?;
+        let rest: Vec<(i64, String, i64)> = sqlx::query_as(
             "SELECT run_id, state, count(*) FROM jobs
-             WHERE run_id IN (SELECT value FROM json_each(?1)) AND state <> 'pending'
+             WHERE run_id IN (SELECT value FROM json_each(?1))
+               AND state IN ('in_flight', 'failed', 'invalid', 'skipped') AND state <> 'pending'
              GROUP BY run_id, state",
         )
         .bind(runs.as_json())
@@ -61,7 +73,7 @@ impl Store {
             .iter()
             .map(|&id| (id, Counts::default()))
             .collect();
-        for (run_id, state, n) in settled {
+        for (run_id, state, n) in pending.into_iter().chain(rest) {
             if let (Some(slot), Some(state)) = (
                 out.iter_mut().find(|(id, _)| *id == run_id),
                 JobState::parse(&state),
@@ -71,8 +83,8 @@ impl Store {
         }
         for (run_id, total) in totals {
             if let Some(slot) = out.iter_mut().find(|(id, _)| *id == run_id) {
-                let settled = slot.1.total();
-                slot.1.add(JobState::Pending, total - settled);
+                let counted = slot.1.total();
+                slot.1.add(JobState::Succeeded, total - counted);
             }
         }
         Ok(out)
