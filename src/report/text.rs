@@ -267,18 +267,7 @@ pub fn runs(list: &[RunSummary]) -> String {
     out
 }
 
-/// Quotes a word for a shell command line when it needs it.
-pub fn shell_word(word: &str) -> String {
-    if !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.:/@+".contains(c))
-    {
-        word.to_owned()
-    } else {
-        format!("'{}'", word.replace('\'', r"'\''"))
-    }
-}
+pub use crate::quote::shell_word;
 
 /// A halt as shown: the server's message in it escaped and cut, the advice whole.
 fn shown_halt(halt: &Halt) -> String {

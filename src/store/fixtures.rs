@@ -2,13 +2,19 @@
 
 use super::{NewJob, SourceProgress, SourceStart, Store};
 
-/// A store with one run whose rows have these ticket ids, in order.
+/// A store with one run named `r` whose rows have these ticket ids, in order.
 pub(crate) async fn store_with(tickets: &[&str]) -> (tempfile::TempDir, Store, i64) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("k.db")).await.unwrap();
-    let (run, _) = store.get_or_create_run("r").await.unwrap();
+    let run = add_run(&store, "r", tickets).await;
+    (dir, store, run)
+}
+
+/// Adds a run named `name` whose rows have these ticket ids, in order; returns its id.
+pub(crate) async fn add_run(store: &Store, name: &str, tickets: &[&str]) -> i64 {
+    let (run, _) = store.get_or_create_run(name).await.unwrap();
     let SourceStart::New { source_id } = store
-        .begin_source(run.id, "a.csv", "h", "s", "csv")
+        .begin_source(run.id, "a.csv", name, "s", "csv")
         .await
         .unwrap()
     else {
@@ -36,6 +42,6 @@ pub(crate) async fn store_with(tickets: &[&str]) -> (tempfile::TempDir, Store, i
         rows_valid: n,
         rows_invalid: 0,
     };
-    writer.finish(progress, "h").await.unwrap();
-    (dir, store, run.id)
+    writer.finish(progress, name).await.unwrap();
+    run.id
 }

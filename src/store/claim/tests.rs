@@ -1,44 +1,8 @@
 //! The claim's order and cost: one ticket at a time across runs, release on finish.
 
 use super::*;
-use crate::store::fixtures::store_with;
-use crate::store::{AttemptRecord, NewJob, Next, Outcome, SourceProgress, SourceStart};
-
-/// Adds a run named `name` whose rows have these ticket ids, in order; returns its id.
-async fn add_run(store: &Store, name: &str, tickets: &[&str]) -> i64 {
-    let (run, _) = store.get_or_create_run(name).await.unwrap();
-    let SourceStart::New { source_id } = store
-        .begin_source(run.id, "a.csv", name, "s", "csv")
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
-    let mut writer = store.ingest_writer(run.id, source_id).await.unwrap();
-    let jobs: Vec<NewJob> = tickets
-        .iter()
-        .enumerate()
-        .map(|(i, t)| NewJob {
-            line: i as i64 + 2,
-            ticket_id: Some((*t).to_owned()),
-            payload: Some(format!("{{\"ticket_id\":\"{t}\",\"n\":{i}}}")),
-            payload_hash: None,
-            invalid_reason: None,
-            sync_key: None,
-            raw_record: None,
-        })
-        .collect();
-    writer.write(&jobs).await.unwrap();
-    let n = tickets.len() as i64;
-    let progress = SourceProgress {
-        last_line: n + 1,
-        rows_read: n,
-        rows_valid: n,
-        rows_invalid: 0,
-    };
-    writer.finish(progress, name).await.unwrap();
-    run.id
-}
+use crate::store::fixtures::{add_run, store_with};
+use crate::store::{AttemptRecord, Next, Outcome};
 
 /// The ids one claim of up to `limit` rows returns.
 async fn claim_ids(store: &Store, run: i64, cursor: &mut Cursor, limit: i64) -> Vec<i64> {
