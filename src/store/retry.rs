@@ -1,5 +1,5 @@
 //! Putting failed rows back to `pending` for `kapsync retry` (never behind a later row of
-//! their ticket), skipping rows for `kapsync skip`, and telling resolved failures from open ones.
+//! their ticket) and skipping rows for `kapsync skip` (resolved failures: `history.rs`).
 
 use super::{Store, StoreError, now_ms};
 
@@ -10,12 +10,6 @@ const SUPERSEDED: &str = "(EXISTS (SELECT 1 FROM jobs l WHERE l.sync_key = jobs.
          AND l.id > jobs.id AND l.state IN ('succeeded', 'pending', 'in_flight'))
      OR EXISTS (SELECT 1 FROM jobs l WHERE l.ticket_id = jobs.ticket_id
          AND l.id > jobs.id AND l.state IN ('pending', 'in_flight')))";
-
-/// "A later row of this failed row's sync key succeeded, or was found unchanged since what was
-/// sent": the failure needs nothing more.
-const RESOLVED: &str = "EXISTS (SELECT 1 FROM jobs l WHERE l.sync_key = jobs.sync_key
-         AND l.id > jobs.id
-         AND (l.state = 'succeeded' OR (l.state = 'skipped' AND l.error_class = 'unchanged')))";
 
 // `state <> 'pending'` next to `state = 'failed'` below is what lets SQLite use the partial
 // index `jobs_settled` to reach a run's failed rows without walking its other rows.
@@ -127,19 +121,6 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
-    }
-
-    /// How many of the run's failed rows are resolved: a later row of their sync key
-    /// succeeded (or was unchanged since what was sent). They do not make a run exit 1.
-    pub async fn resolved_failures(&self, run_id: i64) -> Result<i64, StoreError> {
-        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM jobs
-             WHERE run_id = ? AND state = 'failed' AND state <> 'pending' AND {RESOLVED}"
-        )))
-        .bind(run_id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(n)
     }
 
     /// Puts the given `failed` rows of a run back to `pending`, due at once and uncharged (a
@@ -304,7 +285,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn retry_resolved_and_sync_key_checks_use_their_indexes() {
+    async fn retry_and_sync_key_checks_use_their_indexes() {
         let (_dir, store, _) = store_with(&["1", "2", "1"]).await;
         // Retry's check: the run's failed rows through jobs_settled, then per row one probe
         // by sync key and one by ticket among the open rows.
@@ -330,18 +311,6 @@ mod tests {
             "{retry}"
         );
         assert!(!retry.contains("SCAN"), "{retry}");
-        let resolved = plan(
-            &store,
-            &format!(
-                "SELECT count(*) FROM jobs WHERE run_id = ? AND state = 'failed'
-                 AND state <> 'pending' AND {}",
-                super::RESOLVED
-            ),
-        )
-        .await;
-        assert!(resolved.contains("jobs_settled"), "{resolved}");
-        assert!(resolved.contains("jobs_by_sync_key"), "{resolved}");
-        assert!(!resolved.contains("SCAN"), "{resolved}");
         // Ingest's sync-key lookups (store/delta.rs): one probe per key, from the newest row.
         let probe = plan(&store, &crate::store::delta::PROBE_SQL).await;
         assert!(

@@ -153,10 +153,12 @@ async fn the_report_agrees_with_status_and_the_attempts_table() {
     assert_eq!(report["total"]["counts"], status["counts"]);
 
     let db = pool(&ws.db()).await;
-    // Failures: open, and resolved by a later row of the same ticket that succeeded.
+    // Failures: open, and resolved by a later row of the same sync key (the ticket, without
+    // a `[delta] key`) that succeeded or was unchanged.
     let (failed, resolved): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), coalesce(sum(EXISTS (SELECT 1 FROM jobs l WHERE l.ticket_id = f.ticket_id
-                                              AND l.id > f.id AND l.state = 'succeeded')), 0)
+        "SELECT count(*), coalesce(sum(EXISTS (SELECT 1 FROM jobs l WHERE l.sync_key = f.sync_key
+                  AND l.id > f.id AND (l.state = 'succeeded'
+                       OR (l.state = 'skipped' AND l.error_class = 'unchanged')))), 0)
          FROM jobs f WHERE f.state = 'failed'",
     )
     .fetch_one(&db)
@@ -329,4 +331,79 @@ fn check_well_formed(html: &str) {
         stack.push(name);
     }
     assert!(stack.is_empty(), "unclosed: {stack:?}");
+}
+
+/// Ingests `text` into run `run` with the mapping file `mapping` (`None`: no mapping).
+fn ingest_with(ws: &Workspace, run: &str, name: &str, text: &str, mapping: Option<&Path>) {
+    let file = ws.file(name, text);
+    let mut cmd = ws.kapsync();
+    cmd.args(["ingest", "--run", run]).arg(&file);
+    if let Some(mapping) = mapping {
+        cmd.arg("--mapping").arg(mapping);
+    }
+    let out = cmd.output().unwrap();
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", stderr(&out));
+}
+
+fn drain_run(ws: &Workspace, run: &str, url: &str) -> Option<i32> {
+    let out = ws
+        .kapsync()
+        .env("KAPTURE_TOKEN", TOKEN)
+        .args(["run", "--run", run, "--rate", "50", "--base-url", url])
+        .output()
+        .unwrap();
+    out.status.code()
+}
+
+/// With a `[delta] key` (one key per comment), a failed comment is resolved only by a later
+/// row of the same comment: a later success of its ticket on another comment leaves it open.
+/// `status` and `report` say the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_report_resolve_failures_by_the_same_sync_key() {
+    let ws = Workspace::new();
+    let server = kapture().await;
+    let mapping = ws.file(
+        "events.toml",
+        "[columns]\nticket_id = \"Ticket\"\nsub_status = \"Status\"\ncomment = \"Body\"\n\
+         [delta]\nkey = [\"Comment Id\"]\n",
+    );
+    let header = "Ticket,Status,Comment Id,Body\n";
+    // Both comments are rejected on the first night.
+    ingest_with(
+        &ws,
+        "one",
+        "one.csv",
+        &format!("{header}900000000031,CL,c1,rejected\n900000000032,CL,c3,rejected\n"),
+        Some(&mapping),
+    );
+    assert_eq!(drain_run(&ws, "one", &server.uri()), Some(1));
+    // The next night: ticket 31 succeeds on another comment (c2), ticket 32's comment c3
+    // itself goes through.
+    ingest_with(
+        &ws,
+        "two",
+        "two.csv",
+        &format!("{header}900000000031,CL,c2,fine\n900000000032,CL,c3,fixed\n"),
+        Some(&mapping),
+    );
+    assert_eq!(drain_run(&ws, "two", &server.uri()), Some(0));
+
+    let status = json_of(&ws, &["status", "--run", "one", "--json"]);
+    assert_eq!(status["counts"]["failed"], 2);
+    assert_eq!(status["failures"]["open"], 1, "{status}");
+    assert_eq!(status["failures"]["resolved"], 1, "{status}");
+    for args in [
+        &["report", "--run", "one", "--json"][..],
+        &["report", "--all", "--json"][..],
+    ] {
+        let report = json_of(&ws, args);
+        let run = &report["runs"][0];
+        assert_eq!(run["run"], "one");
+        assert_eq!(run["failed_open"], status["failures"]["open"], "{args:?}");
+        assert_eq!(
+            run["failed_resolved"], status["failures"]["resolved"],
+            "{args:?}"
+        );
+    }
+    server.reset().await;
 }
