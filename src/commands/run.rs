@@ -115,7 +115,7 @@ pub fn route_line(client: &Client, origin: &str) -> String {
 }
 
 /// The engine's knobs from the resolved settings.
-pub fn engine_config(resolved: &RunSettings) -> EngineConfig {
+pub fn engine_config(resolved: &RunSettings, hint_prefix: String) -> EngineConfig {
     EngineConfig {
         concurrency: resolved.concurrency as usize,
         rate: resolved.rate,
@@ -126,6 +126,7 @@ pub fn engine_config(resolved: &RunSettings) -> EngineConfig {
         stop_deadline: resolved.timeout + STOP_GRACE,
         unreachable_timeout: resolved.unreachable_timeout,
         canary: resolved.canary,
+        hint_prefix,
     }
 }
 
@@ -206,7 +207,7 @@ pub async fn drain_runs(
             graceful.cancel();
         })
     });
-    let config = engine_config(resolved);
+    let config = engine_config(resolved, super::hint_prefix(settings));
     // Claims and results run on a thread of their own, shared by the runs drained here.
     let store_thread = StoreThread::start();
     let mut reports: Vec<DrainReport> = Vec::new();

@@ -57,6 +57,7 @@ pub async fn drain(
     let test_panic = TestPanic::from_env();
     let (results, results_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared::new(
+        run.name.clone(),
         client.clone(),
         config.clone(),
         shutdown.graceful.child_token(),

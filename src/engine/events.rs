@@ -36,6 +36,11 @@ pub struct EngineConfig {
     pub unreachable_timeout: Duration,
     /// Answers the canary watches (the first N, and the last N); 0 turns it off.
     pub canary: u32,
+    /// How a kapsync command line starts for this database (`kapsync --db PATH ...`, with the
+    /// `--db`, `--config` and `--profile` that are not the defaults), so the commands the
+    /// engine's messages suggest work when pasted. The command layer knows; the engine does
+    /// not read settings.
+    pub hint_prefix: String,
 }
 
 /// Stop signals, owned by the caller so tests can trigger them: `graceful` stops claiming and
@@ -67,6 +72,20 @@ pub enum Halt {
 }
 
 impl Halt {
+    /// The command the halt's advice leaves to the user, pasteable: `prefix` starts a kapsync
+    /// command line for this database (see [`EngineConfig::hint_prefix`]), `run` is the
+    /// halted run. Only a configuration halt has one: rows it failed one by one before it
+    /// tripped are retried once the target is fixed.
+    pub fn next_step(&self, prefix: &str, run: &str) -> Option<String> {
+        match self {
+            Halt::Config { .. } => Some(format!(
+                "rows failed before the halt: {prefix} retry --run {} --class rejected",
+                crate::quote::shell_word(run)
+            )),
+            _ => None,
+        }
+    }
+
     /// Whether the halt is the user's to fix in the settings or the mapping (exit 2).
     pub fn is_usage(&self) -> bool {
         matches!(
@@ -118,7 +137,7 @@ impl std::fmt::Display for Halt {
                 f,
                 "every request is answered HTTP {http_status} ({message}): the subdomain or \
                  --base-url is probably wrong. Fix it and run again; the affected rows are \
-                 pending again (rows failed before the halt: kapsync retry --class rejected)"
+                 pending again"
             ),
             Halt::WrongTarget { sign, message } => write!(
                 f,

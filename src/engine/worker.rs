@@ -22,6 +22,8 @@ use crate::store::{AttemptRecord, Claimed, Next, Outcome, now_ms};
 
 /// What the workers share, and what the drain reads from them when it ends.
 pub(super) struct Shared {
+    /// The run being drained, named in the hints of the engine's messages.
+    pub run: String,
     pub client: Client,
     pub rate: Arc<RateControl>,
     pub config: EngineConfig,
@@ -45,6 +47,7 @@ pub(super) struct Shared {
 
 impl Shared {
     pub fn new(
+        run: String,
         client: Client,
         config: EngineConfig,
         stop_sending: CancellationToken,
@@ -53,6 +56,7 @@ impl Shared {
     ) -> Shared {
         let (unreachable_timeout, canary) = (config.unreachable_timeout, config.canary);
         Shared {
+            run,
             client,
             rate: Arc::new(RateControl::new(
                 config.rate,
@@ -81,7 +85,10 @@ impl Shared {
     pub fn halt(&self, halt: Halt) {
         let mut slot = lock(&self.halt);
         if slot.is_none() {
-            tracing::error!("halting: {halt}");
+            match halt.next_step(&self.config.hint_prefix, &self.run) {
+                Some(step) => tracing::error!("halting: {halt} ({step})"),
+                None => tracing::error!("halting: {halt}"),
+            }
             *slot = Some(halt);
         }
         self.stop_sending.cancel();

@@ -361,21 +361,12 @@ pub fn drain_summary(
         }
         let name = shell_word(&r.run);
         match &r.halt {
-            Some(crate::engine::Halt::Config {
-                http_status,
-                message,
-            }) => {
-                let _ = writeln!(
-                    out,
-                    "  HALTED: every request is answered HTTP {http_status} ({}): the \
-                     subdomain or --base-url is probably wrong. Fix it and run again; the \
-                     affected rows are pending again (rows failed before the halt: \
-                     {prefix} retry --run {name} --class rejected)",
-                    shown(message)
-                );
-            }
             Some(halt) => {
-                let _ = writeln!(out, "  HALTED: {}", shown_halt(halt));
+                let step = halt
+                    .next_step(prefix, &r.run)
+                    .map(|step| format!(" ({step})"))
+                    .unwrap_or_default();
+                let _ = writeln!(out, "  HALTED: {}{step}", shown_halt(halt));
             }
             None if r.stopped && c.pending + c.in_flight > 0 => {
                 let _ = writeln!(

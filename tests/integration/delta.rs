@@ -524,3 +524,38 @@ async fn every_printed_hint_works_when_pasted_as_printed() {
     store.close().await;
     sim.shutdown().await;
 }
+
+/// A configuration halt (every request answered 404) says how to retry the rows it failed:
+/// both the log line on stderr and the summary on stdout, with `--db` and the run quoted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_halt_hint_works_when_pasted_as_printed() {
+    let sim = start_sim(SimConfig::default()).await;
+    let ws = Workspace::new();
+    ws.file("night1.csv", export(25, &[]));
+    ws.file("night2.csv", export(3, &[]));
+    assert_code(
+        &typed(&ws, &["ingest", "--run", "night one", "night1.csv"]),
+        0,
+    );
+    assert_code(&typed(&ws, &["ingest", "--run", "later", "night2.csv"]), 0);
+    let wrong = format!("{}/not-kapture", sim.base_url());
+    let out = typed(&ws, &["run", "--run", "night one", "--base-url", &wrong]);
+    assert_code(&out, 2);
+    let logged = stderr(&out);
+    let summary = stdout(&out);
+    for text in [&logged, &summary] {
+        let hint = between(text, "rows failed before the halt:", " ", ")");
+        assert_eq!(
+            hint,
+            "kapsync --db nightly.db retry --run 'night one' --class rejected"
+        );
+        let out = paste(&ws, hint);
+        assert_code(&out, 0);
+        assert!(
+            stdout(&out).contains("of run night one"),
+            "{}",
+            stdout(&out)
+        );
+    }
+    sim.shutdown().await;
+}

@@ -163,6 +163,7 @@ pub fn fast_config(concurrency: usize, rate: u32) -> EngineConfig {
         stop_deadline: Duration::from_secs(5),
         unreachable_timeout: Duration::from_secs(60),
         canary: 0,
+        hint_prefix: "kapsync".to_owned(),
     }
 }
 
