@@ -418,6 +418,11 @@ pub struct ExportArgs {
     #[arg(long, value_name = "STATE")]
     pub state: Option<String>,
 
+    /// Only rows whose last error message (an invalid row's reason) contains this text
+    /// (case-sensitive, no wildcards), as `retry --grep` and `skip --grep` take it
+    #[arg(long, value_name = "TEXT")]
+    pub grep: Option<String>,
+
     /// Output format
     #[arg(long, value_enum, default_value = "csv")]
     pub format: ExportFormat,

@@ -20,6 +20,10 @@ const PAGE: i64 = 2_000;
 /// Runs `kapsync export`.
 pub async fn run(settings: &Settings, args: ExportArgs) -> anyhow::Result<u8> {
     let state = args.state.as_deref().map(parse_state).transpose()?;
+    let rows = Rows {
+        state,
+        grep: super::retry::row_filter(None, args.grep.as_deref())?.grep,
+    };
     let store = super::open_existing_store(settings).await?;
     let run = store.resolve_run(args.run.as_deref()).await?;
 
@@ -43,13 +47,13 @@ pub async fn run(settings: &Settings, args: ExportArgs) -> anyhow::Result<u8> {
     // not arrive without columns.
     let (shape, last_id) = match args.format {
         ExportFormat::Csv => {
-            let (keys, last_id) = extra_keys(&store, run.id, state).await?;
+            let (keys, last_id) = extra_keys(&store, run.id, rows).await?;
             (Some(CsvShape::new(keys)), last_id)
         }
         ExportFormat::Jsonl => (None, i64::MAX),
     };
 
-    let written = match write_rows(&store, run.id, state, last_id, shape, out).await {
+    let written = match write_rows(&store, run.id, rows, last_id, shape, out).await {
         Ok(n) => n,
         Err(e)
             if e.downcast_ref::<ExportError>()
@@ -90,16 +94,32 @@ fn parse_state(name: &str) -> Result<JobState, UsageError> {
     })
 }
 
+/// Which rows of the run are exported: `--state` and `--grep`.
+#[derive(Debug, Clone, Copy)]
+struct Rows<'a> {
+    state: Option<JobState>,
+    grep: Option<&'a str>,
+}
+
+impl Rows<'_> {
+    /// The page of selected rows after row `after`.
+    async fn page(&self, store: &Store, run_id: i64, after: i64) -> anyhow::Result<Vec<JobRow>> {
+        Ok(store
+            .job_rows_matching(run_id, self.state, self.grep, after, PAGE)
+            .await?)
+    }
+}
+
 /// The first pass: the union of the extra keys of the selected rows, and the last row's id.
 async fn extra_keys(
     store: &Store,
     run_id: i64,
-    state: Option<JobState>,
+    rows: Rows<'_>,
 ) -> anyhow::Result<(BTreeSet<String>, i64)> {
     let mut keys = BTreeSet::new();
     let mut after = 0;
     loop {
-        let page = store.job_rows(run_id, state, after, PAGE).await?;
+        let page = rows.page(store, run_id, after).await?;
         for row in &page {
             collect_extra_keys(row, &mut keys)?;
         }
@@ -114,7 +134,7 @@ async fn extra_keys(
 async fn write_rows<W: Write>(
     store: &Store,
     run_id: i64,
-    state: Option<JobState>,
+    rows: Rows<'_>,
     last_id: i64,
     shape: Option<CsvShape>,
     out: W,
@@ -126,7 +146,7 @@ async fn write_rows<W: Write>(
     let mut written = 0;
     let mut after = 0;
     'pages: loop {
-        let page: Vec<JobRow> = store.job_rows(run_id, state, after, PAGE).await?;
+        let page = rows.page(store, run_id, after).await?;
         let Some(last) = page.last() else { break };
         after = last.id;
         for row in &page {

@@ -10,7 +10,6 @@ use crate::config::Settings;
 use crate::exit::{self, UsageError};
 use crate::report::model::{self, Scope};
 use crate::report::{html, text};
-use crate::store::DEFAULT_DB;
 
 /// Runs `kapsync report`.
 pub async fn run(settings: &Settings, args: ReportArgs) -> anyhow::Result<u8> {
@@ -26,7 +25,7 @@ pub async fn run(settings: &Settings, args: ReportArgs) -> anyhow::Result<u8> {
     };
     let scope = Scope {
         all: args.all,
-        db_arg: (settings.db != Path::new(DEFAULT_DB)).then(|| settings.db.display().to_string()),
+        prefix: super::hint_prefix(settings),
         runs,
     };
     let report = model::build(&store, &scope)

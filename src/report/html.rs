@@ -3,8 +3,8 @@
 use std::fmt::Write as _;
 
 use super::charts::{self, ChartError, colour};
+use super::hints::Group;
 use super::model::{Bucket, ClassCounts, Report, Timeline};
-use crate::store::MessageGroup;
 
 const STYLE: &str = "
 :root{--fg:#1d1d1f;--muted:#5f6368;--line:#dadce0;--bg:#fff}
@@ -30,6 +30,7 @@ code{font:.88em ui-monospace,SFMono-Regular,Menlo,monospace;background:#f1f3f4;p
 border-radius:3px;overflow-wrap:anywhere}
 .msg{overflow-wrap:anywhere}
 ul.ex{margin:0;padding-left:18px}
+tr.cmd td{border-top:0;padding-top:0;font-size:.9em}tr.grp td{border-bottom:0}
 nav{font-size:.92em;margin:2px 0 0}nav a{color:#1a5fb4}
 @media (max-width:640px){body{padding:12px;font-size:14px}h1{font-size:1.3em}
 figure .scroll svg{min-width:520px}th,td{padding:4px 5px}.hide-narrow{display:none}}
@@ -356,7 +357,8 @@ fn class_table(page: &mut String, c: &ClassCounts) {
     );
 }
 
-fn groups(page: &mut String, groups: &[MessageGroup], with_class: bool) {
+fn groups(page: &mut String, groups: &[Group], with_class: bool) {
+    let columns = if with_class { 4 } else { 3 };
     page.push_str("<div class=\"scroll\"><table><tr>");
     if with_class {
         page.push_str("<th>class</th>");
@@ -364,8 +366,13 @@ fn groups(page: &mut String, groups: &[MessageGroup], with_class: bool) {
     page.push_str(
         "<th>message</th><th class=\"n\">rows</th><th>examples (ticket, file:line)</th></tr>\n",
     );
-    for g in groups {
-        page.push_str("<tr>");
+    for Group { group: g, exports } in groups {
+        let class = if exports.is_empty() {
+            ""
+        } else {
+            " class=\"grp\""
+        };
+        let _ = write!(page, "<tr{class}>");
         if with_class {
             let _ = write!(page, "<td>{}</td>", esc(&g.class));
         }
@@ -385,6 +392,22 @@ fn groups(page: &mut String, groups: &[MessageGroup], with_class: bool) {
             );
         }
         page.push_str("</ul></td></tr>\n");
+        for x in exports {
+            // `--grep` takes a substring: say so when other messages hold this one.
+            let more = match x.exported - x.rows {
+                0 => String::new(),
+                n => format!(
+                    " <span class=\"note\">(also takes {} rows whose message contains this \
+                     one)</span>",
+                    num(n)
+                ),
+            };
+            let _ = writeln!(
+                page,
+                "<tr class=\"cmd\"><td colspan=\"{columns}\">export: <code>{}</code>{more}</td></tr>",
+                esc(&x.command)
+            );
+        }
     }
     page.push_str("</table></div>\n");
 }

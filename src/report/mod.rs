@@ -3,6 +3,7 @@
 pub mod activity;
 pub mod charts;
 pub mod export;
+pub mod hints;
 pub mod html;
 pub mod model;
 pub mod progress;

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::hints::{self, Group};
 use crate::store::{
-    Buckets, CLASSES, Counts, DrainSession, JobState, MappingUse, MessageGroup, Run, RunSet, Store,
-    StoreError, now_ms,
+    Buckets, CLASSES, Counts, DrainSession, JobState, MappingUse, Run, RunSet, Store, StoreError,
+    now_ms,
 };
 
 /// Message groups shown per kind of problem.
@@ -33,8 +34,9 @@ pub struct Scope {
     pub runs: Vec<Run>,
     /// Every run of the database (`--all`) rather than one.
     pub all: bool,
-    /// `--db PATH` when the database is not the default, for pasteable commands.
-    pub db_arg: Option<String>,
+    /// How the commands the report prints start (`kapsync` and the `--db`, `--config` and
+    /// `--profile` that are not the defaults), so they work when pasted.
+    pub prefix: String,
 }
 
 /// The whole report.
@@ -179,10 +181,11 @@ pub struct Problems {
     pub requests: ClassCounts,
     /// Failed rows per error class.
     pub failed_classes: Vec<(String, i64)>,
-    /// The most frequent failure messages, with example rows.
-    pub failed_messages: Vec<MessageGroup>,
-    /// Invalid rows grouped by reason, with example rows.
-    pub invalid_reasons: Vec<MessageGroup>,
+    /// The most frequent failure messages, with example rows and the commands that export
+    /// each.
+    pub failed_messages: Vec<Group>,
+    /// Invalid rows grouped by reason, with example rows and the commands that export each.
+    pub invalid_reasons: Vec<Group>,
     /// Commands that export the failed rows, one per run that has any.
     pub export_failed: Vec<String>,
     /// Commands that export the invalid rows, one per run that has any.
@@ -234,17 +237,26 @@ pub async fn build(store: &Store, scope: &Scope) -> Result<Report, StoreError> {
     for b in timeline.iter().flat_map(|t| &t.buckets) {
         requests.merge(&b.requests);
     }
+    let in_state = |state: JobState| -> Vec<(&str, i64)> {
+        runs.iter()
+            .map(|r| (r.run.as_str(), r.standing.counts.get(state)))
+            .collect()
+    };
     let problems = Problems {
         requests,
         failed_classes: store.classes(&set, JobState::Failed).await?,
-        failed_messages: store
-            .top_messages(&set, JobState::Failed, TOP_MESSAGES)
-            .await?,
-        invalid_reasons: store
-            .top_messages(&set, JobState::Invalid, TOP_MESSAGES)
-            .await?,
-        export_failed: export_commands(scope, &runs, JobState::Failed),
-        export_invalid: export_commands(scope, &runs, JobState::Invalid),
+        failed_messages: groups(store, scope, &set, JobState::Failed).await?,
+        invalid_reasons: groups(store, scope, &set, JobState::Invalid).await?,
+        export_failed: hints::export_commands(
+            &scope.prefix,
+            &in_state(JobState::Failed),
+            JobState::Failed,
+        ),
+        export_invalid: hints::export_commands(
+            &scope.prefix,
+            &in_state(JobState::Invalid),
+            JobState::Invalid,
+        ),
     };
     let mappings = store.mappings_used(&set).await?;
     let settings = scope
@@ -277,39 +289,26 @@ pub async fn build(store: &Store, scope: &Scope) -> Result<Report, StoreError> {
     })
 }
 
-/// `kapsync export` for the rows in `state` of each run that has some.
-fn export_commands(scope: &Scope, runs: &[RunStanding], state: JobState) -> Vec<String> {
-    use crate::report::text::shell_word;
-    runs.iter()
-        .filter(|r| r.standing.counts.get(state) > 0)
-        .map(|r| {
-            let db = scope
-                .db_arg
-                .as_deref()
-                .map(|db| format!(" --db {}", shell_word(db)))
-                .unwrap_or_default();
-            let file = format!("{}-{}.csv", r.run, state.as_str());
-            format!(
-                "kapsync{db} export --run {} --state {} -o {}",
-                shell_word(&r.run),
-                state.as_str(),
-                shell_word(&sanitize_file_name(&file))
-            )
-        })
-        .collect()
-}
-
-/// A file name from a run name: characters a shell or a file system dislikes become `-`.
-fn sanitize_file_name(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect()
+/// The most frequent messages of the rows in `state`, each with the commands that export it.
+async fn groups(
+    store: &Store,
+    scope: &Scope,
+    set: &RunSet,
+    state: JobState,
+) -> Result<Vec<Group>, StoreError> {
+    let top = store.top_messages(set, state, TOP_MESSAGES).await?;
+    let found = if top.is_empty() {
+        Vec::new()
+    } else {
+        store.grep_matches(set, state, &top).await?
+    };
+    Ok(hints::groups(
+        &scope.prefix,
+        &scope.runs,
+        state,
+        top,
+        &found,
+    ))
 }
 
 /// The time window and buckets of the report: the recorded drains' span (tightened to the
@@ -554,7 +553,7 @@ mod tests {
         let scope = Scope {
             runs: Vec::new(),
             all: true,
-            db_arg: None,
+            prefix: "kapsync".into(),
         };
         let day = 20_000 * DAY_MS;
         let (b, name) = buckets_for(&scope, &[], (day + 22 * 3_600_000, day + 5 * DAY_MS)).unwrap();

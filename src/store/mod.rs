@@ -22,7 +22,7 @@ pub use delta::{DeltaCounts, DeltaOptions};
 pub use history::Failures;
 pub use ingest::{IngestWriter, NewJob, SourceProgress, SourceStart};
 pub use open::Store;
-pub use problems::{EXAMPLES_PER_GROUP, Example, MessageGroup};
+pub use problems::{EXAMPLES_PER_GROUP, Example, GrepMatch, MessageGroup};
 pub use reports::{Activity, AttemptError, Counts, JobRow, RunSummary, SourceSummary};
 pub use results::{AttemptRecord, Next, Outcome};
 pub use retry::{ERROR_CLASSES, Requeued, RowFilter};

@@ -36,6 +36,32 @@ struct GroupRow {
 /// Example rows kept per message group.
 pub const EXAMPLES_PER_GROUP: i64 = 3;
 
+/// What `export --state STATE --grep MESSAGE` takes from one run, for a message group: the
+/// rows that `--grep` (a substring) matches, of which those of the group itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct GrepMatch {
+    /// The group's place in the list passed in.
+    pub group: i64,
+    pub run_id: i64,
+    /// Rows of the group (its class and exactly its message) in the run.
+    pub in_group: i64,
+    /// Rows in the state whose message contains the group's: `in_group` plus rows of other
+    /// groups whose message holds this one.
+    pub matched: i64,
+}
+
+/// The query behind [`Store::grep_matches`]: one walk of the state's rows (`jobs_settled`),
+/// each compared with every group's message.
+const GREP_MATCHES_SQL: &str = "WITH g AS (SELECT key AS k, json_extract(value, '$[0]') AS class,
+                   json_extract(value, '$[1]') AS message FROM json_each(?3))
+     SELECT g.k AS \"group\", j.run_id,
+            sum(coalesce(j.error_class, '') = g.class AND j.error_message = g.message) AS in_group,
+            count(*) AS matched
+     FROM jobs j JOIN g ON instr(j.error_message, g.message) > 0
+     WHERE j.run_id IN (SELECT value FROM json_each(?1)) AND j.state = ?2
+       AND j.state <> 'pending' AND g.message <> ''
+     GROUP BY g.k, j.run_id ORDER BY g.k, j.run_id";
+
 impl Store {
     /// Rows per state for each run of `runs`, from one covering index scan and two sets of
     /// probes: all rows per run (`jobs_by_run`), the pending ones (`jobs_open_by_run`) and
@@ -108,6 +134,32 @@ impl Store {
         .await?)
     }
 
+    /// For each group of `groups` (rows in `state`), per run holding some of its rows: how many
+    /// rows `export --state STATE --grep MESSAGE` takes, and how many of them are the group's.
+    /// Reads only the rows in that state, once. Groups with an empty message are left out
+    /// (`--grep` needs some text).
+    pub async fn grep_matches(
+        &self,
+        runs: &RunSet,
+        state: JobState,
+        groups: &[MessageGroup],
+    ) -> Result<Vec<GrepMatch>, StoreError> {
+        let pairs: Vec<(&str, &str)> = groups
+            .iter()
+            .map(|g| (g.class.as_str(), g.message.as_str()))
+            .collect();
+        let pairs = serde_json::to_string(&pairs).map_err(|e| {
+            StoreError::Query(sqlx::Error::Protocol(format!("failed to list groups: {e}")))
+        })?;
+        let found: Vec<GrepMatch> = sqlx::query_as(GREP_MATCHES_SQL)
+            .bind(runs.as_json())
+            .bind(state.as_str())
+            .bind(pairs)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(found.into_iter().filter(|m| m.in_group > 0).collect())
+    }
+
     /// The `limit` most frequent (class, message) pairs among rows in `state`, each with its
     /// first [`EXAMPLES_PER_GROUP`] rows. Reads only the rows in that state.
     pub async fn top_messages(
@@ -157,5 +209,66 @@ impl Store {
             }
         }
         Ok(groups)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::fixtures::store_with;
+    use crate::store::{JobState, RunSet};
+
+    #[tokio::test]
+    async fn grep_matches_count_the_group_and_what_its_text_also_takes() {
+        let (_dir, store, run) = store_with(&["1", "2", "3", "4"]).await;
+        let ids: Vec<i64> = store
+            .job_rows(run, None, 0, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|j| j.id)
+            .collect();
+        for (id, message) in ids.iter().zip(["bad", "bad", "bad status", "100%"]) {
+            store
+                .mark_failed_for_tests(*id, "rejected", message, Some(200))
+                .await
+                .unwrap();
+        }
+        let runs = RunSet::new([run]);
+        let groups = store
+            .top_messages(&runs, JobState::Failed, 10)
+            .await
+            .unwrap();
+        let messages: Vec<&str> = groups.iter().map(|g| g.message.as_str()).collect();
+        assert_eq!(messages, ["bad", "100%", "bad status"]);
+        let found = store
+            .grep_matches(&runs, JobState::Failed, &groups)
+            .await
+            .unwrap();
+        let seen: Vec<(i64, i64, i64)> = found
+            .iter()
+            .map(|m| (m.group, m.in_group, m.matched))
+            .collect();
+        // "bad" also takes "bad status"; `%` is no wildcard.
+        assert_eq!(seen, [(0, 2, 3), (1, 1, 1), (2, 1, 1)]);
+        assert!(found.iter().all(|m| m.run_id == run));
+    }
+
+    #[tokio::test]
+    async fn grep_matches_walk_only_the_rows_in_the_state() {
+        let (_dir, store, _) = store_with(&["1"]).await;
+        let sql = format!("EXPLAIN QUERY PLAN {}", super::GREP_MATCHES_SQL);
+        let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        let plan = rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("\n");
+        assert!(
+            plan.contains("jobs_settled (run_id=? AND state=?)"),
+            "{plan}"
+        );
+        let scans = plan
+            .lines()
+            .filter(|l| l.contains("SCAN") && !l.contains("SCAN json_each"));
+        assert_eq!(scans.count(), 0, "{plan}");
     }
 }

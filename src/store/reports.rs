@@ -241,17 +241,33 @@ impl Store {
         after_id: i64,
         limit: i64,
     ) -> Result<Vec<JobRow>, StoreError> {
+        self.job_rows_matching(run_id, state, None, after_id, limit)
+            .await
+    }
+
+    /// [`Store::job_rows`] keeping only rows whose `error_message` (an invalid row's reason)
+    /// contains `grep` literally (`%` and `_` are not wildcards), as `retry --grep` does.
+    pub async fn job_rows_matching(
+        &self,
+        run_id: i64,
+        state: Option<JobState>,
+        grep: Option<&str>,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<JobRow>, StoreError> {
         Ok(sqlx::query_as::<_, JobRow>(
             "SELECT j.id, s.path AS source, j.line, j.ticket_id, j.payload, j.state, j.attempts,
                     j.error_class, j.error_message, j.http_status, j.replayed, j.raw_record
              FROM jobs j INDEXED BY jobs_by_run JOIN source_files s ON s.id = j.source_id
              WHERE j.run_id = ?1 AND j.id > ?2 AND (?3 IS NULL OR j.state = ?3)
+               AND (?5 IS NULL OR instr(j.error_message, ?5) > 0)
              ORDER BY j.id LIMIT ?4",
         )
         .bind(run_id)
         .bind(after_id)
         .bind(state.map(JobState::as_str))
         .bind(limit)
+        .bind(grep)
         .fetch_all(&self.pool)
         .await?)
     }

@@ -387,6 +387,48 @@ async fn bad_state_class_run_and_output_path_are_usage_errors() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
 
+/// `--grep` keeps the rows whose message (an invalid row's reason) holds the text literally,
+/// across states or within `--state`; an empty text is a usage error.
+#[tokio::test]
+async fn grep_exports_only_rows_whose_message_holds_the_text() {
+    let ws = Workspace::new();
+    ingest(&ws, "g", "in.csv", INPUT, 1);
+    fail(
+        &ws,
+        &[
+            (0, "rejected", "Invalid status 100%", Some(200)),
+            (1, "rejected", "Invalid status 1000", Some(200)),
+        ],
+    )
+    .await;
+    let lines = |args: &[&str]| -> Vec<String> {
+        let out = ws.kapsync().arg("export").args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let (header, rows) = parse_csv(&stdout(&out));
+        rows.iter()
+            .map(|r| cell(&header, r, "source_line").to_owned())
+            .collect()
+    };
+    assert_eq!(lines(&["--grep", "100%"]), ["2"], "% is no wildcard");
+    assert_eq!(lines(&["--grep", "Invalid status"]), ["2", "3"]);
+    assert_eq!(
+        lines(&["--state", "invalid", "--grep", "empty"]),
+        ["4", "5"]
+    );
+    assert_eq!(lines(&["--state", "failed", "--grep", "empty"]).len(), 0);
+    let out = ws
+        .kapsync()
+        .args(["export", "--grep", ""])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--grep needs some text"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[tokio::test]
 async fn retry_puts_back_only_matching_rows_and_keeps_their_history() {
     let ws = Workspace::new();

@@ -78,6 +78,7 @@ const NIGHT_ONE: &str = "ticket_id,sub_status,comment
 900000000010,,no status either
 900000000007,CL,the fix
 900000000011,CL,fine
+,CL,no ticket id
 ";
 
 const NIGHT_TWO: &str = "ticket_id,sub_status,comment
@@ -246,6 +247,37 @@ async fn the_report_agrees_with_status_and_the_attempts_table() {
         export.contains("--db ") && export.contains("export --run night --state invalid"),
         "{export}"
     );
+    // Each group's command, pasted as printed, exports exactly that group's rows.
+    let mut pasted = 0;
+    for (state, key) in [
+        ("failed", "failed_messages"),
+        ("invalid", "invalid_reasons"),
+    ] {
+        for group in problems[key].as_array().unwrap() {
+            let message = group["message"].as_str().unwrap();
+            let expected: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT s.path, j.line FROM jobs j JOIN source_files s ON s.id = j.source_id
+                 WHERE j.state = ? AND j.error_message = ? ORDER BY j.id",
+            )
+            .bind(state)
+            .bind(message)
+            .fetch_all(&db)
+            .await
+            .unwrap();
+            let exports = group["exports"].as_array().unwrap();
+            assert_eq!(exports.len(), 1, "{group}");
+            assert_eq!(exports[0]["rows"], expected.len() as i64, "{group}");
+            assert_eq!(exports[0]["exported"], exports[0]["rows"], "{group}");
+            let command = exports[0]["command"].as_str().unwrap();
+            assert!(command.contains(" --grep "), "{command}");
+            assert_eq!(exported_rows(&ws, command), expected, "{command}");
+            pasted += 1;
+        }
+    }
+    assert!(
+        pasted >= 3,
+        "a failed group and two invalid reasons: {pasted} {problems}"
+    );
 
     // Settings: both drains, with the target and the flags, never the token.
     let drains = report["settings"][0]["drains"].as_array().unwrap();
@@ -285,11 +317,45 @@ async fn the_report_agrees_with_status_and_the_attempts_table() {
         assert!(html.contains(part), "the page lacks {part:?}");
     }
     assert!(html.contains("Invalid sub_status") && html.contains("night-1.csv:6"));
+    let first = problems["invalid_reasons"][0]["exports"][0]["command"]
+        .as_str()
+        .unwrap();
+    assert!(
+        html.contains(&kapsync::report::html::esc(first)),
+        "the page lacks {first}"
+    );
 
     // Every run at once reads the same totals.
     let all = json_of(&ws, &["report", "--all", "--json"]);
     assert_eq!(all["total"]["counts"], status["counts"]);
     server.reset().await;
+}
+
+/// Runs a printed `kapsync ... export ... -o FILE` command through the shell in the
+/// workspace, as pasted, and returns the (file, line) of each row it wrote.
+fn exported_rows(ws: &Workspace, command: &str) -> Vec<(String, i64)> {
+    let rest = command.strip_prefix("kapsync ").expect("a kapsync command");
+    let binary = assert_cmd::cargo::cargo_bin("kapsync");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("'{}' {rest}", binary.display()))
+        .current_dir(ws.dir.path())
+        .env_remove("KAPSYNC_DB")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{command}: {}", stderr(&out));
+    let file = command.rsplit(" -o ").next().unwrap().trim_matches('\'');
+    let mut reader = csv::Reader::from_path(ws.dir.path().join(file)).unwrap();
+    reader
+        .deserialize::<BTreeMap<String, String>>()
+        .map(|row| {
+            let row = row.unwrap();
+            (
+                row["source_file"].clone(),
+                row["source_line"].parse().unwrap(),
+            )
+        })
+        .collect()
 }
 
 /// Tags open and close in order (void elements and `/>` aside); attributes are quoted.
