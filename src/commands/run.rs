@@ -127,6 +127,7 @@ pub fn engine_config(resolved: &RunSettings, hint_prefix: String) -> EngineConfi
         unreachable_timeout: resolved.unreachable_timeout,
         canary: resolved.canary,
         hint_prefix,
+        record_limits: None,
     }
 }
 
@@ -220,11 +221,15 @@ pub async fn drain_runs(
             let session = store
                 .drain_started(run.id, &drain_settings(resolved, client))
                 .await?;
+            let drain_config = EngineConfig {
+                record_limits: Some(session),
+                ..config.clone()
+            };
             let report = engine::drain(
                 store,
                 client,
                 run,
-                &config,
+                &drain_config,
                 &shutdown,
                 sender,
                 &store_thread.handle(),

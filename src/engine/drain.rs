@@ -25,7 +25,7 @@ use super::events::{
 use super::queue::{Taker, queue};
 use super::report::{self, Sent};
 use super::worker::{Shared, unsent, worker};
-use super::writer::{WriterContext, writer};
+use super::writer::{LimitLog, WriterContext, writer};
 use crate::kapture::Client;
 use crate::store::{Run, Store, StoreError, now_ms};
 
@@ -85,6 +85,9 @@ pub async fn drain(
             progress,
             requests: shared.requests.clone(),
             rate: shared.rate.clone(),
+            limits: config
+                .record_limits
+                .map(|drain| LimitLog::new(drain, shared.rate.target())),
             stop_sending: shared.stop_sending.clone(),
             test_panic,
         },

@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::policy::RetryPolicy;
-use crate::store::{Counts, StoreError};
+use crate::store::{Counts, SessionId, StoreError};
 
 /// Most distinct errors tracked for the summary.
 const ERROR_KINDS: usize = 100;
@@ -41,6 +41,9 @@ pub struct EngineConfig {
     /// engine's messages suggest work when pasted. The command layer knows; the engine does
     /// not read settings.
     pub hint_prefix: String,
+    /// The recorded drain ([`crate::store::Store::drain_started`]) to store the rate limit's
+    /// changes against, for the report; `None` stores none.
+    pub record_limits: Option<SessionId>,
 }
 
 /// Stop signals, owned by the caller so tests can trigger them: `graceful` stops claiming and

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
+use crate::store::now_ms;
+
 /// First retry delay before jitter.
 pub const RETRY_BASE: Duration = Duration::from_secs(1);
 /// Longest retry delay.
@@ -86,6 +88,8 @@ struct RateState {
     /// The rate at which the server last throttled: the climb slows down below it.
     ceiling: Option<f64>,
     last_change: Instant,
+    /// When `effective` took its value, in Unix milliseconds (for the record of the limit).
+    changed_ms: i64,
     /// Non-429 answers of the last two seconds.
     accepted: VecDeque<Instant>,
     /// Recent answers: when, and whether it was a 429.
@@ -180,6 +184,7 @@ impl RateControl {
                 pause_until: None,
                 ceiling: None,
                 last_change: Instant::now(),
+                changed_ms: now_ms(),
                 accepted: VecDeque::new(),
                 recent: VecDeque::new(),
                 slowdowns: 0,
@@ -271,6 +276,7 @@ impl RateControl {
         state.effective = Some(rate);
         state.limiter = Some(limiter(rate, self.burst));
         state.last_change = now;
+        state.changed_ms = now_ms();
         tracing::info!(
             rate = format!("{rate:.1}"),
             pause_ms = wait.as_millis() as u64,
@@ -303,11 +309,23 @@ impl RateControl {
         state.effective = Some(next);
         state.limiter = Some(limiter(next, self.burst));
         state.last_change = now;
+        state.changed_ms = now_ms();
     }
 
     /// The effective rate now (None: no limit).
     pub fn effective(&self) -> Option<f64> {
         self.lock().effective
+    }
+
+    /// The effective rate now (None: no limit) and when it took that value (Unix ms).
+    pub fn effective_since(&self) -> (Option<f64>, i64) {
+        let state = self.lock();
+        (state.effective, state.changed_ms)
+    }
+
+    /// The configured rate, where the drain starts (None: no limit).
+    pub fn target(&self) -> Option<f64> {
+        self.target
     }
 
     /// How many times the run slowed down (paused and cut its rate).

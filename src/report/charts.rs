@@ -26,7 +26,8 @@ pub mod colour {
     pub const PENDING: (u8, u8, u8) = (21, 101, 192);
     pub const IN_FLIGHT: (u8, u8, u8) = (100, 181, 246);
     pub const REQUESTS: (u8, u8, u8) = (21, 101, 192);
-    pub const LIMIT: (u8, u8, u8) = (97, 97, 97);
+    pub const LIMIT: (u8, u8, u8) = (66, 66, 66);
+    pub const CONFIGURED: (u8, u8, u8) = (170, 170, 170);
     pub const THROTTLED: (u8, u8, u8) = (239, 108, 0);
     pub const HALT: (u8, u8, u8) = (183, 28, 28);
     pub const P50: (u8, u8, u8) = (46, 125, 50);
@@ -233,7 +234,11 @@ pub fn requests(t: &Timeline, label: &dyn Fn(&f64) -> String) -> Result<String, 
     let top = t
         .buckets
         .iter()
-        .map(|b| b.requests_per_second.max(b.rate_limit.unwrap_or(0.0)))
+        .map(|b| {
+            b.requests_per_second
+                .max(b.rate_limit.unwrap_or(0.0))
+                .max(b.configured_rate.unwrap_or(0.0))
+        })
         .fold(0.0, f64::max)
         .max(1.0)
         * 1.2;
@@ -254,21 +259,34 @@ pub fn requests(t: &Timeline, label: &dyn Fn(&f64) -> String) -> Result<String, 
                     )
                 }),
         )?;
-        let limit: Vec<(f64, f64)> = t
-            .buckets
-            .iter()
-            .enumerate()
-            .filter_map(|(i, b)| b.rate_limit.map(|l| [(i as f64, l), (i as f64 + 1.0, l)]))
-            .flatten()
-            .collect();
-        if !limit.is_empty() {
-            chart.draw_series(std::iter::once(DashedPathElement::new(
-                limit,
-                6,
-                4,
-                rgb(colour::LIMIT).stroke_width(2),
-            )))?;
-        }
+        // Step lines, one level per bucket: the configured rate dashed, the limit in force
+        // (the adaptive one, cut on 429s) solid over it; a gap where no limit held.
+        let steps = |pick: fn(&Bucket) -> Option<f64>| -> Vec<Vec<(f64, f64)>> {
+            let mut runs: Vec<Vec<(f64, f64)>> = Vec::new();
+            let mut open = false;
+            for (i, b) in t.buckets.iter().enumerate() {
+                let Some(l) = pick(b) else {
+                    open = false;
+                    continue;
+                };
+                if !open {
+                    runs.push(Vec::new());
+                    open = true;
+                }
+                if let Some(run) = runs.last_mut() {
+                    run.extend([(i as f64, l), (i as f64 + 1.0, l)]);
+                }
+            }
+            runs
+        };
+        chart.draw_series(steps(|b| b.configured_rate).into_iter().map(|points| {
+            DashedPathElement::new(points, 6, 4, rgb(colour::CONFIGURED).stroke_width(2))
+        }))?;
+        chart.draw_series(
+            steps(|b| b.rate_limit)
+                .into_iter()
+                .map(|points| PathElement::new(points, rgb(colour::LIMIT).stroke_width(2))),
+        )?;
         chart.draw_series(LineSeries::new(
             t.buckets
                 .iter()

@@ -213,7 +213,12 @@ fn over_time(page: &mut String, r: &Report) -> Result<(), ChartError> {
         charts::requests(t, &label)?
     );
     legend(page, "requests/s while draining", colour::REQUESTS);
-    legend(page, "configured rate limit (dashed)", colour::LIMIT);
+    legend(
+        page,
+        "limit in force (cut on 429 answers, then climbing back)",
+        colour::LIMIT,
+    );
+    legend(page, "configured rate (dashed)", colour::CONFIGURED);
     legend(page, "▲ 429 answers: the run paused", colour::THROTTLED);
     legend(page, "halted: key refused (auth/forbidden)", colour::HALT);
     let _ = write!(
@@ -244,7 +249,7 @@ fn marks(page: &mut String, t: &Timeline, nightly: bool) {
     page.push_str(
         "<h3>429 pauses and halts</h3>\n<div class=\"scroll\"><table><tr><th>from</th>\
          <th class=\"n\">429 answers</th><th class=\"n\">halting answers</th>\
-         <th class=\"n\">requests/s</th><th class=\"n\">limit</th></tr>\n",
+         <th class=\"n\">requests/s</th><th class=\"n\">lowest limit</th></tr>\n",
     );
     let shown: Vec<&&Bucket> = marked
         .iter()
@@ -264,7 +269,8 @@ fn marks(page: &mut String, t: &Timeline, nightly: bool) {
             num(b.requests.throttled),
             num(b.requests.halts()),
             b.requests_per_second,
-            b.rate_limit.map_or("none".into(), |l| format!("{l}"))
+            b.rate_limit_min
+                .map_or("none".into(), |l| format!("{l:.1}"))
         );
     }
     page.push_str("</table></div>\n");

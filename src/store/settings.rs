@@ -22,6 +22,9 @@ pub struct DrainSettings {
 /// One recorded drain of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct DrainSession {
+    /// The drain's `run_settings` id, which its [`crate::store::LimitChange`]s name.
+    #[serde(skip)]
+    pub id: i64,
     pub run_id: i64,
     /// Unix milliseconds.
     pub started_at: i64,
@@ -46,7 +49,15 @@ pub struct MappingUse {
 
 /// A drain being recorded; [`Store::drain_ended`] closes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionId(i64);
+pub struct SessionId(pub(super) i64);
+
+#[cfg(test)]
+impl SessionId {
+    /// A session id for unit tests that never reach the database.
+    pub(crate) fn for_tests(id: i64) -> Self {
+        SessionId(id)
+    }
+}
 
 impl Store {
     /// Records that a drain of `run_id` starts now with `settings`.
@@ -93,7 +104,7 @@ impl Store {
     /// The recorded drains of the given runs, oldest first.
     pub async fn drain_sessions(&self, runs: &RunSet) -> Result<Vec<DrainSession>, StoreError> {
         Ok(sqlx::query_as::<_, DrainSession>(
-            "SELECT run_id, started_at, finished_at, target, rate, burst, concurrency,
+            "SELECT id, run_id, started_at, finished_at, target, rate, burst, concurrency,
                     max_attempts, timeout_secs, version
              FROM run_settings WHERE run_id IN (SELECT value FROM json_each(?))
              ORDER BY started_at, id",

@@ -9,7 +9,7 @@ use sqlx::sqlite::SqlitePool;
 use wiremock::matchers::{body_string_contains, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::{Workspace, stderr, stdout};
+use crate::support::{Workspace, ingest_rows, start_sim, stderr, stdout};
 
 const TOKEN: &str = "report-canary-token-5f1d";
 
@@ -329,6 +329,76 @@ async fn the_report_agrees_with_status_and_the_attempts_table() {
     let all = json_of(&ws, &["report", "--all", "--json"]);
     assert_eq!(all["total"]["counts"], status["counts"]);
     server.reset().await;
+}
+
+/// A server that accepts 20 requests a second, asked for 100: the adaptive limit is cut, the
+/// drain records the cut (through the writer), and the report shows a limit in force below
+/// the configured rate in the intervals it held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_shows_the_limit_in_force_not_only_the_configured_rate() {
+    let ws = Workspace::new();
+    ingest_rows(&ws, 150, 150);
+    let sim = start_sim(kapsync::simulator::SimConfig {
+        rate_limit: 20,
+        ..Default::default()
+    })
+    .await;
+    let out = ws
+        .kapsync()
+        .env("KAPTURE_TOKEN", TOKEN)
+        .args(["run", "--run", "r", "--rate", "100", "--concurrency", "8"])
+        .args(["--base-url", &sim.base_url()])
+        .output()
+        .unwrap();
+    let throttled = sim.stats().throttled;
+    sim.shutdown().await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(throttled > 0, "the server answered no 429");
+
+    let db = pool(&ws.db()).await;
+    let recorded: Vec<(i64, Option<f64>)> =
+        sqlx::query_as("SELECT at, rate FROM rate_limits ORDER BY at")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    let lowest = recorded
+        .iter()
+        .filter_map(|(_, rate)| *rate)
+        .fold(f64::INFINITY, f64::min);
+    assert!(lowest < 100.0, "no lowered limit recorded: {recorded:?}");
+    // At most one record a second (the writer coalesces), and never one per row.
+    for pair in recorded.windows(2) {
+        assert!(pair[1].0 > pair[0].0, "{recorded:?}");
+    }
+    assert!(recorded.len() < 150, "{recorded:?}");
+
+    let report = json_of(&ws, &["report", "--run", "r", "--json"]);
+    let buckets = report["timeline"]["buckets"].as_array().unwrap();
+    let lowered: Vec<&Value> = buckets
+        .iter()
+        .filter(|b| b["rate_limit"].as_f64().is_some_and(|l| l < 100.0))
+        .collect();
+    assert!(!lowered.is_empty(), "{buckets:?}");
+    let mut lowest_shown = f64::INFINITY;
+    for b in &lowered {
+        assert_eq!(b["configured_rate"], 100.0, "{b}");
+        let min = b["rate_limit_min"].as_f64().unwrap();
+        assert!(
+            min >= lowest - 1e-9 && min <= b["rate_limit"].as_f64().unwrap(),
+            "{b}"
+        );
+        lowest_shown = lowest_shown.min(min);
+    }
+    assert!(
+        (lowest_shown - lowest).abs() < 1e-9,
+        "{lowest_shown} vs {lowest}"
+    );
+    let html = ws
+        .kapsync()
+        .args(["report", "--run", "r"])
+        .output()
+        .unwrap();
+    assert!(stdout(&html).contains("limit in force"));
 }
 
 /// Runs a printed `kapsync ... export ... -o FILE` command through the shell in the

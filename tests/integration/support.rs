@@ -164,6 +164,7 @@ pub fn fast_config(concurrency: usize, rate: u32) -> EngineConfig {
         unreachable_timeout: Duration::from_secs(60),
         canary: 0,
         hint_prefix: "kapsync".to_owned(),
+        record_limits: None,
     }
 }
 
