@@ -123,7 +123,7 @@ impl DrainDisplay {
     /// Starts drawing the progress of the run named `run`.
     pub fn start(
         run: &str,
-        progress: tokio::sync::watch::Receiver<crate::engine::Progress>,
+        mut progress: tokio::sync::watch::Receiver<crate::engine::Progress>,
         allowed: bool,
     ) -> Self {
         if !allowed {
@@ -143,6 +143,12 @@ impl DrainDisplay {
             let drawn = bar.clone();
             let run = run.to_owned();
             let task = tokio::spawn(async move {
+                // Nothing is drawn before the engine's first snapshot, which carries the
+                // total: the channel's initial value would draw "0/0". A drain with nothing
+                // to send sends none, and the bar stays blank until cleared.
+                if progress.changed().await.is_err() {
+                    return;
+                }
                 let mut meter = RateMeter::default();
                 loop {
                     let p = *progress.borrow();

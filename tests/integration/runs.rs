@@ -500,7 +500,8 @@ async fn drain_under_a_terminal(columns: u16) -> Option<String> {
 }
 
 /// Issue 11: the bar stays one line on a real terminal of 80 and of 60 columns: every line
-/// drawn fits the width, it is redrawn in place several times, and no line holds two bars.
+/// drawn fits the width, it is redrawn in place several times, no line holds two bars, and
+/// each shows the total (issue 14: the first draw said `0/0`).
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bar_stays_one_line_on_a_terminal_of_80_and_60_columns() {
@@ -529,6 +530,8 @@ async fn the_bar_stays_one_line_on_a_terminal_of_80_and_60_columns() {
                 line.matches(" | ").count() <= 1,
                 "{columns}: two bars in {line:?}"
             );
+            // The total is known from the first draw: never "0/0".
+            assert!(line.contains("/60 "), "{columns}: no total in {line:?}");
         }
     }
 }
