@@ -58,6 +58,13 @@ INSERT INTO run_settings (run_id, started_at, finished_at, target, rate, burst, 
   SELECT run_id, start, CASE WHEN n = $nights THEN NULL ELSE start + 8 * 3600000 END,
          'https://bench.kapturecrm.com', 12, 1, 4, 8, 30, 'bench'
   FROM nights;
+-- The adaptive limit: cut to 9/s once an hour, climbing back to 12 over the next 20 s.
+INSERT INTO rate_limits (drain_id, at, rate)
+  WITH RECURSIVE h(h) AS (SELECT 1 UNION ALL SELECT h + 1 FROM h WHERE h < 8),
+                 k(k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM k WHERE k < 4)
+  SELECT s.id, s.started_at + h * 3600000 + k * 5000,
+         CASE k WHEN 0 THEN 9 WHEN 1 THEN 9.9 WHEN 2 THEN 10.89 WHEN 3 THEN 11.979 ELSE 12 END
+  FROM run_settings s, h, k WHERE s.run_id > 100;
 -- Rows: 2M tickets updated again night after night; 1 in 997 rejected, 1 in 1009 invalid,
 -- the last fifth of the last night still pending.
 INSERT INTO jobs (id, run_id, source_id, line, ticket_id, payload, payload_hash, state,
