@@ -137,7 +137,7 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Sync the built-in sample data into a local simulator and show the result
     Demo(DemoArgs),
-    /// Mapping files: `mapping init FILE` proposes one from a sample of a CSV export
+    /// Mapping files: `mapping init FILE` proposes one from a sample of a CSV or JSONL export
     #[command(subcommand)]
     Mapping(MappingCommand),
     /// Write the built-in sample exports and their mapping files into a directory
@@ -539,7 +539,7 @@ pub enum MappingCommand {
 /// `kapsync mapping init`.
 #[derive(Debug, Args)]
 pub struct MappingInitArgs {
-    /// The CSV export to sample
+    /// The CSV or JSONL export to sample (JSONL: .jsonl or .ndjson)
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
 

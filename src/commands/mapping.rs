@@ -1,4 +1,4 @@
-//! `kapsync mapping init`: propose a mapping file from a sample of a CSV export.
+//! `kapsync mapping init`: propose a mapping file from a sample of a CSV or JSONL export.
 
 use std::fs::File;
 
@@ -19,15 +19,8 @@ pub fn run(settings: &Settings, command: MappingCommand) -> anyhow::Result<u8> {
 
 fn init(settings: &Settings, args: &MappingInitArgs) -> anyhow::Result<u8> {
     let shown = args.file.display().to_string();
-    if crate::ingest::detect_format(&args.file, None).ok()
-        == Some(crate::ingest::InputFormat::Jsonl)
-    {
-        return Err(UsageError(format!(
-            "{shown} is JSONL: its keys are matched by name, so mapping init reads CSV exports \
-             only; write [columns] by hand for JSONL (kapsync samples DIR has examples)"
-        ))
-        .into());
-    }
+    let jsonl = crate::ingest::detect_format(&args.file, None).ok()
+        == Some(crate::ingest::InputFormat::Jsonl);
     File::open(&args.file).map_err(|e| UsageError(format!("failed to read {shown}: {e}")))?;
     if let Some(output) = &args.output
         && std::fs::symlink_metadata(output).is_ok()
@@ -42,8 +35,12 @@ fn init(settings: &Settings, args: &MappingInitArgs) -> anyhow::Result<u8> {
         .file
         .file_name()
         .map_or_else(|| shown.clone(), |n| n.to_string_lossy().into_owned());
-    let proposal = guess::propose(|| File::open(&args.file), &file_name)
-        .with_context(|| format!("failed to sample {shown}"))?;
+    let proposal = if jsonl {
+        guess::propose_jsonl(File::open(&args.file)?, &file_name)
+    } else {
+        guess::propose(|| File::open(&args.file), &file_name)
+    }
+    .with_context(|| format!("failed to sample {shown}"))?;
     let Some(output) = &args.output else {
         text::print(&proposal.toml)?;
         return Ok(exit::OK);
@@ -54,13 +51,19 @@ fn init(settings: &Settings, args: &MappingInitArgs) -> anyhow::Result<u8> {
         .open(output)
         .and_then(|mut f| std::io::Write::write_all(&mut f, proposal.toml.as_bytes()))
         .with_context(|| format!("failed to write {}", output.display()))?;
+    let read_as = match proposal.source {
+        Some((encoding, delimiter)) => format!(
+            " (delimiter {}, encoding {})",
+            delimiter::shown(delimiter),
+            decode::name(encoding)
+        ),
+        None => String::new(),
+    };
     text::print(&format!(
-        "Wrote {} from {} rows of {shown} (delimiter {}, encoding {}).\n\
+        "Wrote {} from {} rows of {shown}{read_as}.\n\
          Fill in [values.sub_status], then: {} ingest --mapping {} {}\n",
         output.display(),
         proposal.rows,
-        delimiter::shown(proposal.delimiter),
-        decode::name(proposal.encoding),
         settings.hint_prefix(),
         text::shell_word(&output.display().to_string()),
         text::shell_word(&shown),

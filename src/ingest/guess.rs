@@ -1,7 +1,7 @@
-//! Proposing a mapping file from a sample of a CSV export (`kapsync mapping init`).
+//! Proposing a mapping file from a sample of a CSV or JSONL export (`kapsync mapping init`).
 //!
-//! It reads the header and the first rows, finds the delimiter and the encoding, guesses
-//! which column feeds each Kapture field, lists the status column's values as entries to
+//! It reads the header (a JSONL file's keys, in the order first seen) and the first rows,
+//! finds a CSV file's delimiter and encoding, guesses which column feeds each Kapture field, lists the status column's values as entries to
 //! fill in, and proposes the `[formats]` that parse every sampled callback time. The TOML it
 //! writes is accepted by `ingest` as it is; filling in the value table is the only edit
 //! needed before sending.
@@ -43,10 +43,86 @@ const FORMATS: [&str; 12] = [
 /// What a sample showed, and the mapping proposed for it.
 #[derive(Debug, Clone)]
 pub struct Proposal {
-    pub encoding: &'static Encoding,
-    pub delimiter: u8,
+    /// A CSV file's encoding and delimiter (`None` for JSONL, which is UTF-8).
+    pub source: Option<(&'static Encoding, u8)>,
     pub rows: usize,
     pub toml: String,
+}
+
+/// Keys of a JSONL sample tracked at most: a file with more distinct keys is not a table.
+const MAX_KEYS: usize = 1_000;
+
+/// The text of a JSON value a column would hold: strings trimmed, numbers as written.
+fn json_text(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) => Some(s.trim().to_owned()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Reads a sample of a JSONL export and proposes a mapping for it: its keys play the part of
+/// CSV columns, the first key to suggest a field claims it. Lines that are not JSON objects
+/// are passed over; a `kapsync export --format jsonl` line is read through its `update`.
+pub fn propose_jsonl<R: Read>(input: R, file_name: &str) -> io::Result<Proposal> {
+    let mut lines = super::jsonl::LineReader::new(BufReader::new(input), 1024 * 1024);
+    let mut headers: Vec<String> = Vec::new();
+    let mut columns: Vec<(&'static str, usize)> = Vec::new();
+    let mut statuses: HashMap<String, (String, u64)> = HashMap::new();
+    let mut times: Vec<String> = Vec::new();
+    let mut rows = 0;
+    while rows < SAMPLE_ROWS && lines.read_line()? {
+        let Ok(serde_json::Value::Object(mut object)) =
+            serde_json::from_slice::<serde_json::Value>(lines.bytes())
+        else {
+            continue;
+        };
+        if crate::roundtrip::is_export_record(&object)
+            && let Some(serde_json::Value::Object(update)) =
+                object.remove(crate::roundtrip::UPDATE_KEY)
+        {
+            object = update;
+        }
+        rows += 1;
+        for key in object.keys() {
+            if headers.len() < MAX_KEYS && !headers.contains(key) {
+                headers.push(key.clone());
+                if let Some(field) = guess_field(key)
+                    && !columns.iter().any(|(f, _)| *f == field)
+                {
+                    columns.push((field, headers.len() - 1));
+                }
+            }
+        }
+        let value_of = |field: &str| {
+            let (_, i) = columns.iter().find(|(f, _)| *f == field)?;
+            object.get(&headers[*i]).and_then(json_text)
+        };
+        if let Some(value) = value_of("sub_status").filter(|v| !v.is_empty()) {
+            let key = value.to_lowercase();
+            if statuses.len() < 10_000 || statuses.contains_key(&key) {
+                statuses.entry(key).or_insert((value, 0)).1 += 1;
+            }
+        }
+        if let Some(value) = value_of("callback_time").filter(|v| !v.is_empty())
+            && times.len() < SAMPLE_ROWS
+            && !times.contains(&value)
+        {
+            times.push(value);
+        }
+    }
+    if rows == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no line is a JSON object",
+        ));
+    }
+    let toml = write_toml(file_name, None, rows, &headers, &columns, &statuses, &times);
+    Ok(Proposal {
+        source: None,
+        rows,
+        toml,
+    })
 }
 
 /// Column name fragments (normalized) that suggest a field, beyond exact names and aliases.
@@ -140,11 +216,16 @@ pub fn propose<R: Read>(
         }
     }
     let toml = write_toml(
-        file_name, encoding, delimiter, rows, &headers, &columns, &statuses, &times,
+        file_name,
+        Some((encoding, delimiter)),
+        rows,
+        &headers,
+        &columns,
+        &statuses,
+        &times,
     );
     Ok(Proposal {
-        encoding,
-        delimiter,
+        source: Some((encoding, delimiter)),
         rows,
         toml,
     })
@@ -208,14 +289,10 @@ fn quoted(text: &str) -> String {
     toml::Value::String(text.to_owned()).to_string()
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one call site; each is a part of the file"
-)]
+/// The proposed mapping file; `source` is a CSV file's encoding and delimiter.
 fn write_toml(
     file_name: &str,
-    encoding: &'static Encoding,
-    delimiter: u8,
+    source: Option<(&'static Encoding, u8)>,
     rows: usize,
     headers: &[String],
     columns: &[(&'static str, usize)],
@@ -232,10 +309,16 @@ fn write_toml(
         "# ({rows} rows sampled). Check the guesses, fill in [values.sub_status], then:"
     );
     let _ = writeln!(out, "#   kapsync ingest --mapping THIS_FILE {file_name}\n");
-    let _ = writeln!(out, "[source]");
-    let _ = writeln!(out, "encoding = {}", quoted(&decode::name(encoding)));
-    let _ = writeln!(out, "delimiter = {}\n", quoted(delimiter::shown(delimiter)));
-    let _ = writeln!(out, "# Kapture field = column of {file_name}.");
+    let what = match source {
+        Some((encoding, delimiter)) => {
+            let _ = writeln!(out, "[source]");
+            let _ = writeln!(out, "encoding = {}", quoted(&decode::name(encoding)));
+            let _ = writeln!(out, "delimiter = {}\n", quoted(delimiter::shown(delimiter)));
+            "column"
+        }
+        None => "key",
+    };
+    let _ = writeln!(out, "# Kapture field = {what} of {file_name}.");
     let _ = writeln!(out, "[columns]");
     for field in KAPTURE_FIELDS {
         match columns.iter().find(|(f, _)| *f == field) {
@@ -243,7 +326,7 @@ fn write_toml(
                 let _ = writeln!(out, "{field} = {}", quoted(&headers[*i]));
             }
             None => {
-                let _ = writeln!(out, "# {field} = \"...\"  (no column looked like it)");
+                let _ = writeln!(out, "# {field} = \"...\"  (no {what} looked like it)");
             }
         }
     }
@@ -322,7 +405,7 @@ fn write_toml(
         .collect();
     let _ = writeln!(
         out,
-        "# Other columns, passed through as extra keys when uncommented."
+        "# Other {what}s, passed through as extra keys when uncommented."
     );
     let _ = writeln!(out, "[extra]");
     for header in unused {

@@ -7,6 +7,7 @@
 
 use kapsync::engine::RunnerLock;
 use kapsync::simulator::SimConfig;
+use serde_json::Value;
 
 use crate::support::{Workspace, closed_port_url, start_sim, stderr, stdout};
 
@@ -446,6 +447,54 @@ fn mapping_init_proposes_a_mapping_that_ingests_as_it_is() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+/// A JSONL export with its own key names: the keys stand in for columns, the proposal needs
+/// no [source], and ingest takes the file with it as it is (callback times in its own format).
+#[test]
+fn mapping_init_proposes_a_mapping_for_jsonl_keys() {
+    let ws = Workspace::new();
+    ws.file(
+        "tickets.jsonl",
+        "{\"Ticket No\": 100000000001, \"Status\": \"Open\", \"Note\": \"first\", \
+         \"Follow-up at\": \"24/12/2026 17:30\", \"Agent\": \"ana\"}\n\
+         not json\n\n\
+         {\"Ticket No\": \"100000000002\", \"Status\": \"closed\", \"Note\": \"second\"}\n\
+         {\"Ticket No\": \"100000000003\", \"Status\": \"Open\", \"Note\": \"third\", \
+         \"Channel\": \"mail\"}\n",
+    );
+    let mut text = transcript(
+        &mut ws.kapsync(),
+        &["mapping", "init", "tickets.jsonl", "-o", "mapping.toml"],
+    );
+    assert!(text.contains("exit code: 0"), "{text}");
+    text.push_str("--- mapping.toml ---\n");
+    text.push_str(&std::fs::read_to_string(ws.dir.path().join("mapping.toml")).unwrap());
+    text.push_str(&transcript(
+        &mut ws.kapsync(),
+        &[
+            "ingest",
+            "--run",
+            "r",
+            "--mapping",
+            "mapping.toml",
+            "tickets.jsonl",
+        ],
+    ));
+    check("mapping_init_jsonl", &ws, &text);
+    let rows = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(ws.jobs(Some("r")));
+    let valid: Vec<Value> = rows
+        .iter()
+        .filter_map(|r| r.payload.as_deref())
+        .map(|p| serde_json::from_str(p).unwrap())
+        .collect();
+    assert_eq!(valid.len(), 3, "{rows:?}");
+    assert_eq!(valid[0]["ticket_id"], "100000000001");
+    assert_eq!(valid[0]["sub_status"], "Open");
+    assert_eq!(valid[0]["comment"], "first");
+    assert_eq!(valid[0]["callback_time"], "2026-12-24 17:30:00");
 }
 
 #[cfg(unix)]
