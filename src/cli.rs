@@ -137,7 +137,7 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Sync the built-in sample data into a local simulator and show the result
     Demo(DemoArgs),
-    /// Mapping files: `mapping init FILE` proposes one from a sample of a CSV or JSONL export
+    /// Mapping files: `mapping init FILE` proposes one from a CSV or JSONL sample
     #[command(subcommand)]
     Mapping(MappingCommand),
     /// Write the built-in sample exports and their mapping files into a directory
