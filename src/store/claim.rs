@@ -4,12 +4,12 @@
 //! A pending row with `next_attempt_at` NULL is not yet claimable: fresh (never looked at), or
 //! parked behind an earlier open (pending or in-flight) row of its ticket in any run. The
 //! dispatcher's cursor walks these once per drain, in id order, through `jobs_open_by_run`:
-//! each is claimed, or left parked when `jobs_open_by_ticket` shows an earlier open row of its
-//! ticket. A pending row with `next_attempt_at` set is due at that time (a retry, a row put
+//! each is claimed, or left parked when the row before it in its ticket (`jobs_by_ticket_sent`)
+//! is open. A pending row with `next_attempt_at` set is due at that time (a retry, a row put
 //! back, a row released) and is found through `jobs_waiting` in time order. When a row stops
-//! being open, the `jobs_release_next` trigger (migration 0002) makes the next open row of
-//! its ticket due, so a parked row costs one probe when parked and one when released, never a
-//! rescan by later claims.
+//! being open, the `jobs_release_next` trigger (migration 0006) makes the next row of its
+//! ticket due, so a parked row costs one probe when parked and one when released, never a
+//! rescan by later claims. Neither probe writes: a drain dirties no randomly placed page.
 
 use sqlx::Row;
 
@@ -42,13 +42,17 @@ pub struct Cursor {
     pub exhausted: bool,
 }
 
-/// "An earlier row of the same ticket, in any run, is pending or in flight": one probe of
-/// `jobs_open_by_ticket`.
+/// "The row before this one in its ticket (the latest earlier row, in any run, that is not
+/// skipped) is pending or in flight": one probe of `jobs_by_ticket_sent`, an index no drain
+/// writes to (migration 0006). Rows of a ticket are sent in id order, so when that row is done
+/// the rows before it are done too.
 macro_rules! earlier_row_open {
     () => {
-        "EXISTS (SELECT 1 FROM jobs e INDEXED BY jobs_open_by_ticket
-          WHERE e.ticket_id = j.ticket_id AND e.state IN ('pending', 'in_flight')
-            AND e.id < j.id)"
+        "coalesce((SELECT e.state IN ('pending', 'in_flight')
+          FROM jobs e INDEXED BY jobs_by_ticket_sent
+          WHERE e.ticket_id = j.ticket_id AND e.payload IS NOT NULL AND e.id < j.id
+            AND e.state <> 'skipped'
+          ORDER BY e.id DESC LIMIT 1), 0)"
     };
 }
 

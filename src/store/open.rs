@@ -21,7 +21,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// be creating the same database).
 const MIGRATE_TRIES: u64 = 5;
 /// Page size of a new database file. Ingest appends rows of a few hundred bytes and inserts
-/// into the random-order `jobs_open_by_ticket` index; 16 KiB pages make the B-trees shallower and
+/// into the random-order ticket and sync-key indexes; 16 KiB pages make the B-trees shallower and
 /// cut the per-page work (page cache lookups, WAL frames, splits) of a 1M-row ingest by about
 /// a fifth against SQLite's 4 KiB default, while a single-row update still writes only one
 /// small page. It can only be chosen before the first table exists, so an existing file

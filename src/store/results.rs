@@ -6,8 +6,8 @@
 //! (the claim still matches).
 //!
 //! An outcome that ends a row (succeeded, failed) releases the next row of its ticket, in any
-//! run, in the same transaction: the `jobs_release_next` trigger of migration 0002 finds it with
-//! one probe of `jobs_open_by_ticket`, so rows waiting on their ticket are never rescanned.
+//! run, in the same transaction: the `jobs_release_next` trigger of migration 0006 finds it with
+//! one probe of `jobs_by_ticket_sent`, so rows waiting on their ticket are never rescanned.
 
 use std::sync::LazyLock;
 

@@ -5,10 +5,12 @@ use super::{Store, StoreError, now_ms};
 
 /// "A later row of this failed row's ticket succeeded or is on its way": retrying it would
 /// apply an older update over a newer one. Succeeded rows are found by sync key (one index
-/// probe), open rows by ticket (any later pending or in-flight row of the ticket).
+/// probe), open rows by ticket (any later pending or in-flight row of the ticket, among the
+/// rows that were to be sent: `jobs_by_ticket_sent`).
 const SUPERSEDED: &str = "(EXISTS (SELECT 1 FROM jobs l WHERE l.sync_key = jobs.sync_key
          AND l.id > jobs.id AND l.state IN ('succeeded', 'pending', 'in_flight'))
-     OR EXISTS (SELECT 1 FROM jobs l WHERE l.ticket_id = jobs.ticket_id
+     OR EXISTS (SELECT 1 FROM jobs l INDEXED BY jobs_by_ticket_sent
+         WHERE l.ticket_id = jobs.ticket_id AND l.payload IS NOT NULL
          AND l.id > jobs.id AND l.state IN ('pending', 'in_flight')))";
 
 // `state <> 'pending'` next to `state = 'failed'` below is what lets SQLite use the partial
@@ -307,7 +309,7 @@ mod tests {
             "{retry}"
         );
         assert!(
-            retry.contains("USING INDEX jobs_open_by_ticket (ticket_id=?"),
+            retry.contains("USING INDEX jobs_by_ticket_sent (ticket_id=?"),
             "{retry}"
         );
         assert!(!retry.contains("SCAN"), "{retry}");

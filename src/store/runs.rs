@@ -131,18 +131,19 @@ impl Store {
         .await?)
     }
 
-    /// The other runs holding open rows that open rows of `run_id` wait on (an earlier row of
-    /// the same ticket, pending or in flight), with how many of the run's rows wait on each,
-    /// oldest run first. One probe per open row of the run.
+    /// The other runs holding open rows that open rows of `run_id` wait on (the row before it
+    /// in its ticket, pending or in flight; see `store/claim.rs`), with how many of the run's
+    /// rows wait on each, oldest run first. One probe per open row of the run.
     pub async fn runs_holding_earlier_rows(
         &self,
         run_id: i64,
     ) -> Result<Vec<(Run, i64)>, StoreError> {
         let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
             "WITH held(holder) AS (
-                 SELECT (SELECT e.run_id FROM jobs e INDEXED BY jobs_open_by_ticket
-                         WHERE e.ticket_id = j.ticket_id AND e.state IN ('pending', 'in_flight')
-                           AND e.id < j.id
+                 SELECT (SELECT iif(e.state IN ('pending', 'in_flight'), e.run_id, NULL)
+                         FROM jobs e INDEXED BY jobs_by_ticket_sent
+                         WHERE e.ticket_id = j.ticket_id AND e.payload IS NOT NULL
+                           AND e.id < j.id AND e.state <> 'skipped'
                          ORDER BY e.id DESC LIMIT 1)
                  FROM jobs j INDEXED BY jobs_open_by_run
                  WHERE j.run_id = ?1 AND j.state IN ('pending', 'in_flight'))

@@ -375,7 +375,7 @@ async fn hot_queries_use_their_indexes() {
         "{walk}"
     );
     assert!(
-        walk.contains("USING INDEX jobs_open_by_ticket (ticket_id=? AND rowid<?)"),
+        walk.contains("USING INDEX jobs_by_ticket_sent (ticket_id=? AND rowid<?)"),
         "{walk}"
     );
     let due = plan(DUE_SQL.to_owned()).await;
@@ -400,14 +400,63 @@ async fn hot_queries_use_their_indexes() {
             "jobs_by_run",
         ),
         (
-            "SELECT n.id FROM jobs n INDEXED BY jobs_open_by_ticket
-             WHERE n.ticket_id = 'a' AND n.state IN ('pending', 'in_flight') AND n.id > ?2
-               AND ?1 < ?3 ORDER BY n.id LIMIT 1",
-            "jobs_open_by_ticket",
+            "SELECT n.id FROM jobs n INDEXED BY jobs_by_ticket_sent
+             WHERE n.ticket_id = 'a' AND n.payload IS NOT NULL AND n.id > ?2
+               AND n.state <> 'skipped' AND ?1 < ?3 ORDER BY n.id LIMIT 1",
+            "jobs_by_ticket_sent",
         ),
     ] {
         let text = plan(sql.to_owned()).await;
         assert!(text.contains(index), "{sql}: {text}");
         assert!(!text.contains("SCAN jobs"), "{sql}: {text}");
     }
+}
+
+#[tokio::test]
+async fn a_skipped_row_neither_holds_nor_frees_the_rows_after_it() {
+    // a1 is sent; a2 waits on it. Skipping a2 lets a3 wait on a1 instead, and a1's end
+    // releases a3, passing over the skipped row.
+    let (_dir, store, run) = store_with(&["a", "a", "a", "b"]).await;
+    let mut cursor = Cursor::default();
+    assert_eq!(claim_ids(&store, run, &mut cursor, 10).await, [1, 4]);
+    sqlx::query("UPDATE jobs SET state = 'skipped' WHERE id = 2")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    store.record_outcomes(&[done(4)]).await.unwrap();
+    assert_eq!(
+        claim_ids(&store, run, &mut cursor, 10).await,
+        [] as [i64; 0],
+        "a3 still waits on a1"
+    );
+    store.record_outcomes(&[done(1)]).await.unwrap();
+    assert_eq!(claim_ids(&store, run, &mut cursor, 10).await, [3]);
+}
+
+#[tokio::test]
+async fn a_retried_row_holds_back_the_later_rows_of_its_ticket_still_pending() {
+    // a1 fails; a2, released, fails too (say the ticket was locked). Retrying both sends a1
+    // first, then a2.
+    let (_dir, store, run) = store_with(&["a", "a"]).await;
+    let mut cursor = Cursor::default();
+    let failed = |id| Outcome {
+        next: Next::Failed {
+            class: "rejected".into(),
+            message: "locked".into(),
+        },
+        ..done(id)
+    };
+    assert_eq!(claim_ids(&store, run, &mut cursor, 10).await, [1]);
+    store.record_outcomes(&[failed(1)]).await.unwrap();
+    assert_eq!(claim_ids(&store, run, &mut cursor, 10).await, [2]);
+    store.record_outcomes(&[failed(2)]).await.unwrap();
+    let requeued = store
+        .requeue_failed(run, crate::store::RowFilter::default(), false)
+        .await
+        .unwrap();
+    assert_eq!(requeued.requeued, 2);
+    let mut cursor = Cursor::default();
+    assert_eq!(claim_ids(&store, run, &mut cursor, 10).await, [1]);
+    store.record_outcomes(&[done(1)]).await.unwrap();
+    assert_eq!(claim_ids(&store, run, &mut cursor, 10).await, [2]);
 }
