@@ -21,7 +21,7 @@ async fn main() {
     let mut rows = 0u64;
     loop {
         let claimed = store
-            .claim(run_id, &mut cursor, claim, now_ms())
+            .claim(run_id, &mut cursor, claim, 1, now_ms())
             .await
             .unwrap();
         if claimed.is_empty() && cursor.exhausted && pending.is_empty() {

@@ -1,8 +1,9 @@
 //! The dispatcher: claims rows in id order and hands them to the workers until the run is done
 //! or sending stops.
 //!
-//! Claimed rows wait in a [`super::queue`] that `concurrency` workers take from; the
-//! dispatcher claims a batch at a time, when the queue runs low.
+//! Claimed rows wait in a [`super::queue`] that `concurrency` workers take from, in chains of
+//! a ticket's consecutive rows; the dispatcher claims a batch at a time, when the queue runs
+//! low.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,14 +15,18 @@ use super::queue::Feeder;
 use super::worker::Shared;
 use crate::store::{Cursor, Store, StoreError, now_ms};
 
-/// Rows claimed per store round trip, at most.
+/// Chains claimed per store round trip, at most.
 const CLAIM_BATCH: usize = 512;
+/// Rows of one ticket claimed together and sent one after another by one worker, at most: a
+/// ticket's history goes out without a commit and a claim between its rows, while a failure
+/// returns at most this many rows unsent.
+pub(super) const CHAIN: usize = 16;
 /// Longest the dispatcher sleeps before looking at the table again.
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
-/// The rows claimed but not yet sent at most, for `workers` workers: a whole batch per round
+/// The chains claimed but not yet sent at most, for `workers` workers: a whole batch per round
 /// trip, since claiming one row per free worker would cost three statements a row; claimed
-/// rows wait in the queue at most a few requests long.
+/// rows wait in the queue at most a few requests long (most chains are one row).
 pub(super) fn batch_size(workers: usize) -> usize {
     (workers * 8).clamp(1, CLAIM_BATCH)
 }
@@ -36,7 +41,7 @@ pub(super) struct Dispatch {
     pub stored: Arc<Notify>,
     /// The workers' queue; dropping it, once the dispatcher is done, ends them.
     pub queue: Feeder,
-    /// Rows claimed but not yet sent, at most.
+    /// Chains claimed but not yet sent, at most.
     pub batch: usize,
 }
 
@@ -66,7 +71,9 @@ pub(super) async fn dispatch(
             continue;
         }
         let limit = (batch - queued) as i64;
-        let claimed = store.claim(run_id, &mut cursor, limit, now_ms()).await?;
+        let claimed = store
+            .claim(run_id, &mut cursor, limit, CHAIN, now_ms())
+            .await?;
         if !claimed.is_empty() {
             {
                 let mut t = lock(&tally);

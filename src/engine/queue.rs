@@ -1,4 +1,5 @@
-//! The claimed rows waiting for a worker: a flume channel, and a signal when it runs low.
+//! The claimed rows waiting for a worker, in chains: a flume channel, and a signal when it
+//! runs low.
 //!
 //! flume came with sqlx; unlike tokio's mpsc, several workers can take from one receiver. The
 //! dispatcher tops the channel up with a whole claim at a time when it falls below its low
@@ -18,7 +19,11 @@ struct LowWater {
     low: Notify,
 }
 
-/// Opens a queue whose dispatcher claims more below `low_water` rows.
+/// Rows of one ticket claimed together, in id order, for one worker to send one after another
+/// (most chains are one row).
+pub(super) type Chain = Vec<Claimed>;
+
+/// Opens a queue whose dispatcher claims more below `low_water` chains.
 pub(super) fn queue(low_water: usize) -> (Feeder, Taker) {
     let (rows, taken) = flume::unbounded();
     let signal = Arc::new(LowWater {
@@ -40,12 +45,12 @@ pub(super) fn queue(low_water: usize) -> (Feeder, Taker) {
 /// The dispatcher's end.
 #[derive(Debug)]
 pub(super) struct Feeder {
-    rows: flume::Sender<Claimed>,
+    rows: flume::Sender<Chain>,
     signal: Arc<LowWater>,
 }
 
 impl Feeder {
-    /// Rows waiting for a worker.
+    /// Chains waiting for a worker.
     pub(super) fn len(&self) -> usize {
         self.rows.len()
     }
@@ -54,12 +59,20 @@ impl Feeder {
         self.signal.mark
     }
 
-    /// Queues claimed rows. Never waits: the queue is unbounded, and the dispatcher claims
-    /// only what brings it back to its batch size.
+    /// Queues claimed rows, a chain per entry ([`Claimed::follows`] joins a row to the one
+    /// before it). Never waits: the queue is unbounded, and the dispatcher claims only what
+    /// brings it back to its batch size.
     pub(super) fn push(&self, rows: Vec<Claimed>) {
+        // The drain holds a receiver until the dispatcher is done: sending cannot fail.
+        let mut chain: Chain = Vec::new();
         for row in rows {
-            // The drain holds a receiver until the dispatcher is done: this cannot fail.
-            let _ = self.rows.send(row);
+            if !row.follows && !chain.is_empty() {
+                let _ = self.rows.send(std::mem::take(&mut chain));
+            }
+            chain.push(row);
+        }
+        if !chain.is_empty() {
+            let _ = self.rows.send(chain);
         }
     }
 
@@ -72,13 +85,13 @@ impl Feeder {
 /// A worker's end; the drain keeps one too, for the rows no worker took.
 #[derive(Debug, Clone)]
 pub(super) struct Taker {
-    rows: flume::Receiver<Claimed>,
+    rows: flume::Receiver<Chain>,
     signal: Arc<LowWater>,
 }
 
 impl Taker {
-    /// The next row, or None once the dispatcher is done and the queue is empty.
-    pub(super) async fn next(&self) -> Option<Claimed> {
+    /// The next chain, or None once the dispatcher is done and the queue is empty.
+    pub(super) async fn next(&self) -> Option<Chain> {
         let row = self.rows.recv_async().await.ok()?;
         if self.rows.len() < self.signal.mark {
             self.signal.low.notify_one();
@@ -88,6 +101,6 @@ impl Taker {
 
     /// Takes every row still queued.
     pub(super) fn take_all(&self) -> Vec<Claimed> {
-        self.rows.drain().collect()
+        self.rows.drain().flatten().collect()
     }
 }

@@ -1,4 +1,5 @@
-//! The workers: take a claimed row, wait for the rate limiter, send it, and apply the decision.
+//! The workers: take a chain of claimed rows, wait for the rate limiter before each, send
+//! them in order, and apply each decision.
 //!
 //! Workers only report: each outcome goes to the writer on a channel. [`Shared::apply`] is the
 //! one place where an answer changes the rate, halts the run, counts an error and sets the
@@ -15,7 +16,7 @@ use super::canary::Canary;
 use super::decide::{ConfigCheck, Decision, Due, Feedback, Policy, Step, decide};
 use super::events::{EngineConfig, ErrorTally, Halt, TestPanic, lock};
 use super::policy::RateControl;
-use super::queue::Taker;
+use super::queue::{Chain, Taker};
 use super::reach::Reach;
 use crate::kapture::{Class, Client, Reply};
 use crate::store::{AttemptRecord, Claimed, Next, Outcome, now_ms};
@@ -272,13 +273,46 @@ async fn send_one(row: Claimed, shared: &Shared) -> Outcome {
     shared.apply(&row, reply, started)
 }
 
-/// A long-lived worker: takes rows from the dispatcher and sends them one at a time, until
-/// the dispatcher is done. Once sending has stopped, the rows still queued go back unsent.
-pub(super) async fn worker(shared: Arc<Shared>, queue: Taker) {
-    while let Some(row) = queue.next().await {
+/// The rows of a chain not yet sent: whatever ends the chain (an answer that is not a
+/// success, a stop, the worker aborted mid-request) puts them back to `pending` unsent when
+/// this is dropped. Due at once, they wait behind the row that ended the chain as any row
+/// waits behind an open row of its ticket (the claim parks them until it finishes).
+struct Rest {
+    rows: std::vec::IntoIter<Claimed>,
+    results: mpsc::UnboundedSender<Outcome>,
+}
+
+impl Drop for Rest {
+    fn drop(&mut self) {
+        for row in self.rows.by_ref() {
+            let _ = self.results.send(unsent(&row));
+        }
+    }
+}
+
+/// Sends a chain's rows in order while each succeeds; the rest go back unsent.
+async fn send_chain(chain: Chain, shared: &Shared) {
+    let mut rest = Rest {
+        rows: chain.into_iter(),
+        results: shared.results.clone(),
+    };
+    for row in rest.rows.by_ref() {
         shared.sending.fetch_add(1, Ordering::Relaxed);
-        let outcome = send_one(row, &shared).await;
+        let outcome = send_one(row, shared).await;
         shared.sending.fetch_sub(1, Ordering::Relaxed);
+        let go_on = matches!(outcome.next, Next::Succeeded { .. });
         let _ = shared.results.send(outcome);
+        if !go_on {
+            break;
+        }
+    }
+}
+
+/// A long-lived worker: takes chains from the dispatcher and sends their rows one at a time,
+/// until the dispatcher is done. Once sending has stopped, the rows still queued go back
+/// unsent.
+pub(super) async fn worker(shared: Arc<Shared>, queue: Taker) {
+    while let Some(chain) = queue.next().await {
+        send_chain(chain, &shared).await;
     }
 }

@@ -10,6 +10,16 @@
 //! being open, the `jobs_release_next` trigger (migration 0006) makes the next row of its
 //! ticket due, so a parked row costs one probe when parked and one when released, never a
 //! rescan by later claims. Neither probe writes: a drain dirties no randomly placed page.
+//!
+//! A claimed row may bring the rows right behind it in its ticket (a *chain*): the next rows
+//! of the ticket in id order, in the same run, pending and not held by a retry time, up to a
+//! bound. They are claimed (`in_flight`) in the same transaction, so a crash replays them in
+//! id order like any in-flight rows; the engine sends them one after another and returns the
+//! rest unsent at the first answer that is not a success, where they wait behind that row
+//! again. One more probe of `jobs_by_ticket_sent` per claimed row: a ticket's history sorted by
+//! ticket goes out without a commit and a claim between its rows.
+
+use std::collections::HashSet;
 
 use sqlx::Row;
 
@@ -30,6 +40,9 @@ pub struct Claimed {
     pub payload: String,
     /// The attempt number this send is (1 for the first).
     pub attempt: i64,
+    /// Whether this row is chained to the row before it in the claim's answer, the row before
+    /// it in its ticket: it may be sent only after that one succeeded.
+    pub follows: bool,
 }
 
 /// Where the dispatcher is in a run's not-yet-claimable rows.
@@ -77,6 +90,23 @@ const WALK_SQL: &str = concat!(
      ORDER BY j.id LIMIT ?3"
 );
 
+/// The rows right behind each claimed row in its ticket that may go out after it (a chain),
+/// each with its head, nearest first. A step follows the ticket's next row that is not
+/// skipped (one probe of `jobs_by_ticket_sent`), and the chain ends at a row of another run,
+/// one not pending, one held by a retry time, or the bound ?2.
+const CHAIN_SQL: &str = "WITH RECURSIVE chain(head, id, ticket, depth) AS (
+        SELECT j.id, j.id, j.ticket_id, 1 FROM json_each(?1) h JOIN jobs j ON j.id = h.value
+        UNION ALL
+        SELECT c.head, n.id, c.ticket, c.depth + 1
+        FROM chain c JOIN jobs n ON n.id = (
+            SELECT x.id FROM jobs x INDEXED BY jobs_by_ticket_sent
+            WHERE x.ticket_id = c.ticket AND x.payload IS NOT NULL AND x.id > c.id
+              AND x.state <> 'skipped'
+            ORDER BY x.id LIMIT 1)
+        WHERE c.depth < ?2 AND n.run_id = ?3 AND n.state = 'pending'
+          AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= ?4))
+    SELECT head, id FROM chain WHERE depth > 1";
+
 impl Store {
     /// Puts rows left `in_flight` by a runner that died back to `pending`, due at once and
     /// marked replayed (they may have reached Kapture). Returns how many.
@@ -97,14 +127,18 @@ impl Store {
 
     /// Claims up to `limit` rows of a run: due rows first (they are older), then rows after
     /// the cursor. A row is claimed only while no earlier row of its ticket, in any run, is
-    /// pending or in flight; a blocked row is parked until that row finishes. Rows are
-    /// returned in id order. An empty answer with `cursor.exhausted` false means "claim
+    /// pending or in flight; a blocked row is parked until that row finishes. Each claimed
+    /// row brings up to `chain - 1` rows right behind it in its ticket (see the module doc),
+    /// which do not count against `limit`. Rows are returned in id order of the first row of
+    /// each chain, a chain's rows together in id order, the later ones marked
+    /// [`Claimed::follows`]. An empty answer with `cursor.exhausted` false means "claim
     /// again": the walk moved on but found only parked rows.
     pub async fn claim(
         &self,
         run_id: i64,
         cursor: &mut Cursor,
         limit: i64,
+        chain: usize,
         now_ms: i64,
     ) -> Result<Vec<Claimed>, StoreError> {
         // IMMEDIATE: the reads decide the writes, so no other process may write in between.
@@ -171,6 +205,30 @@ impl Store {
         }
         // What the walk left of the claim goes to the rest of the due rows.
         take_due(&mut take, &mut park, limit);
+        // Each claimed row's chain: the rows behind it, taken with it.
+        let mut head_of: Vec<(i64, i64)> = take.iter().map(|&id| (id, id)).collect();
+        if chain > 1 && !take.is_empty() {
+            let behind: Vec<(i64, i64)> = sqlx::query_as(CHAIN_SQL)
+                .bind(id_list(&take))
+                .bind(chain as i64)
+                .bind(run_id)
+                .bind(now_ms)
+                .fetch_all(&mut *tx)
+                .await?;
+            if !behind.is_empty() {
+                // A row right behind a claimed one is blocked by it, so no chain holds a row
+                // the due rows or the walk took; the set keeps that true whatever happens.
+                let mut taken: HashSet<i64> = take.iter().copied().collect();
+                for (head, id) in behind {
+                    if taken.insert(id) {
+                        take.push(id);
+                        head_of.push((head, id));
+                    }
+                }
+                // A due row that was blocked (by its head) goes with its chain instead.
+                park.retain(|id| !taken.contains(id));
+            }
+        }
         if !park.is_empty() {
             sqlx::query(
                 "UPDATE jobs SET next_attempt_at = NULL
@@ -195,8 +253,21 @@ impl Store {
             claimed.extend(rows.iter().map(claimed_row));
         }
         tx.commit().await?;
-        claimed.sort_by_key(|c| c.id);
-        Ok(claimed)
+        // Chains together, by their first row, each in id order.
+        head_of.sort_unstable();
+        let mut by_id: std::collections::HashMap<i64, Claimed> =
+            claimed.into_iter().map(|c| (c.id, c)).collect();
+        let mut ordered = Vec::with_capacity(by_id.len());
+        let mut previous_head = None;
+        for (head, id) in head_of {
+            let Some(mut row) = by_id.remove(&id) else {
+                continue;
+            };
+            row.follows = previous_head == Some(head);
+            previous_head = Some(head);
+            ordered.push(row);
+        }
+        Ok(ordered)
     }
 
     /// Whether any row of the run is due now or later, and when the next one that is not yet
@@ -244,6 +315,7 @@ fn claimed_row(row: &sqlx::sqlite::SqliteRow) -> Claimed {
         id: row.get(0),
         payload: row.get::<Option<String>, _>(3).unwrap_or_default(),
         attempt: row.get(4),
+        follows: false,
     }
 }
 

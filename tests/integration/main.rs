@@ -1,6 +1,7 @@
 //! Integration tests: the real binary and the library against real SQLite files, the built-in
 //! simulator and scripted servers over loopback, in one test binary.
 
+mod chains;
 mod cli;
 mod corpus;
 mod delta;

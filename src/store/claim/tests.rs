@@ -7,7 +7,7 @@ use crate::store::{AttemptRecord, Next, Outcome};
 /// The ids one claim of up to `limit` rows returns.
 async fn claim_ids(store: &Store, run: i64, cursor: &mut Cursor, limit: i64) -> Vec<i64> {
     store
-        .claim(run, cursor, limit, 1)
+        .claim(run, cursor, limit, 1, 1)
         .await
         .unwrap()
         .iter()
@@ -28,7 +28,7 @@ fn done(id: i64) -> Outcome {
 async fn a_tickets_rows_are_claimed_one_at_a_time_in_order() {
     let (_dir, store, run) = store_with(&["a", "b", "a", "c", "a"]).await;
     let mut cursor = Cursor::default();
-    let first = store.claim(run, &mut cursor, 10, 1).await.unwrap();
+    let first = store.claim(run, &mut cursor, 10, 1, 1).await.unwrap();
     let ids: Vec<i64> = first.iter().map(|c| c.id).collect();
     assert_eq!(ids, [1, 2, 4], "later rows of ticket a wait");
     assert!(first.iter().all(|c| c.attempt == 1));
@@ -40,14 +40,14 @@ async fn a_tickets_rows_are_claimed_one_at_a_time_in_order() {
     );
     assert!(
         store
-            .claim(run, &mut cursor, 10, 1)
+            .claim(run, &mut cursor, 10, 1, 1)
             .await
             .unwrap()
             .is_empty()
     );
     store.record_outcomes(&[done(1)]).await.unwrap();
     let next: Vec<i64> = store
-        .claim(run, &mut cursor, 10, 1)
+        .claim(run, &mut cursor, 10, 1, 1)
         .await
         .unwrap()
         .iter()
@@ -56,7 +56,7 @@ async fn a_tickets_rows_are_claimed_one_at_a_time_in_order() {
     assert_eq!(next, [3]);
     store.record_outcomes(&[done(3)]).await.unwrap();
     let next: Vec<i64> = store
-        .claim(run, &mut cursor, 10, 1)
+        .claim(run, &mut cursor, 10, 1, 1)
         .await
         .unwrap()
         .iter()
@@ -75,7 +75,7 @@ async fn a_tickets_rows_are_claimed_one_at_a_time_in_order() {
 async fn a_retry_waits_for_its_time_and_holds_back_its_ticket() {
     let (_dir, store, run) = store_with(&["a", "a"]).await;
     let mut cursor = Cursor::default();
-    let first = store.claim(run, &mut cursor, 10, 1_000).await.unwrap();
+    let first = store.claim(run, &mut cursor, 10, 1, 1_000).await.unwrap();
     assert_eq!(first.len(), 1);
     let retry = Outcome {
         job_id: 1,
@@ -94,12 +94,12 @@ async fn a_retry_waits_for_its_time_and_holds_back_its_ticket() {
     );
     assert!(
         store
-            .claim(run, &mut cursor, 10, 4_999)
+            .claim(run, &mut cursor, 10, 1, 4_999)
             .await
             .unwrap()
             .is_empty()
     );
-    let again = store.claim(run, &mut cursor, 10, 5_000).await.unwrap();
+    let again = store.claim(run, &mut cursor, 10, 1, 5_000).await.unwrap();
     assert_eq!(
         (again[0].id, again[0].attempt),
         (1, 2),
@@ -111,13 +111,16 @@ async fn a_retry_waits_for_its_time_and_holds_back_its_ticket() {
 async fn orphans_go_back_replayed_and_completions_need_the_claim() {
     let (_dir, store, run) = store_with(&["a", "b"]).await;
     let mut cursor = Cursor::default();
-    assert_eq!(store.claim(run, &mut cursor, 10, 1).await.unwrap().len(), 2);
+    assert_eq!(
+        store.claim(run, &mut cursor, 10, 1, 1).await.unwrap().len(),
+        2
+    );
     // A runner died here. The next one puts its rows back.
     assert_eq!(store.requeue_orphans(run, 2).await.unwrap(), 2);
     // A late result of the dead runner's claim changes nothing.
     assert_eq!(store.record_outcomes(&[done(1)]).await.unwrap(), 0);
     let mut cursor = Cursor::default();
-    let again = store.claim(run, &mut cursor, 10, 3).await.unwrap();
+    let again = store.claim(run, &mut cursor, 10, 1, 3).await.unwrap();
     assert!(again.iter().all(|c| c.attempt == 1), "{again:?}");
     let rows = store.job_rows(run, None, 0, 10).await.unwrap();
     assert!(rows.iter().all(|r| r.replayed), "{rows:?}");
@@ -132,7 +135,7 @@ async fn batches_of_any_size_store_exactly_their_rows() {
     let mut cursor = Cursor::default();
     let mut ids = Vec::new();
     while ids.len() < names.len() {
-        let claimed = store.claim(run, &mut cursor, 500, 1).await.unwrap();
+        let claimed = store.claim(run, &mut cursor, 500, 1, 1).await.unwrap();
         ids.extend(claimed.iter().map(|c| c.id));
     }
     let mut rest = &ids[..];
@@ -206,7 +209,7 @@ async fn finishing_a_row_releases_the_next_row_of_its_ticket_only() {
         [] as [i64; 0]
     );
     assert_eq!(
-        store.claim(run, &mut cursor, 10, 50).await.unwrap()[0].id,
+        store.claim(run, &mut cursor, 10, 1, 50).await.unwrap()[0].id,
         1
     );
     let failed = Outcome {
@@ -344,7 +347,7 @@ async fn hot_queries_use_their_indexes() {
     let (_dir, store, old) = store_with(&history).await;
     let mut cursor = Cursor::default();
     loop {
-        let claimed = store.claim(old, &mut cursor, 512, 1).await.unwrap();
+        let claimed = store.claim(old, &mut cursor, 512, 1, 1).await.unwrap();
         if claimed.is_empty() && cursor.exhausted {
             break;
         }
@@ -378,6 +381,12 @@ async fn hot_queries_use_their_indexes() {
         walk.contains("USING INDEX jobs_by_ticket_sent (ticket_id=? AND rowid<?)"),
         "{walk}"
     );
+    let chain = plan(CHAIN_SQL.to_owned()).await;
+    assert!(
+        chain.contains("USING INDEX jobs_by_ticket_sent (ticket_id=? AND rowid>?)"),
+        "{chain}"
+    );
+    assert!(!chain.contains("SCAN jobs"), "{chain}");
     let due = plan(DUE_SQL.to_owned()).await;
     assert!(
         due.contains("USING INDEX jobs_waiting (run_id=? AND next_attempt_at"),
@@ -459,4 +468,128 @@ async fn a_retried_row_holds_back_the_later_rows_of_its_ticket_still_pending() {
     assert_eq!(claim_ids(&store, run, &mut cursor, 10).await, [1]);
     store.record_outcomes(&[done(1)]).await.unwrap();
     assert_eq!(claim_ids(&store, run, &mut cursor, 10).await, [2]);
+}
+
+/// What one claim with chains of up to `chain` rows returns: ids, and whether each follows
+/// the row before it.
+async fn claim_chained(store: &Store, run: i64, chain: usize, now: i64) -> Vec<(i64, bool)> {
+    let mut cursor = Cursor::default();
+    let claimed = store.claim(run, &mut cursor, 10, chain, now).await.unwrap();
+    claimed.iter().map(|c| (c.id, c.follows)).collect()
+}
+
+#[tokio::test]
+async fn a_chain_of_a_tickets_next_rows_is_claimed_together_and_capped() {
+    // a: 1 2 4 5 6 (3 is b). Skipped rows are passed over; a row of another run ends a chain.
+    let (_dir, store, run) = store_with(&["a", "a", "b", "a", "a", "a", "c", "c"]).await;
+    sqlx::query("UPDATE jobs SET state = 'skipped' WHERE id = 4")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    let other = add_run(&store, "later", &["c", "c"]).await;
+    assert_eq!(
+        claim_chained(&store, run, 3, 1).await,
+        [
+            (1, false),
+            (2, true),
+            (5, true),
+            (3, false),
+            (7, false),
+            (8, true)
+        ],
+        "capped at 3 rows; c's chain stops at the other run"
+    );
+    let states: Vec<(i64, String, i64)> =
+        sqlx::query_as("SELECT id, state, attempts FROM jobs WHERE id IN (1, 2, 5, 6) ORDER BY id")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+    assert!(
+        states[..3]
+            .iter()
+            .all(|s| (s.1.as_str(), s.2) == ("in_flight", 1))
+    );
+    assert_eq!(states[3].1, "pending", "past the cap");
+    // A crash: the chain's rows are replayed one at a time, in id order.
+    assert_eq!(store.requeue_orphans(run, 2).await.unwrap(), 6);
+    assert_eq!(
+        claim_chained(&store, run, 1, 3).await,
+        [(1, false), (3, false), (7, false)]
+    );
+    store.record_outcomes(&[done(1), done(7)]).await.unwrap();
+    assert_eq!(
+        claim_chained(&store, run, 16, 4).await,
+        [(2, false), (5, true), (6, true), (8, false)],
+        "released and parked rows chain alike"
+    );
+    store.record_outcomes(&[done(8)]).await.unwrap();
+    assert_eq!(
+        claim_chained(&store, other, 16, 5).await,
+        [(9, false), (10, true)]
+    );
+}
+
+#[tokio::test]
+async fn a_failure_in_a_chain_returns_the_rest_unsent_behind_it() {
+    let (_dir, store, run) = store_with(&["a", "a", "a", "a", "b"]).await;
+    assert_eq!(
+        claim_chained(&store, run, 16, 1).await,
+        [(1, false), (2, true), (3, true), (4, true), (5, false)]
+    );
+    // 1 succeeds, 2 is to be retried at 5000; the worker stops there and returns 3 and 4.
+    let unsent = |id| Outcome {
+        job_id: id,
+        http_status: None,
+        next: Next::Requeue {
+            at_ms: 0,
+            class: None,
+            message: None,
+        },
+        attempt: None,
+    };
+    let retry = Outcome {
+        next: Next::Retry {
+            at_ms: 5_000,
+            class: "transient".into(),
+            message: "HTTP 503".into(),
+        },
+        ..done(2)
+    };
+    store
+        .record_outcomes(&[done(1), retry, unsent(3), unsent(4), done(5)])
+        .await
+        .unwrap();
+    let attempts: Vec<i64> = sqlx::query_scalar("SELECT attempts FROM jobs WHERE id IN (3, 4)")
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, [0, 0], "no attempt charged to rows not sent");
+    for now in [2, 4_999] {
+        assert_eq!(
+            claim_chained(&store, run, 16, now).await,
+            [],
+            "3 and 4 stay behind 2"
+        );
+    }
+    assert_eq!(
+        claim_chained(&store, run, 16, 5_000).await,
+        [(2, false), (3, true), (4, true)],
+        "the retry goes first, the rest behind it"
+    );
+    // A permanent failure ends the chain the same way, and frees the rows behind it.
+    let failed = Outcome {
+        next: Next::Failed {
+            class: "rejected".into(),
+            message: "no".into(),
+        },
+        ..done(2)
+    };
+    store
+        .record_outcomes(&[failed, unsent(3), unsent(4)])
+        .await
+        .unwrap();
+    assert_eq!(
+        claim_chained(&store, run, 16, 5_001).await,
+        [(3, false), (4, true)]
+    );
 }
