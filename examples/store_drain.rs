@@ -1,7 +1,7 @@
 //! The drain's SQLite work alone, without HTTP: claims and result batches on a copy of an
 //! ingested database, to measure what the schema costs per row.
 //!
-//! `cargo run --release --example store_drain -- DB RUN_ID [CLAIM] [WRITE]`
+//! `cargo run --release --example store_drain -- DB RUN_ID [CLAIM] [WRITE] [CHAIN]`
 
 use std::time::Instant;
 
@@ -14,6 +14,7 @@ async fn main() {
     let run_id: i64 = args[2].parse().unwrap();
     let claim: i64 = args.get(3).map_or(512, |a| a.parse().unwrap());
     let write: usize = args.get(4).map_or(256, |a| a.parse().unwrap());
+    let chain: usize = args.get(5).map_or(1, |a| a.parse().unwrap());
     let store = Store::open(&db).await.unwrap();
     let start = Instant::now();
     let mut cursor = Cursor::default();
@@ -21,7 +22,7 @@ async fn main() {
     let mut rows = 0u64;
     loop {
         let claimed = store
-            .claim(run_id, &mut cursor, claim, 1, now_ms())
+            .claim(run_id, &mut cursor, claim, chain, now_ms())
             .await
             .unwrap();
         if claimed.is_empty() && cursor.exhausted && pending.is_empty() {

@@ -20,7 +20,7 @@ const CLAIM_BATCH: usize = 512;
 /// Rows of one ticket claimed together and sent one after another by one worker, at most: a
 /// ticket's history goes out without a commit and a claim between its rows, while a failure
 /// returns at most this many rows unsent.
-pub(super) const CHAIN: usize = 16;
+pub(super) const CHAIN: usize = 32;
 /// Longest the dispatcher sleeps before looking at the table again.
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
@@ -29,6 +29,19 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 /// rows wait in the queue at most a few requests long (most chains are one row).
 pub(super) fn batch_size(workers: usize) -> usize {
     (workers * 8).clamp(1, CLAIM_BATCH)
+}
+
+/// The longest chain for a drain at `rate` requests/s (0: no limit) with `workers` workers.
+/// Chains save the commit and the claim between a ticket's rows, which matters only when the
+/// drain is fast; a chain's rows are claimed before they are sent, so at a rate limit a chain
+/// holds no more than a second of one worker's requests, and the rows claimed ahead (a batch
+/// of chains) stay within about [`batch_size`] / `workers` seconds of sending. At Kapture's
+/// pace (5/s, 4 workers) there are no chains.
+pub(super) fn chain_size(rate: f64, workers: usize) -> usize {
+    if rate <= 0.0 {
+        return CHAIN;
+    }
+    ((rate / workers.max(1) as f64) as usize).clamp(1, CHAIN)
 }
 
 /// What the dispatcher owns: it runs on the store's thread.
@@ -43,6 +56,8 @@ pub(super) struct Dispatch {
     pub queue: Feeder,
     /// Chains claimed but not yet sent, at most.
     pub batch: usize,
+    /// Rows per chain, at most ([`chain_size`]).
+    pub chain: usize,
 }
 
 /// Keeps the workers supplied with claimed rows until the run is done or sending stops.
@@ -55,6 +70,7 @@ pub(super) async fn dispatch(
         stored,
         queue,
         batch,
+        chain,
     }: Dispatch,
 ) -> Result<(), StoreError> {
     let mut cursor = Cursor::default();
@@ -72,7 +88,7 @@ pub(super) async fn dispatch(
         }
         let limit = (batch - queued) as i64;
         let claimed = store
-            .claim(run_id, &mut cursor, limit, CHAIN, now_ms())
+            .claim(run_id, &mut cursor, limit, chain, now_ms())
             .await?;
         if !claimed.is_empty() {
             {
@@ -106,5 +122,19 @@ pub(super) async fn dispatch(
             () = stored.notified() => {}
             () = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chains_are_as_long_as_a_second_of_a_workers_requests_at_a_rate_limit() {
+        assert_eq!(chain_size(0.0, 64), CHAIN, "no limit");
+        assert_eq!(chain_size(5.0, 4), 1, "Kapture's pace: no chains");
+        assert_eq!(chain_size(0.5, 1), 1);
+        assert_eq!(chain_size(100.0, 8), 12);
+        assert_eq!(chain_size(10_000.0, 8), CHAIN);
     }
 }

@@ -18,7 +18,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::dispatch::{Dispatch, batch_size, dispatch};
+use super::dispatch::{Dispatch, batch_size, chain_size, dispatch};
 use super::events::{
     DrainReport, EngineConfig, EngineError, Progress, Shutdown, Tally, TestPanic, lock,
 };
@@ -107,6 +107,7 @@ pub async fn drain(
         stored,
         queue: feeder,
         batch,
+        chain: chain_size(config.rate, workers),
     }));
 
     let ended = watch(
