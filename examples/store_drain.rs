@@ -14,7 +14,8 @@ async fn main() {
     let run_id: i64 = args[2].parse().unwrap();
     let claim: i64 = args.get(3).map_or(512, |a| a.parse().unwrap());
     let write: usize = args.get(4).map_or(256, |a| a.parse().unwrap());
-    let chain: usize = args.get(5).map_or(1, |a| a.parse().unwrap());
+    // Rows per chain: 32 is what a drain with no rate limit claims (the engine's CHAIN).
+    let chain: usize = args.get(5).map_or(32, |a| a.parse().unwrap());
     let store = Store::open(&db).await.unwrap();
     let start = Instant::now();
     let mut cursor = Cursor::default();

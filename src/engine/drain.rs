@@ -76,6 +76,9 @@ pub async fn drain(
     let stored = Arc::new(Notify::new());
     // Should this future be dropped, the store side stops claiming too.
     let _stop_on_drop = shared.stop_sending.clone().drop_guard();
+    let workers = config.concurrency.max(1);
+    let batch = batch_size(workers);
+    let (feeder, queued) = queue((batch / 2).max(1));
     let writer_task = store_side.spawn(writer(
         store.clone(),
         results_rx,
@@ -90,11 +93,9 @@ pub async fn drain(
                 .map(|drain| LimitLog::new(drain, shared.rate.target())),
             stop_sending: shared.stop_sending.clone(),
             test_panic,
+            resume: feeder.resume_handle(),
         },
     ));
-    let workers = config.concurrency.max(1);
-    let batch = batch_size(workers);
-    let (feeder, queued) = queue((batch / 2).max(1));
     let mut tasks = JoinSet::new();
     for _ in 0..workers {
         tasks.spawn(worker(shared.clone(), queued.clone()));
@@ -252,7 +253,7 @@ async fn watch(
     }
     // Rows claimed but taken by no worker (they were aborted) go back untouched.
     for row in tasks.queued.take_all() {
-        let _ = shared.results.send(unsent(&row));
+        let _ = shared.results.send(unsent(&row).into());
     }
     if writing {
         ended.writer = Some(tasks.writer);

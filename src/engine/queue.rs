@@ -76,9 +76,29 @@ impl Feeder {
         }
     }
 
+    /// A handle that puts chains back without keeping the queue open: once the dispatcher
+    /// is done, the workers end as before.
+    pub(super) fn resume_handle(&self) -> Resume {
+        Resume(self.rows.downgrade())
+    }
+
     /// Waits until a worker leaves the queue below its low water mark.
     pub(super) async fn low(&self) {
         self.signal.low.notified().await;
+    }
+}
+
+/// Where the writer puts the rest of a chain once the row before it is stored.
+#[derive(Debug, Clone)]
+pub(super) struct Resume(flume::WeakSender<Chain>);
+
+impl Resume {
+    /// Queues `chain`; gives it back when the dispatcher is done (no worker will take it).
+    pub(super) fn push(&self, chain: Chain) -> Result<(), Chain> {
+        match self.0.upgrade() {
+            Some(rows) => rows.send(chain).map_err(|e| e.into_inner()),
+            None => Err(chain),
+        }
     }
 }
 

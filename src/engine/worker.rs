@@ -1,5 +1,5 @@
-//! The workers: take a chain of claimed rows, wait for the rate limiter before each, send
-//! them in order, and apply each decision.
+//! The workers: take a chain of claimed rows, wait for the rate limiter, send its first row,
+//! and apply the decision; the writer queues the rest once that row's success is stored.
 //!
 //! Workers only report: each outcome goes to the writer on a channel. [`Shared::apply`] is the
 //! one place where an answer changes the rate, halts the run, counts an error and sets the
@@ -18,6 +18,7 @@ use super::events::{EngineConfig, ErrorTally, Halt, TestPanic, lock};
 use super::policy::RateControl;
 use super::queue::{Chain, Taker};
 use super::reach::Reach;
+use super::writer::Done;
 use crate::kapture::{Class, Client, Reply};
 use crate::store::{AttemptRecord, Claimed, Next, Outcome, now_ms};
 
@@ -33,7 +34,7 @@ pub(super) struct Shared {
     pub stop_sending: CancellationToken,
     pub halt: Mutex<Option<Halt>>,
     pub config_check: Mutex<ConfigCheck>,
-    pub results: mpsc::UnboundedSender<Outcome>,
+    pub results: mpsc::UnboundedSender<Done>,
     pub requests: Arc<AtomicU64>,
     /// Requests being sent (or waiting for the rate limiter) right now.
     pub sending: AtomicUsize,
@@ -52,7 +53,7 @@ impl Shared {
         client: Client,
         config: EngineConfig,
         stop_sending: CancellationToken,
-        results: mpsc::UnboundedSender<Outcome>,
+        results: mpsc::UnboundedSender<Done>,
         test_panic: TestPanic,
     ) -> Shared {
         let (unreachable_timeout, canary) = (config.unreachable_timeout, config.canary);
@@ -279,38 +280,42 @@ async fn send_one(row: Claimed, shared: &Shared) -> Outcome {
 /// waits behind an open row of its ticket (the claim parks them until it finishes).
 struct Rest {
     rows: std::vec::IntoIter<Claimed>,
-    results: mpsc::UnboundedSender<Outcome>,
+    results: mpsc::UnboundedSender<Done>,
 }
 
 impl Drop for Rest {
     fn drop(&mut self) {
         for row in self.rows.by_ref() {
-            let _ = self.results.send(unsent(&row));
+            let _ = self.results.send(unsent(&row).into());
         }
     }
 }
 
-/// Sends a chain's rows in order while each succeeds; the rest go back unsent.
+/// Sends a chain's first row. On success the rest of the chain goes to the writer with the
+/// outcome, which queues it again once that outcome is stored: a row is never sent before the
+/// success of the row before it is committed, so a crash replays a ticket's rows as `A, A, B`,
+/// never `A, B, A`. Otherwise the rest goes back unsent.
 async fn send_chain(chain: Chain, shared: &Shared) {
     let mut rest = Rest {
         rows: chain.into_iter(),
         results: shared.results.clone(),
     };
-    for row in rest.rows.by_ref() {
-        shared.sending.fetch_add(1, Ordering::Relaxed);
-        let outcome = send_one(row, shared).await;
-        shared.sending.fetch_sub(1, Ordering::Relaxed);
-        let go_on = matches!(outcome.next, Next::Succeeded { .. });
-        let _ = shared.results.send(outcome);
-        if !go_on {
-            break;
-        }
-    }
+    let Some(row) = rest.rows.next() else {
+        return;
+    };
+    shared.sending.fetch_add(1, Ordering::Relaxed);
+    let outcome = send_one(row, shared).await;
+    shared.sending.fetch_sub(1, Ordering::Relaxed);
+    let then = if matches!(outcome.next, Next::Succeeded { .. }) {
+        rest.rows.by_ref().collect()
+    } else {
+        Vec::new()
+    };
+    let _ = shared.results.send(Done { outcome, then });
 }
 
-/// A long-lived worker: takes chains from the dispatcher and sends their rows one at a time,
-/// until the dispatcher is done. Once sending has stopped, the rows still queued go back
-/// unsent.
+/// A long-lived worker: takes chains from the queue and sends their first rows, until the
+/// dispatcher is done. Once sending has stopped, the rows still queued go back unsent.
 pub(super) async fn worker(shared: Arc<Shared>, queue: Taker) {
     while let Some(chain) = queue.next().await {
         send_chain(chain, &shared).await;

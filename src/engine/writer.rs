@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::{Progress, Tally, TestPanic, lock};
 use super::policy::RateControl;
+use super::queue::{Chain, Resume};
+use super::worker::unsent;
 use crate::store::{Next, Outcome, SessionId, Store, StoreError};
 
 /// Outcomes written per transaction, at most.
@@ -71,6 +73,23 @@ impl LimitLog {
     }
 }
 
+/// A row's outcome, and the rest of its chain: the rows that go out next, once this outcome
+/// is stored (empty: none).
+#[derive(Debug)]
+pub(super) struct Done {
+    pub outcome: Outcome,
+    pub then: Chain,
+}
+
+impl From<Outcome> for Done {
+    fn from(outcome: Outcome) -> Self {
+        Done {
+            outcome,
+            then: Vec::new(),
+        }
+    }
+}
+
 /// What the writer updates besides the table.
 pub(super) struct WriterContext {
     pub tally: Arc<Mutex<Tally>>,
@@ -85,12 +104,14 @@ pub(super) struct WriterContext {
     /// cannot be kept.
     pub stop_sending: CancellationToken,
     pub test_panic: TestPanic,
+    /// Where the rest of a chain is queued again once the row before it is stored.
+    pub resume: Resume,
 }
 
 /// Stores outcomes in batches until every sender is gone.
 pub(super) async fn writer(
     store: Store,
-    mut results: mpsc::UnboundedReceiver<Outcome>,
+    mut results: mpsc::UnboundedReceiver<Done>,
     cx: WriterContext,
 ) -> Result<(), StoreError> {
     let WriterContext {
@@ -102,11 +123,14 @@ pub(super) async fn writer(
         mut limits,
         stop_sending,
         test_panic,
+        resume,
     } = cx;
     // Held for the writer's whole life, so a panic here stops the sending too; rows whose
     // outcomes are lost stay in flight and are replayed by the next runner.
-    let _stop_on_exit = stop_sending.drop_guard();
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    let _stop_on_exit = stop_sending.clone().drop_guard();
+    let mut batch: Vec<Done> = Vec::with_capacity(WRITE_BATCH);
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(WRITE_BATCH);
+    let mut chains: Vec<Chain> = Vec::new();
     while results.recv_many(&mut batch, WRITE_BATCH).await > 0 {
         // A moment for more outcomes to arrive: a transaction per handful of rows cost the
         // SQLite thread more than the rows themselves.
@@ -114,40 +138,37 @@ pub(super) async fn writer(
             tokio::time::sleep(WRITE_LINGER).await;
             while batch.len() < WRITE_BATCH {
                 match results.try_recv() {
-                    Ok(outcome) => batch.push(outcome),
+                    Ok(done) => batch.push(done),
                     Err(_) => break,
                 }
             }
         }
-        test_panic.fire_at(TestPanic::Writer);
-        if let Err(error) = store.record_outcomes(&batch).await {
-            // The rows stay in flight and are replayed by the next runner.
-            tracing::error!("failed to store results, stopping: {error}");
-            return Err(error);
-        }
-        let snapshot = {
-            let mut tally = lock(&tally);
-            for outcome in &batch {
-                match &outcome.next {
-                    Next::Succeeded { .. } => tally.progress.succeeded += 1,
-                    Next::Failed { .. } => tally.progress.failed += 1,
-                    Next::Retry { .. } | Next::Requeue { .. } => {
-                        tally.waiting.insert(outcome.job_id);
-                    }
-                }
-                if matches!(outcome.next, Next::Succeeded { .. } | Next::Failed { .. }) {
-                    tally.waiting.remove(&outcome.job_id);
-                }
+        for done in batch.drain(..) {
+            outcomes.push(done.outcome);
+            if !done.then.is_empty() {
+                chains.push(done.then);
             }
-            tally.outstanding = tally.outstanding.saturating_sub(batch.len() as u64);
-            tally.progress.waiting = tally.waiting.len() as u64;
-            tally.progress.requests = requests.load(Ordering::Relaxed);
-            tally.progress.rate_limit = rate.effective();
-            tally.progress
-        };
-        let _ = progress.send(snapshot);
+        }
+        test_panic.fire_at(TestPanic::Writer);
+        store_batch(&store, &outcomes, &tally, &requests, &rate, &progress).await?;
+        outcomes.clear();
+        // The rows behind those just stored may go now; once sending has stopped, or when no
+        // worker is left to take them, they go back unsent.
+        for chain in chains.drain(..) {
+            let back = if stop_sending.is_cancelled() {
+                Err(chain)
+            } else {
+                resume.push(chain)
+            };
+            if let Err(chain) = back {
+                outcomes.extend(chain.iter().map(unsent));
+            }
+        }
+        if !outcomes.is_empty() {
+            store_batch(&store, &outcomes, &tally, &requests, &rate, &progress).await?;
+            outcomes.clear();
+        }
         stored.notify_one();
-        batch.clear();
         if let Some(log) = &mut limits {
             log.note(&store, &rate, false).await;
         }
@@ -155,6 +176,44 @@ pub(super) async fn writer(
     if let Some(log) = &mut limits {
         log.note(&store, &rate, true).await;
     }
+    Ok(())
+}
+
+/// Stores one batch of outcomes and counts them.
+async fn store_batch(
+    store: &Store,
+    batch: &[Outcome],
+    tally: &Mutex<Tally>,
+    requests: &AtomicU64,
+    rate: &RateControl,
+    progress: &watch::Sender<Progress>,
+) -> Result<(), StoreError> {
+    if let Err(error) = store.record_outcomes(batch).await {
+        // The rows stay in flight and are replayed by the next runner.
+        tracing::error!("failed to store results, stopping: {error}");
+        return Err(error);
+    }
+    let snapshot = {
+        let mut tally = lock(tally);
+        for outcome in batch {
+            match &outcome.next {
+                Next::Succeeded { .. } => tally.progress.succeeded += 1,
+                Next::Failed { .. } => tally.progress.failed += 1,
+                Next::Retry { .. } | Next::Requeue { .. } => {
+                    tally.waiting.insert(outcome.job_id);
+                }
+            }
+            if matches!(outcome.next, Next::Succeeded { .. } | Next::Failed { .. }) {
+                tally.waiting.remove(&outcome.job_id);
+            }
+        }
+        tally.outstanding = tally.outstanding.saturating_sub(batch.len() as u64);
+        tally.progress.waiting = tally.waiting.len() as u64;
+        tally.progress.requests = requests.load(Ordering::Relaxed);
+        tally.progress.rate_limit = rate.effective();
+        tally.progress
+    };
+    let _ = progress.send(snapshot);
     Ok(())
 }
 

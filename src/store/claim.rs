@@ -14,10 +14,11 @@
 //! A claimed row may bring the rows right behind it in its ticket (a *chain*): the next rows
 //! of the ticket in id order, in the same run, pending and not held by a retry time, up to a
 //! bound. They are claimed (`in_flight`) in the same transaction, so a crash replays them in
-//! id order like any in-flight rows; the engine sends them one after another and returns the
-//! rest unsent at the first answer that is not a success, where they wait behind that row
-//! again. One more probe of `jobs_by_ticket_sent` per claimed row: a ticket's history sorted by
-//! ticket goes out without a commit and a claim between its rows.
+//! id order like any in-flight rows (only the first of them that may have been sent is marked
+//! replayed); the engine sends each once the success of the one before it is stored, and
+//! returns the rest unsent at the first answer that is not a success, where they wait behind
+//! that row again. One more probe of `jobs_by_ticket_sent` per claimed row: a ticket's history
+//! sorted by ticket goes out without a release and a claim between its rows.
 
 use std::collections::HashSet;
 
@@ -109,15 +110,20 @@ const CHAIN_SQL: &str = "WITH RECURSIVE chain(head, id, ticket, depth) AS (
 
 impl Store {
     /// Puts rows left `in_flight` by a runner that died back to `pending`, due at once and
-    /// marked replayed (they may have reached Kapture). Returns how many.
+    /// marked replayed (they may have reached Kapture). Returns how many. A row whose earlier
+    /// row in its ticket is still open was never sent (the rest of a chain): it goes back
+    /// unmarked.
     pub async fn requeue_orphans(&self, run_id: i64, now_ms: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE jobs SET state = 'pending', next_attempt_at = 0, replayed = 1,
-                 attempts = max(attempts - 1, 0), updated_at = ?
-             WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_open_by_run
-                          WHERE run_id = ? AND state IN ('pending', 'in_flight')
-                            AND state = 'in_flight')",
-        )
+        let done = sqlx::query(concat!(
+            "UPDATE jobs AS j SET state = 'pending', next_attempt_at = 0,
+                 replayed = CASE WHEN ",
+            earlier_row_open!(),
+            " THEN j.replayed ELSE 1 END,
+                 attempts = max(j.attempts - 1, 0), updated_at = ?
+             WHERE j.id IN (SELECT id FROM jobs INDEXED BY jobs_open_by_run
+                            WHERE run_id = ? AND state IN ('pending', 'in_flight')
+                              AND state = 'in_flight')"
+        ))
         .bind(now_ms)
         .bind(run_id)
         .execute(&self.pool)

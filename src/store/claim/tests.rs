@@ -512,6 +512,15 @@ async fn a_chain_of_a_tickets_next_rows_is_claimed_together_and_capped() {
     assert_eq!(states[3].1, "pending", "past the cap");
     // A crash: the chain's rows are replayed one at a time, in id order.
     assert_eq!(store.requeue_orphans(run, 2).await.unwrap(), 6);
+    let replayed: Vec<i64> = sqlx::query_scalar("SELECT id FROM jobs WHERE replayed ORDER BY id")
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        replayed,
+        [1, 3, 7],
+        "rows behind an open row were never sent"
+    );
     assert_eq!(
         claim_chained(&store, run, 1, 3).await,
         [(1, false), (3, false), (7, false)]
