@@ -27,10 +27,12 @@ trap cleanup EXIT
 echo "machine: $(nproc) cores, load average at start:$(cut -d' ' -f1-3 /proc/loadavg | sed 's/^/ /')"
 
 start_sim() { # start_sim NAME: starts a simulator and sets $url
+  rm -f "$work/$1.out" # an earlier round's address would send this drain to a closed port
   "$bin" -q simulate --port 0 >"$work/$1.out" 2>"$work/$1.err" &
   pids+=($!)
   for _ in $(seq 200); do [[ -s "$work/$1.out" ]] && break; sleep 0.05; done
   url=$(head -n1 "$work/$1.out" | sed -n 's/^listening on //p')
+  [[ -n "$url" ]] || { echo "the simulator did not start" >&2; exit 1; }
 }
 stop_sim() { kill "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true; pids=(); }
 
