@@ -22,9 +22,9 @@ use super::dispatch::{Dispatch, batch_size, chain_size, dispatch};
 use super::events::{
     DrainReport, EngineConfig, EngineError, Progress, Shutdown, Tally, TestPanic, lock,
 };
-use super::queue::{Taker, queue};
+use super::queue::{Taker, queue, unsent};
 use super::report::{self, Sent};
-use super::worker::{Shared, unsent, worker};
+use super::worker::{Shared, worker};
 use super::writer::{LimitLog, WriterContext, writer};
 use crate::kapture::Client;
 use crate::store::{Run, Store, StoreError, now_ms};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use crate::store::Claimed;
+use crate::store::{Claimed, Next, Outcome};
 
 /// The low water mark and its signal.
 #[derive(Debug)]
@@ -122,5 +122,19 @@ impl Taker {
     /// Takes every row still queued.
     pub(super) fn take_all(&self) -> Vec<Claimed> {
         self.rows.drain().flatten().collect()
+    }
+}
+
+/// A claimed row that is put back without being sent.
+pub(super) fn unsent(row: &Claimed) -> Outcome {
+    Outcome {
+        job_id: row.id,
+        http_status: None,
+        next: Next::Requeue {
+            at_ms: 0,
+            class: None,
+            message: None,
+        },
+        attempt: None,
     }
 }

@@ -16,7 +16,7 @@ use super::canary::Canary;
 use super::decide::{ConfigCheck, Decision, Due, Feedback, Policy, Step, decide};
 use super::events::{EngineConfig, ErrorTally, Halt, TestPanic, lock};
 use super::policy::RateControl;
-use super::queue::{Chain, Taker};
+use super::queue::{Chain, Taker, unsent};
 use super::reach::Reach;
 use super::writer::Done;
 use crate::kapture::{Class, Client, Reply};
@@ -235,20 +235,6 @@ fn step_message(step: &Step) -> &str {
         | Step::Retry { message, .. }
         | Step::Requeue { message, .. } => message,
         Step::Succeeded { .. } => "",
-    }
-}
-
-/// A claimed row that is put back without being sent.
-pub(super) fn unsent(row: &Claimed) -> Outcome {
-    Outcome {
-        job_id: row.id,
-        http_status: None,
-        next: Next::Requeue {
-            at_ms: 0,
-            class: None,
-            message: None,
-        },
-        attempt: None,
     }
 }
 

@@ -14,8 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::{Progress, Tally, TestPanic, lock};
 use super::policy::RateControl;
-use super::queue::{Chain, Resume};
-use super::worker::unsent;
+use super::queue::{Chain, Resume, unsent};
 use crate::store::{Next, Outcome, SessionId, Store, StoreError};
 
 /// Outcomes written per transaction, at most.

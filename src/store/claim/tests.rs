@@ -546,15 +546,14 @@ async fn a_failure_in_a_chain_returns_the_rest_unsent_behind_it() {
         [(1, false), (2, true), (3, true), (4, true), (5, false)]
     );
     // 1 succeeds, 2 is to be retried at 5000; the worker stops there and returns 3 and 4.
+    let requeue = Next::Requeue {
+        at_ms: 0,
+        class: None,
+        message: None,
+    };
     let unsent = |id| Outcome {
-        job_id: id,
-        http_status: None,
-        next: Next::Requeue {
-            at_ms: 0,
-            class: None,
-            message: None,
-        },
-        attempt: None,
+        next: requeue.clone(),
+        ..done(id)
     };
     let retry = Outcome {
         next: Next::Retry {
@@ -574,11 +573,7 @@ async fn a_failure_in_a_chain_returns_the_rest_unsent_behind_it() {
         .unwrap();
     assert_eq!(attempts, [0, 0], "no attempt charged to rows not sent");
     for now in [2, 4_999] {
-        assert_eq!(
-            claim_chained(&store, run, 16, now).await,
-            [],
-            "3 and 4 stay behind 2"
-        );
+        assert_eq!(claim_chained(&store, run, 16, now).await, [], "behind 2");
     }
     assert_eq!(
         claim_chained(&store, run, 16, 5_000).await,
