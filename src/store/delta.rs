@@ -5,6 +5,11 @@
 //! that key that succeeded (against the current target) or is pending or in flight,
 //! found through `jobs_by_sync_key` from the top. Rows earlier in the same chunk are not in the
 //! table yet, so the decision walks the chunk in order over a map seeded by the probe.
+//!
+//! An unchanged row is stored without its sync key unless a failed row of the key is newer
+//! than the row it equals (it then resolves that failure, see `history.rs`): nothing else
+//! looks an unchanged row up by key, and a night of unchanged rows then adds no randomly
+//! placed index entry (their NULL keys go to one end of `jobs_by_sync_key`, in id order).
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -65,6 +70,9 @@ pub(super) struct Decisions {
     pub rows: Vec<(Kind, Option<String>)>,
     /// Earlier pending rows to skip: (sync key, newest id to skip, reason).
     pub supersede: Vec<([u8; 16], i64, String)>,
+    /// Rows (indexes into `rows`, ascending) stored without their sync key: unchanged rows
+    /// that nothing will look up by it (see [`decide`]).
+    pub keyless: Vec<usize>,
 }
 
 /// The newest row of a sync key that counts for comparison.
@@ -77,6 +85,8 @@ struct Latest {
     /// `Some(index)` for a row of this chunk, `None` for a stored one.
     chunk_index: Option<usize>,
     id: i64,
+    /// A failed row of the key is newer than this one.
+    failed_after: bool,
 }
 
 /// The probe: the newest counting row of each key in the VALUES list.
@@ -89,7 +99,9 @@ pub(super) static PROBE_SQL: LazyLock<String> = LazyLock::new(|| {
         sql.push_str("(?)");
     }
     sql.push_str(
-        ") SELECT k.key, j.id, j.payload_hash, j.state, j.line, r.name
+        ") SELECT k.key, j.id, j.payload_hash, j.state, j.line, r.name,
+                EXISTS (SELECT 1 FROM jobs f WHERE f.sync_key = k.key AND f.id > j.id
+                          AND f.state = 'failed')
          FROM k JOIN jobs j ON j.id = (
              SELECT p.id FROM jobs p
              WHERE p.sync_key = k.key
@@ -122,7 +134,7 @@ pub(super) static SUPERSEDE_SQL: LazyLock<String> = LazyLock::new(|| {
     sql
 });
 
-type ProbeRow = (Vec<u8>, i64, Option<Vec<u8>>, String, i64, String);
+type ProbeRow = (Vec<u8>, i64, Option<Vec<u8>>, String, i64, String, bool);
 
 /// Decides every row of a chunk: probes the table for the chunk's keys, then walks the rows in
 /// order. Rows that succeeded before `since_ms` went to an earlier target and do not count.
@@ -150,7 +162,8 @@ pub(super) async fn decide(
         for _ in part.len()..KEYS_PER_PROBE {
             query = query.bind(None::<Vec<u8>>);
         }
-        for (key, id, hash, state, line, run) in query.bind(since_ms).fetch_all(&mut **conn).await?
+        for (key, id, hash, state, line, run, failed_after) in
+            query.bind(since_ms).fetch_all(&mut **conn).await?
         {
             let Ok(key) = <[u8; 16]>::try_from(key.as_slice()) else {
                 continue;
@@ -164,6 +177,7 @@ pub(super) async fn decide(
                     line,
                     chunk_index: None,
                     id,
+                    failed_after,
                 },
             );
         }
@@ -171,6 +185,7 @@ pub(super) async fn decide(
     let mut decisions = Decisions {
         rows: Vec::with_capacity(jobs.len()),
         supersede: Vec::new(),
+        keyless: Vec::new(),
     };
     for (index, job) in jobs.iter().enumerate() {
         let key = match (&job.invalid_reason, job.sync_key) {
@@ -192,6 +207,12 @@ pub(super) async fn decide(
             && earlier.hash == hash
         {
             let reason = format!("unchanged since run {}, line {}", earlier.run, earlier.line);
+            // Only a failed row between the two looks for it by key (it resolves that
+            // failure, `history.rs`); otherwise the key would only cost a randomly placed
+            // index entry per row and night, most of a nightly re-ingest's writes.
+            if !earlier.failed_after {
+                decisions.keyless.push(index);
+            }
             decisions.rows.push((Kind::Unchanged, Some(reason)));
             continue;
         }
@@ -215,6 +236,7 @@ pub(super) async fn decide(
                 line: job.line,
                 chunk_index: Some(index),
                 id: 0,
+                failed_after: false,
             },
         );
     }

@@ -310,6 +310,7 @@ impl IngestWriter {
                         })
                         .collect(),
                     supersede: Vec::new(),
+                    keyless: Vec::new(),
                 },
             };
             let partial;
@@ -321,7 +322,14 @@ impl IngestWriter {
             };
             // The text is built here from integers only: nothing user-given reaches it.
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
-            for (job, (kind, reason)) in chunk.into_iter().zip(decisions.rows) {
+            let mut keyless = decisions.keyless.iter().copied().peekable();
+            for (index, (job, (kind, reason))) in chunk.into_iter().zip(decisions.rows).enumerate()
+            {
+                let sync_key = if keyless.next_if_eq(&index).is_some() {
+                    None
+                } else {
+                    job.sync_key.map(Vec::from)
+                };
                 // Owned values move into the arguments; borrowed ones would be copied. An
                 // unchanged row keeps no payload: its reason names the row that has it.
                 let (payload, message) = match kind {
@@ -349,7 +357,7 @@ impl IngestWriter {
                     .bind(job.ticket_id)
                     .bind(payload)
                     .bind(job.payload_hash.map(Vec::from))
-                    .bind(job.sync_key.map(Vec::from))
+                    .bind(sync_key)
                     .bind(kind as i64)
                     .bind(kind as i64)
                     .bind(message)

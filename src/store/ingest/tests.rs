@@ -136,3 +136,84 @@ async fn a_duplicate_found_at_the_end_is_removed() {
     }
     assert_eq!(store.counts(run.id).await.unwrap().pending, 1);
 }
+
+/// Ingests one row per (ticket, payload) into a new run, comparing with earlier rows.
+async fn night(store: &Store, name: &str, rows: &[(&str, &str)]) -> i64 {
+    let (run, _) = store.get_or_create_run(name).await.unwrap();
+    let SourceStart::New { source_id } = store
+        .begin_source(run.id, "a.csv", name, "s", "csv")
+        .await
+        .unwrap()
+    else {
+        panic!("expected a new source")
+    };
+    let mut writer = store.ingest_writer(run.id, source_id).await.unwrap();
+    writer
+        .compare_with_earlier(crate::store::DeltaOptions::default())
+        .await
+        .unwrap();
+    let jobs: Vec<NewJob> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (ticket, payload))| NewJob {
+            line: i as i64 + 2,
+            ticket_id: Some((*ticket).to_owned()),
+            payload: Some((*payload).to_owned()),
+            payload_hash: Some([payload.len() as u8; 16]),
+            invalid_reason: None,
+            sync_key: Some([ticket.len() as u8 + ticket.as_bytes()[0]; 16]),
+            raw_record: None,
+        })
+        .collect();
+    writer.write(&jobs).await.unwrap();
+    let n = rows.len() as i64;
+    let progress = SourceProgress {
+        last_line: n + 1,
+        rows_read: n,
+        rows_valid: n,
+        rows_invalid: 0,
+    };
+    writer.finish(progress, name).await.unwrap();
+    run.id
+}
+
+#[tokio::test]
+async fn unchanged_rows_keep_their_sync_key_only_to_resolve_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("k.db")).await.unwrap();
+    // Night 1: a and b are sent. Night 2: a changes and is rejected. Night 3: a is back to
+    // night 1's payload, b never changed.
+    night(&store, "n1", &[("a", "one"), ("b", "bee")]).await;
+    sqlx::query("UPDATE jobs SET state = 'succeeded'")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    let n2 = night(&store, "n2", &[("a", "three"), ("b", "bee")]).await;
+    let (failed,): (i64,) = sqlx::query_as("SELECT id FROM jobs WHERE state = 'pending'")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    store
+        .mark_failed_for_tests(failed, "rejected", "locked", Some(200))
+        .await
+        .unwrap();
+    assert_eq!(store.resolved_failures(n2).await.unwrap(), 0);
+    let n3 = night(&store, "n3", &[("a", "one"), ("b", "bee")]).await;
+    let rows: Vec<(String, String, bool)> = sqlx::query_as(
+        "SELECT ticket_id, state, sync_key IS NOT NULL FROM jobs WHERE run_id = ? ORDER BY id",
+    )
+    .bind(n3)
+    .fetch_all(&store.pool)
+    .await
+    .unwrap();
+    // a equals what night 1 sent, over night 2's failure: it keeps its key, which resolves
+    // that failure. b's unchanged row is found by nothing, so it is stored keyless.
+    assert_eq!(
+        rows,
+        [
+            ("a".into(), "skipped".into(), true),
+            ("b".into(), "skipped".into(), false)
+        ]
+    );
+    assert_eq!(store.resolved_failures(n2).await.unwrap(), 1);
+}
