@@ -327,6 +327,22 @@ mod tests {
         assert!(scans.is_empty(), "{pace}\n{errors}");
     }
 
+    #[tokio::test]
+    async fn a_successful_attempt_enters_only_the_reports_index() {
+        let (_dir, store, _) = store_with(&["1"]).await;
+        let indexes: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT name, sql FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'attempts'
+             ORDER BY name",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        let names: Vec<&str> = indexes.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["attempts_by_time", "attempts_failed"]);
+        let failed = indexes[1].1.as_deref().unwrap_or_default();
+        assert!(failed.contains("WHERE class <> 'success'"), "{failed}");
+    }
+
     fn outcome(job_id: i64, class: &'static str, next: Next) -> Outcome {
         Outcome {
             job_id,
