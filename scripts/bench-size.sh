@@ -57,6 +57,9 @@ measure() { # measure NAME FLAGS...: sync into a fresh database, print bytes per
   echo "  bytes per row by table and index (pages, free space included):"
   sqlite3 "$db" "SELECT '    ' || name || ': ' || (sum(pgsize) / $rows) FROM dbstat GROUP BY name
                  HAVING sum(pgsize) > 16384 ORDER BY sum(pgsize) DESC;"
+  echo "  of which tables and indexes of one page (fixed, whatever the rows): $(sqlite3 "$db" \
+    "SELECT sum(pgsize) / $rows FROM (SELECT sum(pgsize) AS pgsize FROM dbstat GROUP BY name
+     HAVING count(*) = 1)") bytes/row"
   echo "  kept per success (bytes): payload $(sqlite3 "$db" "SELECT CAST(avg(length(payload)) AS INT) FROM jobs"), response $(sqlite3 "$db" "SELECT CAST(avg(length(response)) AS INT) FROM jobs")"
 }
 echo "rows: $rows, simulator answering full tickets on port $port"

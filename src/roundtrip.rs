@@ -55,6 +55,11 @@ pub fn undefuse(cell: &str) -> &str {
     }
 }
 
+/// The column (CSV) or key (JSONL) of an export before [`RAW_RECORD`]: what Kapture's answer
+/// confirmed of a succeeded row (its ticket's id, status, sub-status, queue and the message),
+/// as JSON. Ingest reads past it.
+pub const CONFIRMED: &str = "confirmed";
+
 /// The last column (CSV) or key (JSONL) of an export: an invalid row's source record as read,
 /// to fix it from. Ingest reads past it.
 pub const RAW_RECORD: &str = "raw_record";

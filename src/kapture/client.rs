@@ -80,7 +80,8 @@ pub struct Reply {
     /// (replaced by `[token]`), at most [`super::MAX_STORED_MESSAGE`] bytes.
     pub message: Option<String>,
     /// The ticket snapshot a success carries, token replaced: its confirming fields and the
-    /// message, or the whole snapshot (at most [`super::MAX_STORED_TICKET`] bytes of JSON) with
+    /// message where they differ from what was sent (see [`super::confirm::against_sent`]), or
+    /// the whole snapshot (at most [`super::MAX_STORED_TICKET`] bytes of JSON) with
     /// [`Client::keep_responses`].
     pub ticket: Option<Value>,
     /// At most [`super::EXCERPT_BYTES`] bytes of the body (token replaced), for the attempts log.
@@ -185,10 +186,8 @@ impl Client {
         if !self.keep_responses
             && let Some(ticket) = &reply.ticket
         {
-            reply.ticket = Some(super::confirm::confirmation(
-                ticket,
-                reply.message.as_deref(),
-            ));
+            let full = super::confirm::confirmation(ticket, reply.message.as_deref());
+            reply.ticket = Some(super::confirm::against_sent(&full, payload));
         }
         reply
     }

@@ -9,7 +9,7 @@ mod token;
 
 pub use classify::{Answer, Class, Unreached, classify, excerpt, parse_retry_after};
 pub use client::{Client, ClientError, DEFAULT_TIMEOUT_SECS, Reply};
-pub use confirm::confirmation;
+pub use confirm::{SUCCESS_MESSAGE, against_sent, confirmation, confirmed};
 pub use redact::{MAX_STORED_MESSAGE, MAX_STORED_TICKET, TOKEN_MARK, cap_text};
 pub use target::{Target, TargetError};
 pub(crate) use token::strip_basic;

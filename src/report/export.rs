@@ -10,8 +10,8 @@ use std::io::Write;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::kapture::KAPTURE_FIELDS;
-use crate::roundtrip::{EXTRA_PREFIX, META_COLUMNS, RAW_RECORD, defuse};
+use crate::kapture::{KAPTURE_FIELDS, confirmed};
+use crate::roundtrip::{CONFIRMED, EXTRA_PREFIX, META_COLUMNS, RAW_RECORD, defuse};
 use crate::store::JobRow;
 
 /// An export that could not be completed.
@@ -69,6 +69,13 @@ fn payload_of(row: &JobRow) -> Result<Option<Map<String, Value>>, ExportError> {
     }
 }
 
+/// What Kapture's answer confirmed of a succeeded row, whole (the stored confirmation keeps
+/// only what differs from the payload); `None` for other rows or a response that is not JSON.
+fn confirmed_of(row: &JobRow, payload: Option<&Map<String, Value>>) -> Option<Value> {
+    let response: Value = serde_json::from_str(row.response.as_deref()?).ok()?;
+    Some(confirmed(&response, payload)).filter(|c| !c.is_null())
+}
+
 /// Adds the extra keys of a row's payload (those that are not Kapture fields) to `keys`.
 pub fn collect_extra_keys(row: &JobRow, keys: &mut BTreeSet<String>) -> Result<(), ExportError> {
     if let Some(map) = payload_of(row)? {
@@ -111,7 +118,7 @@ impl CsvShape {
             .chain(KAPTURE_FIELDS.iter())
             .map(|c| (*c).to_owned())
             .chain(self.extra.iter().map(|k| format!("{EXTRA_PREFIX}{k}")))
-            .chain([RAW_RECORD.to_owned()])
+            .chain([CONFIRMED.to_owned(), RAW_RECORD.to_owned()])
             .collect()
     }
 
@@ -127,6 +134,7 @@ impl CsvShape {
         cells.push(row.error_message.clone().unwrap_or_default());
         cells.push(row.http_status.map(|s| s.to_string()).unwrap_or_default());
         let mut payload = payload_of(row)?.unwrap_or_default();
+        let confirmed = confirmed_of(row, Some(&payload));
         for field in KAPTURE_FIELDS {
             let value = payload.remove(field);
             let cell = match (field, value) {
@@ -140,6 +148,7 @@ impl CsvShape {
         for key in &self.extra {
             cells.push(cell_text(payload.remove(key).as_ref()));
         }
+        cells.push(confirmed.map(|c| c.to_string()).unwrap_or_default());
         cells.push(row.raw_record.clone().unwrap_or_default());
         if let Some(key) = payload.into_iter().map(|(k, _)| k).next() {
             return Err(ExportError::NewKey {
@@ -165,6 +174,9 @@ pub struct JsonRecord<'a> {
     pub ticket_id: Option<&'a str>,
     /// The update object as stored, `null` for invalid rows.
     pub update: Option<Map<String, Value>>,
+    /// What Kapture's answer confirmed of a succeeded row: the ticket's id, status, sub-status,
+    /// queue and the message (`null` for other rows).
+    pub confirmed: Option<Value>,
     /// An invalid row's source record as read, to fix it from.
     pub raw_record: Option<&'a str>,
 }
@@ -172,7 +184,9 @@ pub struct JsonRecord<'a> {
 impl<'a> JsonRecord<'a> {
     /// Shapes one row.
     pub fn of(row: &'a JobRow) -> Result<Self, ExportError> {
+        let update = payload_of(row)?;
         Ok(Self {
+            confirmed: confirmed_of(row, update.as_ref()),
             source_file: &row.source,
             source_line: row.line,
             state: &row.state,
@@ -181,7 +195,7 @@ impl<'a> JsonRecord<'a> {
             error_message: row.error_message.as_deref(),
             http_status: row.http_status,
             ticket_id: row.ticket_id.as_deref(),
-            update: payload_of(row)?,
+            update,
             raw_record: row.raw_record.as_deref(),
         })
     }
@@ -272,6 +286,7 @@ mod tests {
             http_status: Some(200),
             replayed: false,
             raw_record: None,
+            response: None,
         }
     }
 
@@ -298,6 +313,7 @@ mod tests {
                 "extra.n",
                 "extra.tags",
                 "extra.zz_other",
+                "confirmed",
                 "raw_record"
             ]
         );
@@ -323,6 +339,7 @@ mod tests {
                 r#"["a","b"]"#,
                 "",
                 "",
+                "",
             ]
         );
     }
@@ -339,6 +356,7 @@ mod tests {
         assert_eq!(cells[6], "");
         assert_eq!(cells[7], "000123456789");
         let (raw, fields) = cells[8..].split_last().unwrap();
+        assert_eq!(shape.header()[cells.len() - 2], "confirmed");
         assert!(fields.iter().all(String::is_empty), "{cells:?}");
         assert_eq!(
             raw, "000123456789;Résolu;\"a;b\"",
@@ -369,6 +387,7 @@ mod tests {
                 "error_class": "rejected", "error_message": "Invalid Format",
                 "http_status": 200, "ticket_id": "000123456789",
                 "update": {"ticket_id": "000123456789", "sub_status": "CL", "n": 5},
+                "confirmed": null,
                 "raw_record": null,
             })
         );
@@ -391,7 +410,7 @@ mod tests {
         assert_eq!(
             lines.next().unwrap(),
             "source_file,source_line,state,attempts,error_class,error_message,http_status,\
-             ticket_id,sub_status,comment,callback_time,queue,disposition,raw_record"
+             ticket_id,sub_status,comment,callback_time,queue,disposition,confirmed,raw_record"
         );
         assert!(
             text.contains("\"'=HYPERLINK(\"\"http://x\"\",\"\"a,b\"\")\nnext\""),

@@ -28,16 +28,17 @@ pub struct Failures {
     pub resolved: i64,
 }
 
-/// The query behind [`Store::failures`]: the failed rows through `jobs_settled` (the
-/// `state <> 'pending'` beside `state = 'failed'` is what lets SQLite pick that partial
-/// index), each probed with [`RESOLVED`].
+/// The query behind [`Store::failures`]: the failed rows through `jobs_settled` (the three
+/// `state <> ...` terms beside `state = 'failed'` are what let SQLite pick that partial
+/// index, migration 0010), each probed with [`RESOLVED`].
 fn failures_sql() -> String {
     format!(
         "SELECT run_id, count(*) - sum(resolved) AS open, sum(resolved) AS resolved
          FROM (SELECT jobs.run_id, {RESOLVED} AS resolved
                FROM jobs
                WHERE jobs.run_id IN (SELECT value FROM json_each(?1))
-                 AND jobs.state = 'failed' AND jobs.state <> 'pending')
+                 AND jobs.state = 'failed' AND jobs.state <> 'pending'
+                 AND jobs.state <> 'in_flight' AND jobs.state <> 'succeeded')
          GROUP BY run_id ORDER BY run_id"
     )
 }

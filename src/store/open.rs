@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::Connection as _;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -146,6 +147,15 @@ async fn connect(options: SqliteConnectOptions) -> Result<SqlitePool, sqlx::Erro
         // through SQLite's sleeping busy handler (about a quarter of the drain rate).
         let result = SqlitePoolOptions::new()
             .max_connections(1)
+            // A COMMIT that fails (a full disk) leaves sqlx counting an open transaction that
+            // SQLite already rolled back, and every later `begin` on that connection fails with
+            // "non-zero transaction depth", hiding the real cause. A connection released while
+            // it counts a transaction (only ever after an error: every transaction here ends in
+            // a commit otherwise) is closed, and the next caller gets a fresh one.
+            .after_release(|conn, _| {
+                let keep = !conn.is_in_transaction();
+                Box::pin(async move { Ok(keep) })
+            })
             .connect_with(options.clone())
             .await;
         match result {

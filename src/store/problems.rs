@@ -59,13 +59,15 @@ const GREP_MATCHES_SQL: &str = "WITH g AS (SELECT key AS k, json_extract(value, 
             count(*) AS matched
      FROM jobs j JOIN g ON instr(j.error_message, g.message) > 0
      WHERE j.run_id IN (SELECT value FROM json_each(?1)) AND j.state = ?2
-       AND j.state <> 'pending' AND g.message <> ''
+       AND j.state <> 'pending' AND j.state <> 'in_flight' AND j.state <> 'succeeded'
+       AND g.message <> ''
      GROUP BY g.k, j.run_id ORDER BY g.k, j.run_id";
 
 impl Store {
     /// Rows per state for each run of `runs`, from one covering index scan and two sets of
-    /// probes: all rows per run (`jobs_by_run`), the pending ones (`jobs_open_by_run`) and
-    /// the other states but `succeeded` (`jobs_settled`, one range per run and state).
+    /// probes: all rows per run (`jobs_by_run`), the pending and in-flight ones
+    /// (`jobs_open_by_run`) and the failed, invalid and skipped ones (`jobs_settled`, one
+    /// range per run and state).
     /// Succeeded rows, nearly all of them, are the difference: counting them through
     /// `jobs_settled` read 10M entries a second time (0.7 s).
     pub async fn counts_by_run(&self, runs: &RunSet) -> Result<Vec<(i64, Counts)>, StoreError> {
@@ -79,8 +81,8 @@ impl Store {
         let pending: Vec<(i64, String, i64)> = sqlx::query_as(
             "SELECT run_id, state, count(*) FROM jobs INDEXED BY jobs_open_by_run
              WHERE run_id IN (SELECT value FROM json_each(?1))
-               AND state = 'pending' AND state IN ('pending', 'in_flight')
-             GROUP BY run_id",
+               AND state IN ('pending', 'in_flight')
+             GROUP BY run_id, state",
         )
         .bind(runs.as_json())
         .fetch_all(&self.pool)
@@ -88,7 +90,8 @@ impl Store {
         let rest: Vec<(i64, String, i64)> = sqlx::query_as(
             "SELECT run_id, state, count(*) FROM jobs
              WHERE run_id IN (SELECT value FROM json_each(?1))
-               AND state IN ('in_flight', 'failed', 'invalid', 'skipped') AND state <> 'pending'
+               AND state IN ('failed', 'invalid', 'skipped')
+               AND state <> 'pending' AND state <> 'in_flight' AND state <> 'succeeded'
              GROUP BY run_id, state",
         )
         .bind(runs.as_json())
@@ -125,7 +128,7 @@ impl Store {
         Ok(sqlx::query_as(
             "SELECT coalesce(error_class, ''), count(*) AS n FROM jobs
              WHERE run_id IN (SELECT value FROM json_each(?1)) AND state = ?2
-               AND state <> 'pending'
+               AND state <> 'pending' AND state <> 'in_flight' AND state <> 'succeeded'
              GROUP BY 1 ORDER BY n DESC, 1",
         )
         .bind(runs.as_json())
@@ -174,7 +177,7 @@ impl Store {
                         coalesce(error_class, '') AS class, coalesce(error_message, '') AS message
                  FROM jobs
                  WHERE run_id IN (SELECT value FROM json_each(?1)) AND state = ?2
-                   AND state <> 'pending'),
+                   AND state <> 'pending' AND state <> 'in_flight' AND state <> 'succeeded'),
              g AS (SELECT class, message, count(*) AS n FROM f GROUP BY class, message
                    ORDER BY n DESC, class, message LIMIT ?3),
              e AS (SELECT f.*, row_number() OVER (PARTITION BY f.class, f.message

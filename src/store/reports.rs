@@ -142,7 +142,8 @@ impl Store {
 /// When a run's rows last changed, and how many finished in the minute before that.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Activity {
-    /// Unix milliseconds of the last change to any row (claim, result, retry), if any.
+    /// Unix milliseconds of the last result a drain recorded for the run (a row finished, a
+    /// retry scheduled, a row put back), if any.
     pub last_ms: Option<i64>,
     /// Rows that succeeded or failed in the minute up to `last_ms`.
     pub finished_in_last_minute: i64,
@@ -160,28 +161,17 @@ pub struct AttemptError {
     pub count: i64,
 }
 
-/// How far back the recent rate looks, in milliseconds.
-const RECENT_MS: i64 = 60_000;
-
 impl Store {
-    /// The run's last activity and the rows finished in the minute before it.
+    /// The run's last activity and the rows finished in the minute before it, from the last
+    /// minute of the run's `run_pace` (at most 61 rows, whatever the run's size).
     pub async fn activity(&self, run_id: i64) -> Result<Activity, StoreError> {
-        let (last_ms,): (Option<i64>,) =
-            sqlx::query_as("SELECT max(updated_at) FROM jobs WHERE run_id = ?")
-                .bind(run_id)
-                .fetch_one(&self.pool)
-                .await?;
-        let Some(last) = last_ms else {
+        let (last_ms, finished, first): (Option<i64>, i64, Option<i64>) = sqlx::query_as(PACE_SQL)
+            .bind(run_id)
+            .fetch_one(&self.pool)
+            .await?;
+        if last_ms.is_none() {
             return Ok(Activity::default());
-        };
-        let (finished, first): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT count(*), min(updated_at) FROM jobs
-             WHERE run_id = ?1 AND state IN ('succeeded', 'failed') AND updated_at >= ?2",
-        )
-        .bind(run_id)
-        .bind(last - RECENT_MS)
-        .fetch_one(&self.pool)
-        .await?;
+        }
         Ok(Activity {
             last_ms,
             finished_in_last_minute: finished,
@@ -196,19 +186,32 @@ impl Store {
         run_id: i64,
         limit: i64,
     ) -> Result<Vec<AttemptError>, StoreError> {
-        Ok(sqlx::query_as::<_, AttemptError>(
-            "SELECT a.class, a.http_status, coalesce(a.excerpt, '') AS excerpt, count(*) AS count
-             FROM jobs j JOIN attempts a ON a.job_id = j.id
-             WHERE j.run_id = ?1 AND a.class <> 'success'
-             GROUP BY a.class, a.http_status, coalesce(a.excerpt, '')
-             ORDER BY count DESC, a.class LIMIT ?2",
-        )
-        .bind(run_id)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_as::<_, AttemptError>(TOP_ERRORS_SQL)
+            .bind(run_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
     }
 }
+
+/// A run's pace: the table keeps only each run's last minute (see migration 0009).
+const PACE_SQL: &str = "SELECT max(last_change), coalesce(sum(finished), 0), min(first_finished)
+     FROM run_pace WHERE run_id = ?1";
+
+/// A run's failed attempts grouped: the entries of `attempts_failed` (no successes) between
+/// the run's first and last row id, each checked against its row's run (runs ingested at the
+/// same time interleave ids). CROSS JOIN keeps that order: left to itself SQLite walked the
+/// run's rows (`jobs_by_run`) and probed each one's attempts.
+const TOP_ERRORS_SQL: &str =
+    "SELECT a.class, a.http_status, coalesce(a.excerpt, '') AS excerpt, count(*) AS count
+     FROM attempts a INDEXED BY attempts_failed CROSS JOIN jobs j ON j.id = a.job_id
+     WHERE a.class <> 'success'
+       AND a.job_id BETWEEN
+           (SELECT id FROM jobs INDEXED BY jobs_by_run WHERE run_id = ?1 ORDER BY id LIMIT 1)
+       AND (SELECT id FROM jobs INDEXED BY jobs_by_run WHERE run_id = ?1 ORDER BY id DESC LIMIT 1)
+       AND j.run_id = ?1
+     GROUP BY a.class, a.http_status, coalesce(a.excerpt, '')
+     ORDER BY count DESC, a.class LIMIT ?2";
 
 /// One job as `export` and the tests see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -226,6 +229,9 @@ pub struct JobRow {
     pub replayed: bool,
     /// The source record of an invalid row, as read.
     pub raw_record: Option<String>,
+    /// What Kapture's success answer confirmed, as stored: the fields that differ from the
+    /// payload (see `kapture::confirmed`), or the whole snapshot with `--keep-responses`.
+    pub response: Option<String>,
 }
 
 impl Store {
@@ -257,7 +263,8 @@ impl Store {
     ) -> Result<Vec<JobRow>, StoreError> {
         Ok(sqlx::query_as::<_, JobRow>(
             "SELECT j.id, s.path AS source, j.line, j.ticket_id, j.payload, j.state, j.attempts,
-                    j.error_class, j.error_message, j.http_status, j.replayed, j.raw_record
+                    j.error_class, j.error_message, j.http_status, j.replayed, j.raw_record,
+                    j.response
              FROM jobs j INDEXED BY jobs_by_run JOIN source_files s ON s.id = j.source_id
              WHERE j.run_id = ?1 AND j.id > ?2 AND (?3 IS NULL OR j.state = ?3)
                AND (?5 IS NULL OR instr(j.error_message, ?5) > 0)
@@ -270,5 +277,146 @@ impl Store {
         .bind(grep)
         .fetch_all(&self.pool)
         .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PACE_SQL, TOP_ERRORS_SQL};
+    use crate::store::fixtures::{add_run, store_with};
+    use crate::store::{AttemptRecord, Cursor, Next, Outcome, Store};
+
+    async fn plan(store: &Store, sql: &str) -> String {
+        let rows: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .bind(1)
+                .bind(5)
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("\n")
+    }
+
+    #[tokio::test]
+    async fn status_reads_the_pace_and_the_failed_attempts_not_the_runs_rows() {
+        let (_dir, store, _) = store_with(&["1", "2"]).await;
+        let pace = plan(&store, PACE_SQL).await;
+        assert!(
+            pace.contains("SEARCH run_pace USING PRIMARY KEY (run_id=?)"),
+            "{pace}"
+        );
+        let errors = plan(&store, TOP_ERRORS_SQL).await;
+        assert!(
+            errors
+                .contains("SEARCH a USING COVERING INDEX attempts_failed (job_id>? AND job_id<?)"),
+            "{errors}"
+        );
+        // Each attempt's row is one probe, by its id.
+        assert!(
+            errors
+                .lines()
+                .any(|l| l.contains("SEARCH j ") && l.contains("rowid=?)")),
+            "{errors}"
+        );
+        // Only the GROUP BY and ORDER BY sort; nothing is walked whole.
+        let scans: Vec<&str> = pace
+            .lines()
+            .chain(errors.lines())
+            .filter(|l| l.contains("SCAN"))
+            .collect();
+        assert!(scans.is_empty(), "{pace}\n{errors}");
+    }
+
+    #[tokio::test]
+    async fn a_successful_attempt_enters_only_the_reports_index() {
+        let (_dir, store, _) = store_with(&["1"]).await;
+        let indexes: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT name, sql FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'attempts'
+             ORDER BY name",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        let names: Vec<&str> = indexes.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["attempts_by_time", "attempts_failed"]);
+        let failed = indexes[1].1.as_deref().unwrap_or_default();
+        assert!(failed.contains("WHERE class <> 'success'"), "{failed}");
+    }
+
+    fn outcome(job_id: i64, class: &'static str, next: Next) -> Outcome {
+        Outcome {
+            job_id,
+            http_status: Some(200),
+            next,
+            attempt: Some(AttemptRecord {
+                attempt: 1,
+                started_ms: 1,
+                duration_ms: 5,
+                http_status: Some(200),
+                class,
+                in_doubt: false,
+                excerpt: if class == "success" {
+                    String::new()
+                } else {
+                    format!("{{\"message\":\"{class} {job_id}\"}}")
+                },
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn pace_and_errors_count_only_the_runs_own_results() {
+        let (_dir, store, run) = store_with(&["1", "2", "3"]).await;
+        let other = add_run(&store, "other", &["4", "5"]).await;
+        assert_eq!(store.activity(run).await.unwrap(), Default::default());
+        for (run_id, rows) in [(run, 3), (other, 2)] {
+            let claimed = store
+                .claim(run_id, &mut Cursor::default(), 10, 1)
+                .await
+                .unwrap();
+            assert_eq!(claimed.len(), rows);
+        }
+        let ok = || Next::Succeeded { response: None };
+        let failed = |m: &str| Next::Failed {
+            class: "rejected".into(),
+            message: m.into(),
+        };
+        let retry = Next::Retry {
+            at_ms: i64::MAX,
+            class: "transient".into(),
+            message: "503".into(),
+        };
+        store
+            .record_outcomes(&[
+                outcome(1, "success", ok()),
+                outcome(2, "rejected", failed("bad")),
+                outcome(3, "transient", retry),
+                outcome(4, "rejected", failed("bad")),
+                outcome(5, "success", ok()),
+            ])
+            .await
+            .unwrap();
+        let activity = store.activity(run).await.unwrap();
+        assert_eq!(
+            activity.finished_in_last_minute, 2,
+            "1 and 2, not the retry"
+        );
+        assert!(activity.last_ms.is_some() && activity.first_in_last_minute_ms.is_some());
+        assert_eq!(
+            store.activity(other).await.unwrap().finished_in_last_minute,
+            2
+        );
+        let errors = store.top_attempt_errors(run, 5).await.unwrap();
+        let mut seen: Vec<(String, String)> =
+            errors.into_iter().map(|e| (e.class, e.excerpt)).collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                ("rejected".into(), r#"{"message":"rejected 2"}"#.into()),
+                ("transient".into(), r#"{"message":"transient 3"}"#.into())
+            ],
+            "run 1's failed attempts only: not its success, not the other run's"
+        );
     }
 }

@@ -5,11 +5,16 @@
 //! whatever mix of outcomes it holds. A row is completed only while it is still `in_flight`
 //! (the claim still matches).
 //!
+//! Each batch also adds its results to `run_pace` (migration 0009), one upsert per run, so
+//! `status` reads a run's pace from a few rows.
+//!
 //! An outcome that ends a row (succeeded, failed) releases the next row of its ticket, in any
 //! run, in the same transaction: the `jobs_release_next` trigger of migration 0006 finds it with
 //! one probe of `jobs_by_ticket_sent`, so rows waiting on their ticket are never rescanned.
 
 use std::sync::LazyLock;
+
+use sqlx::Row as _;
 
 use super::{Store, StoreError};
 
@@ -51,7 +56,8 @@ static UPDATE_JOBS: LazyLock<Vec<String>> = LazyLock::new(|| {
                    next_attempt_at = r.next_at, error_class = r.class, error_message = r.message,
                    http_status = r.status, response = coalesce(r.response, jobs.response),
                    updated_at = ?
-                 FROM r WHERE jobs.id = r.id AND jobs.state = 'in_flight'",
+                 FROM r WHERE jobs.id = r.id AND jobs.state = 'in_flight'
+                 RETURNING jobs.run_id, jobs.state IN ('succeeded', 'failed')",
             )
         })
         .collect()
@@ -142,7 +148,9 @@ impl Store {
             query = pad(query, padding);
             query.execute(&mut *tx).await?;
         }
+        // Rows changed and rows finished, per run, for `run_pace`.
         let mut changed = 0;
+        let mut pace: Vec<(i64, i64)> = Vec::new();
         for chunk in outcomes.chunks(ROWS_PER_STATEMENT) {
             let (sql, padding) = sized(&UPDATE_JOBS, chunk.len());
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -194,11 +202,30 @@ impl Store {
                     .bind(outcome.http_status.map(i64::from))
                     .bind(response);
             }
-            changed += pad(query, padding)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let rows = pad(query, padding).bind(now).fetch_all(&mut *tx).await?;
+            changed += rows.len() as u64;
+            for row in rows {
+                let (run_id, finished): (i64, bool) = (row.try_get(0)?, row.try_get(1)?);
+                match pace.iter_mut().find(|(id, _)| *id == run_id) {
+                    Some((_, n)) => *n += i64::from(finished),
+                    None => pace.push((run_id, i64::from(finished))),
+                }
+            }
+        }
+        for (run_id, finished) in pace {
+            sqlx::query(
+                "INSERT INTO run_pace (run_id, second, finished, first_finished, last_change)
+                 VALUES (?1, ?2 / 1000, ?3, iif(?3 > 0, ?2, NULL), ?2)
+                 ON CONFLICT (run_id, second) DO UPDATE SET
+                     finished = finished + excluded.finished,
+                     first_finished = coalesce(first_finished, excluded.first_finished),
+                     last_change = max(last_change, excluded.last_change)",
+            )
+            .bind(run_id)
+            .bind(now)
+            .bind(finished)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(changed)

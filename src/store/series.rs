@@ -161,7 +161,8 @@ impl Store {
         Ok(sqlx::query_as(
             "SELECT (updated_at - ?3) / ?4 AS bucket, count(*) FROM jobs
              WHERE run_id IN (SELECT value FROM json_each(?1)) AND state = ?2
-               AND state <> 'pending' AND updated_at IS NOT NULL
+               AND state <> 'pending' AND state <> 'in_flight' AND state <> 'succeeded'
+               AND updated_at IS NOT NULL
              GROUP BY bucket ORDER BY bucket",
         )
         .bind(runs.as_json())

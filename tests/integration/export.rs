@@ -7,7 +7,9 @@ use std::process::Stdio;
 use kapsync::store::Store;
 use serde_json::{Value, json};
 
-use crate::support::{Workspace, stderr, stdout};
+use kapsync::simulator::SimConfig;
+
+use crate::support::{Workspace, start_sim, stderr, stdout};
 
 /// A CSV input: two valid rows, one without a ticket id, one with a readable id but no
 /// status, and a valid row whose comment needs quoting.
@@ -98,6 +100,7 @@ async fn csv_export_of_every_row_and_of_invalid_rows() {
             "callback_time",
             "queue",
             "disposition",
+            "confirmed",
             "raw_record"
         ]
     );
@@ -167,17 +170,23 @@ async fn extra_keys_become_sorted_columns_and_jsonl_keeps_the_update() {
     let (header, rows) = parse_csv(&stdout(&out));
     assert_eq!(
         header[13..],
-        ["extra.alpha", "extra.tags", "extra.zeta", "raw_record"]
+        [
+            "extra.alpha",
+            "extra.tags",
+            "extra.zeta",
+            "confirmed",
+            "raw_record"
+        ]
     );
     assert_eq!(
         rows[0][13..],
-        ["7", "", "z", ""],
+        ["7", "", "z", "", ""],
         "non-strings as compact JSON"
     );
-    assert_eq!(rows[1][13..], ["text", r#"["a","b"]"#, "", ""]);
+    assert_eq!(rows[1][13..], ["text", r#"["a","b"]"#, "", "", ""]);
     assert_eq!(
         rows[2][13..],
-        ["", "", "", r#"{"ticket_id":"000000000003"}"#],
+        ["", "", "", "", r#"{"ticket_id":"000000000003"}"#],
         "an invalid row carries its source record"
     );
 
@@ -200,6 +209,7 @@ async fn extra_keys_become_sorted_columns_and_jsonl_keeps_the_update() {
             "ticket_id": "000000000002",
             "update": {"ticket_id": "000000000002", "sub_status": "P",
                        "tags": ["a", "b"], "alpha": "text"},
+            "confirmed": null,
             "raw_record": null,
         })
     );
@@ -552,4 +562,90 @@ async fn an_exported_csv_of_failures_ingests_again_without_a_mapping() {
     }
     assert_eq!(after[0].ticket_id.as_deref(), Some("000123456789"));
     assert_eq!(after[1].ticket_id.as_deref(), Some("000100000005"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_success_keeps_a_few_bytes_and_export_shows_what_kapture_confirmed() {
+    let sim = start_sim(SimConfig {
+        full_tickets: true,
+        ..SimConfig::default()
+    })
+    .await;
+    let ws = Workspace::new();
+    let file = ws.file(
+        "in.csv",
+        "ticket_id,sub_status,comment,queue\n600000000001,CL,done,Billing\n600000000002,P,later,\n",
+    );
+    let out = ws
+        .kapsync()
+        .env("KAPTURE_TOKEN", "export-test-token")
+        .args(["sync", file.to_str().unwrap(), "--run", "r", "--rate", "0"])
+        .args(["--base-url", &sim.base_url()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    // Kapture's answer holds a 2 KB ticket; a row keeps only the status it reports.
+    let stored: Vec<String> = ws
+        .jobs(Some("r"))
+        .await
+        .into_iter()
+        .filter_map(|j| j.response)
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            r#"{"status":"Complete"}"#,
+            r#"{"queue":"Customer Support","status":"Pending"}"#
+        ]
+    );
+
+    let out = ws
+        .kapsync()
+        .args(["export", "--run", "r", "--format", "jsonl"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines[0]["confirmed"],
+        json!({"ticket_id": "600000000001", "status": "Complete", "sub_status": "CL",
+               "queue": "Billing", "message": "Ticket updated successfully"})
+    );
+    assert_eq!(
+        lines[1]["confirmed"],
+        json!({"ticket_id": "600000000002", "status": "Pending", "sub_status": "P",
+               "queue": "Customer Support", "message": "Ticket updated successfully"}),
+        "a queue the update did not set is Kapture's"
+    );
+
+    // The CSV column reads the same, and ingesting the export again does not send it.
+    let out = ws
+        .kapsync()
+        .args(["export", "--run", "r"])
+        .output()
+        .unwrap();
+    let (header, rows) = parse_csv(&stdout(&out));
+    let confirmed: Value = serde_json::from_str(cell(&header, &rows[0], "confirmed")).unwrap();
+    assert_eq!(confirmed, lines[0]["confirmed"]);
+    let again = ws.file("again.csv", stdout(&out));
+    let out = ws
+        .kapsync()
+        .args([
+            "ingest",
+            again.to_str().unwrap(),
+            "--run",
+            "again",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // Not an ignored column either: the summary (which lists those) never names it.
+    assert!(stdout(&out).contains("ignored_columns"), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("confirmed"), "{}", stdout(&out));
+    sim.shutdown().await;
 }

@@ -10,7 +10,7 @@ use super::tally::{FieldValues, TOP_VALUES, Tally, ValueCount};
 use crate::ingest::MappingError;
 use crate::ingest::times::TimeRule;
 use crate::kapture::KAPTURE_FIELDS;
-use crate::roundtrip::{EXTRA_PREFIX, RAW_RECORD, is_export_header};
+use crate::roundtrip::{CONFIRMED, EXTRA_PREFIX, RAW_RECORD, is_export_header};
 
 /// One key of the update object while a CSV header is being planned.
 #[derive(Debug)]
@@ -192,10 +192,11 @@ impl Mapping {
             used[index] = true;
             delta_key.push((column.clone(), Some(index)));
         }
-        // An export's raw_record column is there to fix rows by hand, not to send.
+        // An export's raw_record column is there to fix rows by hand, its confirmed column to
+        // read what Kapture confirmed: neither is sent.
         if is_export_header(headers) {
             for (index, header) in headers.iter().enumerate() {
-                if header == RAW_RECORD {
+                if header == RAW_RECORD || header == CONFIRMED {
                     used[index] = true;
                 }
             }
