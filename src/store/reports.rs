@@ -371,7 +371,7 @@ mod tests {
         assert_eq!(store.activity(run).await.unwrap(), Default::default());
         for (run_id, rows) in [(run, 3), (other, 2)] {
             let claimed = store
-                .claim(run_id, &mut Cursor::default(), 10, 1)
+                .claim(run_id, &mut Cursor::default(), 10, 1, 1)
                 .await
                 .unwrap();
             assert_eq!(claimed.len(), rows);
