@@ -18,6 +18,9 @@ mod status;
 mod sync;
 mod target;
 
+#[cfg(test)]
+mod settings_tests;
+
 use anyhow::Context as _;
 
 use crate::cli::{Cli, Command};
