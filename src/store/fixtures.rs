@@ -1,6 +1,6 @@
 //! Test fixtures shared by the store's unit tests: a fresh database holding one ingested run.
 
-use super::{NewJob, SourceProgress, SourceStart, Store};
+use super::{DeltaOptions, NewJob, SourceProgress, SourceStart, Store};
 
 /// A store with one run named `r` whose rows have these ticket ids, in order.
 pub(crate) async fn store_with(tickets: &[&str]) -> (tempfile::TempDir, Store, i64) {
@@ -12,15 +12,6 @@ pub(crate) async fn store_with(tickets: &[&str]) -> (tempfile::TempDir, Store, i
 
 /// Adds a run named `name` whose rows have these ticket ids, in order; returns its id.
 pub(crate) async fn add_run(store: &Store, name: &str, tickets: &[&str]) -> i64 {
-    let (run, _) = store.get_or_create_run(name).await.unwrap();
-    let SourceStart::New { source_id } = store
-        .begin_source(run.id, "a.csv", name, "s", "csv")
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
-    let mut writer = store.ingest_writer(run.id, source_id).await.unwrap();
     let jobs: Vec<NewJob> = tickets
         .iter()
         .enumerate()
@@ -34,8 +25,31 @@ pub(crate) async fn add_run(store: &Store, name: &str, tickets: &[&str]) -> i64 
             raw_record: None,
         })
         .collect();
-    writer.write(&jobs).await.unwrap();
-    let n = tickets.len() as i64;
+    add_jobs(store, name, jobs, None).await
+}
+
+/// Adds a run named `name` holding `jobs` (all valid), compared with earlier rows when `delta`
+/// is given, as one complete source file; returns the run's id.
+pub(crate) async fn add_jobs(
+    store: &Store,
+    name: &str,
+    jobs: Vec<NewJob>,
+    delta: Option<DeltaOptions>,
+) -> i64 {
+    let (run, _) = store.get_or_create_run(name).await.unwrap();
+    let SourceStart::New { source_id } = store
+        .begin_source(run.id, "a.csv", name, "s", "csv")
+        .await
+        .unwrap()
+    else {
+        panic!("expected a new source")
+    };
+    let mut writer = store.ingest_writer(run.id, source_id).await.unwrap();
+    if let Some(options) = delta {
+        writer.compare_with_earlier(options).await.unwrap();
+    }
+    let n = jobs.len() as i64;
+    writer.write(jobs).await.unwrap();
     let progress = SourceProgress {
         last_line: n + 1,
         rows_read: n,

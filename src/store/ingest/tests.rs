@@ -139,19 +139,6 @@ async fn a_duplicate_found_at_the_end_is_removed() {
 
 /// Ingests one row per (ticket, payload) into a new run, comparing with earlier rows.
 async fn night(store: &Store, name: &str, rows: &[(&str, &str)]) -> i64 {
-    let (run, _) = store.get_or_create_run(name).await.unwrap();
-    let SourceStart::New { source_id } = store
-        .begin_source(run.id, "a.csv", name, "s", "csv")
-        .await
-        .unwrap()
-    else {
-        panic!("expected a new source")
-    };
-    let mut writer = store.ingest_writer(run.id, source_id).await.unwrap();
-    writer
-        .compare_with_earlier(crate::store::DeltaOptions::default())
-        .await
-        .unwrap();
     let jobs: Vec<NewJob> = rows
         .iter()
         .enumerate()
@@ -165,16 +152,8 @@ async fn night(store: &Store, name: &str, rows: &[(&str, &str)]) -> i64 {
             raw_record: None,
         })
         .collect();
-    writer.write(&jobs).await.unwrap();
-    let n = rows.len() as i64;
-    let progress = SourceProgress {
-        last_line: n + 1,
-        rows_read: n,
-        rows_valid: n,
-        rows_invalid: 0,
-    };
-    writer.finish(progress, name).await.unwrap();
-    run.id
+    let delta = Some(crate::store::DeltaOptions::default());
+    crate::store::fixtures::add_jobs(store, name, jobs, delta).await
 }
 
 #[tokio::test]
