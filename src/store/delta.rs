@@ -2,14 +2,16 @@
 //! row, or superseded by a newer one (`--supersede`).
 //!
 //! A chunk of rows costs one probe statement: for each distinct sync key, the newest row of
-//! that key that succeeded (against the current target) or is pending or in flight,
-//! found through `jobs_by_sync_key` from the top. Rows earlier in the same chunk are not in the
-//! table yet, so the decision walks the chunk in order over a map seeded by the probe.
+//! that key that succeeded (against the current target) or is pending or in flight. A sync
+//! key digests its ticket id, so the probe walks the ticket's entries of `jobs_by_ticket_sent`
+//! from the newest down, comparing the key in the entry (migration 0012). Rows earlier in the
+//! same chunk are not in the table yet, so the decision walks the chunk in order over a map
+//! seeded by the probe.
 //!
 //! An unchanged row is stored without its sync key unless a failed row of the key is newer
 //! than the row it equals (it then resolves that failure, see `history.rs`): nothing else
 //! looks an unchanged row up by key, and a night of unchanged rows then adds no randomly
-//! placed index entry (their NULL keys go to one end of `jobs_by_sync_key`, in id order).
+//! placed index entry (a row with neither payload nor key is not in `jobs_by_ticket_sent`).
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -23,7 +25,7 @@ use super::{NewJob, StoreError, now_ms};
 /// statement is prepared once. The ingest's full insert chunk (1000 rows) takes one probe.
 const KEYS_PER_PROBE: usize = 1000;
 
-/// Supersede updates per statement (3 values a row).
+/// Supersede updates per statement (4 values a row).
 const SUPERSEDE_ROWS: usize = 256;
 
 /// How an ingest treats rows that match what the database already holds.
@@ -68,8 +70,8 @@ pub(super) enum Kind {
 pub(super) struct Decisions {
     /// Per row of the chunk: its kind and, for skipped rows, the reason.
     pub rows: Vec<(Kind, Option<String>)>,
-    /// Earlier pending rows to skip: (sync key, newest id to skip, reason).
-    pub supersede: Vec<([u8; 16], i64, String)>,
+    /// Earlier pending rows to skip: (ticket, sync key, newest id to skip, reason).
+    pub supersede: Vec<(String, [u8; 16], i64, String)>,
     /// Rows (indexes into `rows`, ascending) stored without their sync key: unchanged rows
     /// that nothing will look up by it (see [`decide`]).
     pub keyless: Vec<usize>,
@@ -89,26 +91,28 @@ struct Latest {
     failed_after: bool,
 }
 
-/// The probe: the newest counting row of each key in the VALUES list, all in one JSON array
-/// of `[position of the key, id, hex payload hash, state, line, run name, failed row newer]`.
-/// One row for the chunk rather than one per key: sqlx hands each result row from its SQLite
-/// thread to the runtime, and on a night of unchanged rows (a row for nearly every key) those
-/// hand-offs took a quarter of the re-ingest.
+/// The probe: the newest counting row of each (ticket, key) in the VALUES list, all in one JSON
+/// array of `[position of the key, id, hex payload hash, state, line, run name, failed row
+/// newer]`. One row for the chunk rather than one per key: sqlx hands each result row from its
+/// SQLite thread to the runtime, and on a night of unchanged rows (a row for nearly every key)
+/// those hand-offs took a quarter of the re-ingest. The keys come sorted by ticket, so
+/// consecutive probes descend to neighbouring entries.
 pub(super) static PROBE_SQL: LazyLock<String> = LazyLock::new(|| {
-    let mut sql = String::from("WITH k(pos, key) AS (VALUES ");
+    let mut sql = String::from("WITH k(pos, ticket, key) AS (VALUES ");
     for i in 0..KEYS_PER_PROBE {
         if i > 0 {
             sql.push(',');
         }
-        sql.push_str(&format!("({i},?)"));
+        sql.push_str(&format!("({i},?,?)"));
     }
     sql.push_str(
         ") SELECT json_group_array(json_array(k.pos, j.id, hex(j.payload_hash), j.state, j.line,
-                   r.name, EXISTS (SELECT 1 FROM jobs f WHERE f.sync_key = k.key
+                   r.name, EXISTS (SELECT 1 FROM jobs f INDEXED BY jobs_by_ticket_sent
+                                   WHERE f.ticket_id = k.ticket AND f.sync_key = k.key
                                      AND f.id > j.id AND f.state = 'failed')))
          FROM k JOIN jobs j ON j.id = (
-             SELECT p.id FROM jobs p
-             WHERE p.sync_key = k.key
+             SELECT p.id FROM jobs p INDEXED BY jobs_by_ticket_sent
+             WHERE p.ticket_id = k.ticket AND p.sync_key = k.key
                AND p.state IN ('succeeded', 'pending', 'in_flight')
                AND (p.state != 'succeeded' OR ifnull(p.updated_at, 0) >= ?)
              ORDER BY p.id DESC LIMIT 1)
@@ -118,22 +122,23 @@ pub(super) static PROBE_SQL: LazyLock<String> = LazyLock::new(|| {
 });
 
 pub(super) static SUPERSEDE_SQL: LazyLock<String> = LazyLock::new(|| {
-    let mut sql = String::from("WITH s(key, upto, reason) AS (VALUES ");
+    let mut sql = String::from("WITH s(ticket, key, upto, reason) AS (VALUES ");
     for i in 0..SUPERSEDE_ROWS {
         if i > 0 {
             sql.push(',');
         }
-        sql.push_str("(?,?,?)");
+        sql.push_str("(?,?,?,?)");
     }
     sql.push_str(
         // Driven from the keys (CROSS JOIN keeps `s` outside): as `UPDATE .. FROM s`, SQLite
-        // planned a walk of all of `jobs_by_sync_key` for 256 keys.
+        // planned a walk of a whole index for 256 keys.
         ") UPDATE jobs SET state = 'skipped', error_class = 'superseded',
              error_message = (SELECT s.reason FROM s
                               WHERE s.key = jobs.sync_key AND jobs.id <= s.upto LIMIT 1),
              next_attempt_at = NULL, updated_at = ?
-         WHERE id IN (SELECT j.id FROM s CROSS JOIN jobs j INDEXED BY jobs_by_sync_key
-                      WHERE j.sync_key = s.key AND j.id <= s.upto AND j.state = 'pending')",
+         WHERE id IN (SELECT j.id FROM s CROSS JOIN jobs j INDEXED BY jobs_by_ticket_sent
+                      WHERE j.ticket_id = s.ticket AND j.sync_key = s.key AND j.id <= s.upto
+                        AND j.state = 'pending')",
     );
     sql
 });
@@ -151,21 +156,23 @@ pub(super) async fn decide(
     since_ms: i64,
 ) -> Result<Decisions, StoreError> {
     let mut latest: HashMap<[u8; 16], Latest> = HashMap::new();
-    let mut keys: Vec<[u8; 16]> = Vec::new();
+    let mut keys: Vec<(&str, [u8; 16])> = Vec::new();
     for job in jobs {
-        if let (Some(key), None) = (job.sync_key, &job.invalid_reason) {
-            keys.push(key);
+        if let (Some(key), Some(ticket), None) = (job.sync_key, &job.ticket_id, &job.invalid_reason)
+        {
+            keys.push((ticket, key));
         }
     }
+    // In the index's order (SQLite compares text bytewise, as `str` does).
     keys.sort_unstable();
     keys.dedup();
     for part in keys.chunks(KEYS_PER_PROBE) {
         let mut query = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(PROBE_SQL.as_str()));
-        for key in part {
-            query = query.bind(key.to_vec());
+        for (ticket, key) in part {
+            query = query.bind(*ticket).bind(key.to_vec());
         }
         for _ in part.len()..KEYS_PER_PROBE {
-            query = query.bind(None::<Vec<u8>>);
+            query = query.bind(None::<&str>).bind(None::<Vec<u8>>);
         }
         let (found,) = query.bind(since_ms).fetch_one(&mut **conn).await?;
         let found: Vec<ProbeRow> = serde_json::from_str(&found).map_err(|e| {
@@ -174,7 +181,7 @@ pub(super) async fn decide(
             )))
         })?;
         for (position, id, hash, state, line, run, failed_after) in found {
-            let Some(&key) = part.get(position) else {
+            let Some(&(_, key)) = part.get(position) else {
                 continue;
             };
             latest.insert(
@@ -232,7 +239,12 @@ pub(super) async fn decide(
             let reason = format!("superseded by run {run_name}, line {}", job.line);
             match earlier.chunk_index {
                 Some(i) => decisions.rows[i] = (Kind::Superseded, Some(reason)),
-                None => decisions.supersede.push((key, earlier.id, reason)),
+                None => decisions.supersede.push((
+                    job.ticket_id.clone().unwrap_or_default(),
+                    key,
+                    earlier.id,
+                    reason,
+                )),
             }
         }
         decisions.rows.push((Kind::Pending, None));
@@ -255,16 +267,21 @@ pub(super) async fn decide(
 /// Skips the earlier pending rows a chunk superseded; returns how many changed.
 pub(super) async fn supersede(
     conn: &mut PoolConnection<Sqlite>,
-    rows: &[([u8; 16], i64, String)],
+    rows: &[(String, [u8; 16], i64, String)],
 ) -> Result<u64, StoreError> {
     let mut changed = 0;
     for part in rows.chunks(SUPERSEDE_ROWS) {
         let mut query = sqlx::query(sqlx::AssertSqlSafe(SUPERSEDE_SQL.as_str()));
-        for (key, upto, reason) in part {
-            query = query.bind(key.to_vec()).bind(*upto).bind(reason.as_str());
+        for (ticket, key, upto, reason) in part {
+            query = query
+                .bind(ticket.as_str())
+                .bind(key.to_vec())
+                .bind(*upto)
+                .bind(reason.as_str());
         }
         for _ in part.len()..SUPERSEDE_ROWS {
             query = query
+                .bind(None::<&str>)
                 .bind(None::<Vec<u8>>)
                 .bind(None::<i64>)
                 .bind(None::<String>);

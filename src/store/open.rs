@@ -283,4 +283,115 @@ mod tests {
         assert_eq!(store.integrity_check().await.unwrap(), "ok");
         store.close().await;
     }
+
+    /// A database from before migration 0012 (two indexes, `jobs_by_sync_key` among them)
+    /// keeps what its rows answer: an unchanged row is still found, a failure still resolves,
+    /// and a row without a sync key (from before 0003) still holds its ticket's later rows.
+    #[tokio::test]
+    async fn a_database_with_two_random_indexes_migrates_to_one_that_finds_its_history() {
+        use crate::ingest::delta::sync_key;
+        use crate::store::{DeltaOptions, NewJob, fixtures::add_jobs};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let options = SqliteConnectOptions::from_str("sqlite:")
+            .unwrap()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let pool = SqlitePoolOptions::new()
+            .connect_with(options)
+            .await
+            .unwrap();
+        sqlx::migrate!("./migrations")
+            .run_to(10, &pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO runs (id, name, created_at) VALUES (1, 'n1', '2026-01-01');
+             INSERT INTO source_files (id, run_id, path, content_hash, settings_hash, format,
+                                       complete, ingested_at)
+                 VALUES (1, 1, 'a.csv', 'h', 's', 'csv', 1, '2026-01-01');
+             INSERT INTO jobs (id, run_id, source_id, line, ticket_id, payload, payload_hash,
+                               sync_key, state, updated_at) VALUES
+                 (1, 1, 1, 2, 't1', '{}', zeroblob(16), ?1, 'succeeded', 1),
+                 (2, 1, 1, 3, 't2', '{}', zeroblob(16), ?2, 'failed', 1),
+                 (3, 1, 1, 4, 't3', '{}', zeroblob(16), NULL, 'pending', NULL);",
+        )
+        .bind(sync_key("t1", []).to_vec())
+        .bind(sync_key("t2", []).to_vec())
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+
+        let store = Store::open(&path).await.unwrap();
+        let indexes: Vec<(String,)> = sqlx::query_as(
+            "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'jobs'
+               AND name LIKE 'jobs_by_%' ORDER BY name",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        let names: Vec<&str> = indexes.iter().map(|(n,)| n.as_str()).collect();
+        assert_eq!(names, ["jobs_by_run", "jobs_by_ticket_sent"]);
+        let jobs = ["t1", "t2", "t3"]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| NewJob {
+                line: i as i64 + 2,
+                ticket_id: Some((*t).to_owned()),
+                payload: Some("{}".to_owned()),
+                payload_hash: Some([0; 16]),
+                invalid_reason: None,
+                sync_key: Some(sync_key(t, [])),
+                raw_record: None,
+            })
+            .collect();
+        let n2 = add_jobs(&store, "n2", jobs, Some(DeltaOptions::default())).await;
+        let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+            "SELECT ticket_id, state, error_message FROM jobs WHERE run_id = ? ORDER BY id",
+        )
+        .bind(n2)
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            rows,
+            [
+                (
+                    "t1".into(),
+                    "skipped".into(),
+                    Some("unchanged since run n1, line 2".into())
+                ),
+                ("t2".into(), "pending".into(), None),
+                ("t3".into(), "pending".into(), None),
+            ]
+        );
+        assert_eq!(store.resolved_failures(1).await.unwrap(), 0);
+        sqlx::query("UPDATE jobs SET state = 'succeeded' WHERE run_id = ? AND ticket_id = 't2'")
+            .bind(n2)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(store.resolved_failures(1).await.unwrap(), 1);
+        // t3's row from before sync keys is still the row before the new one of its ticket.
+        let (before,): (Option<i64>,) = sqlx::query_as(
+            "SELECT (SELECT e.id FROM jobs e INDEXED BY jobs_by_ticket_sent
+                     WHERE e.ticket_id = j.ticket_id AND e.payload IS NOT NULL AND e.id < j.id
+                       AND e.state <> 'skipped' ORDER BY e.id DESC LIMIT 1)
+             FROM jobs j WHERE j.run_id = ? AND j.ticket_id = 't3'",
+        )
+        .bind(n2)
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(before, Some(3));
+        assert_eq!(store.integrity_check().await.unwrap(), "ok");
+        store.close().await;
+    }
 }
