@@ -80,9 +80,10 @@ pub(super) struct Decisions {
 /// The newest row of a sync key that counts for comparison.
 #[derive(Debug, Clone)]
 struct Latest {
-    hash: Option<Vec<u8>>,
+    hash: Option<[u8; 16]>,
     pending: bool,
-    run: String,
+    /// The run holding it; `None` for the run being ingested.
+    run: Option<i64>,
     line: i64,
     /// `Some(index)` for a row of this chunk, `None` for a stored one.
     chunk_index: Option<usize>,
@@ -92,12 +93,23 @@ struct Latest {
 }
 
 /// The probe: the newest counting row of each (ticket, key) in the VALUES list, all in one JSON
-/// array of `[position of the key, id, hex payload hash, state, line, run name, failed row
+/// array of `[position of the key, id, hex payload hash, state, line, run id, failed row
 /// newer]`. One row for the chunk rather than one per key: sqlx hands each result row from its
 /// SQLite thread to the runtime, and on a night of unchanged rows (a row for nearly every key)
 /// those hand-offs took a quarter of the re-ingest. The keys come sorted by ticket, so
 /// consecutive probes descend to neighbouring entries.
 pub(super) static PROBE_SQL: LazyLock<String> = LazyLock::new(|| {
+    probe_sql(
+        "EXISTS (SELECT 1 FROM jobs f INDEXED BY jobs_by_ticket_sent
+                 WHERE f.ticket_id = k.ticket AND f.sync_key = k.key
+                   AND f.id > j.id AND f.state = 'failed')",
+    )
+});
+
+/// [`PROBE_SQL`] for a database without failed rows (a second descent per key saved).
+pub(super) static PROBE_NO_FAILED_SQL: LazyLock<String> = LazyLock::new(|| probe_sql("0"));
+
+fn probe_sql(failed_after: &str) -> String {
     let mut sql = String::from("WITH k(pos, ticket, key) AS (VALUES ");
     for i in 0..KEYS_PER_PROBE {
         if i > 0 {
@@ -105,21 +117,18 @@ pub(super) static PROBE_SQL: LazyLock<String> = LazyLock::new(|| {
         }
         sql.push_str(&format!("({i},?,?)"));
     }
-    sql.push_str(
+    sql.push_str(&format!(
         ") SELECT json_group_array(json_array(k.pos, j.id, hex(j.payload_hash), j.state, j.line,
-                   r.name, EXISTS (SELECT 1 FROM jobs f INDEXED BY jobs_by_ticket_sent
-                                   WHERE f.ticket_id = k.ticket AND f.sync_key = k.key
-                                     AND f.id > j.id AND f.state = 'failed')))
+                   j.run_id, {failed_after}))
          FROM k JOIN jobs j ON j.id = (
              SELECT p.id FROM jobs p INDEXED BY jobs_by_ticket_sent
              WHERE p.ticket_id = k.ticket AND p.sync_key = k.key
                AND p.state IN ('succeeded', 'pending', 'in_flight')
                AND (p.state != 'succeeded' OR ifnull(p.updated_at, 0) >= ?)
-             ORDER BY p.id DESC LIMIT 1)
-         JOIN runs r ON r.id = j.run_id",
-    );
+             ORDER BY p.id DESC LIMIT 1)"
+    ));
     sql
-});
+}
 
 pub(super) static SUPERSEDE_SQL: LazyLock<String> = LazyLock::new(|| {
     let mut sql = String::from("WITH s(ticket, key, upto, reason) AS (VALUES ");
@@ -143,18 +152,58 @@ pub(super) static SUPERSEDE_SQL: LazyLock<String> = LazyLock::new(|| {
     sql
 });
 
-/// One element of the probe's array (see [`PROBE_SQL`]).
-type ProbeRow = (usize, i64, String, String, i64, String, i64);
+/// One element of the probe's array (see [`PROBE_SQL`]), borrowed from its text.
+type ProbeRow<'a> = (usize, i64, &'a str, &'a str, i64, i64, i64);
+
+/// What deciding needs across the chunks of one ingest.
+#[derive(Debug)]
+pub(super) struct Context {
+    pub options: DeltaOptions,
+    /// The run being ingested, for reasons.
+    pub run_name: String,
+    /// Rows that succeeded before this (Unix ms) went to an earlier target and do not count.
+    pub since_ms: i64,
+    /// Whether the database holds failed rows (set when each transaction begins: the writer
+    /// holds the write lock until it commits, so no drain fails a row meanwhile).
+    pub failed_rows: bool,
+    /// Names of the runs that earlier rows found belong to.
+    run_names: HashMap<i64, String>,
+}
+
+impl Context {
+    pub fn new(options: DeltaOptions, run_name: String, since_ms: i64) -> Self {
+        Self {
+            options,
+            run_name,
+            since_ms,
+            failed_rows: true,
+            run_names: HashMap::new(),
+        }
+    }
+}
+
+/// Whether any row of the database is failed (from `run_counts`, a few rows).
+pub(super) async fn any_failed(conn: &mut PoolConnection<Sqlite>) -> Result<bool, StoreError> {
+    let (any,): (bool,) =
+        sqlx::query_as("SELECT EXISTS (SELECT 1 FROM run_counts WHERE state = 'failed' AND n > 0)")
+            .fetch_one(&mut **conn)
+            .await?;
+    Ok(any)
+}
 
 /// Decides every row of a chunk: probes the table for the chunk's keys, then walks the rows in
-/// order. Rows that succeeded before `since_ms` went to an earlier target and do not count.
+/// order.
 pub(super) async fn decide(
     conn: &mut PoolConnection<Sqlite>,
     jobs: &[NewJob],
-    options: DeltaOptions,
-    run_name: &str,
-    since_ms: i64,
+    context: &mut Context,
 ) -> Result<Decisions, StoreError> {
+    let options = context.options;
+    let probe_sql = if context.failed_rows {
+        PROBE_SQL.as_str()
+    } else {
+        PROBE_NO_FAILED_SQL.as_str()
+    };
     let mut latest: HashMap<[u8; 16], Latest> = HashMap::new();
     let mut keys: Vec<(&str, [u8; 16])> = Vec::new();
     for job in jobs {
@@ -167,29 +216,33 @@ pub(super) async fn decide(
     keys.sort_unstable();
     keys.dedup();
     for part in keys.chunks(KEYS_PER_PROBE) {
-        let mut query = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(PROBE_SQL.as_str()));
+        let mut query = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(probe_sql));
         for (ticket, key) in part {
             query = query.bind(*ticket).bind(key.to_vec());
         }
         for _ in part.len()..KEYS_PER_PROBE {
             query = query.bind(None::<&str>).bind(None::<Vec<u8>>);
         }
-        let (found,) = query.bind(since_ms).fetch_one(&mut **conn).await?;
+        let (found,) = query.bind(context.since_ms).fetch_one(&mut **conn).await?;
         let found: Vec<ProbeRow> = serde_json::from_str(&found).map_err(|e| {
             StoreError::Query(sqlx::Error::Protocol(format!(
                 "the sync-key probe answered what is not its JSON: {e}"
             )))
         })?;
-        for (position, id, hash, state, line, run, failed_after) in found {
+        let mut unnamed = Vec::new();
+        for &(position, id, hash, state, line, run, failed_after) in &found {
             let Some(&(_, key)) = part.get(position) else {
                 continue;
             };
+            if !context.run_names.contains_key(&run) {
+                unnamed.push(run);
+            }
             latest.insert(
                 key,
                 Latest {
-                    hash: unhex(&hash),
+                    hash: unhex(hash),
                     pending: state == "pending",
-                    run,
+                    run: Some(run),
                     line,
                     chunk_index: None,
                     id,
@@ -197,7 +250,19 @@ pub(super) async fn decide(
                 },
             );
         }
+        if !unnamed.is_empty() {
+            unnamed.sort_unstable();
+            unnamed.dedup();
+            let names: Vec<(i64, String)> = sqlx::query_as(
+                "SELECT id, name FROM runs WHERE id IN (SELECT value FROM json_each(?))",
+            )
+            .bind(serde_json::to_string(&unnamed).unwrap_or_default())
+            .fetch_all(&mut **conn)
+            .await?;
+            context.run_names.extend(names);
+        }
     }
+    let run_name = context.run_name.as_str();
     let mut decisions = Decisions {
         rows: Vec::with_capacity(jobs.len()),
         supersede: Vec::new(),
@@ -215,14 +280,18 @@ pub(super) async fn decide(
             }
             (None, Some(key)) => key,
         };
-        let hash = job.payload_hash.map(Vec::from);
+        let hash = job.payload_hash;
         let previous = latest.get(&key);
         if options.skip_unchanged
             && let Some(earlier) = previous
             && hash.is_some()
             && earlier.hash == hash
         {
-            let reason = format!("unchanged since run {}, line {}", earlier.run, earlier.line);
+            let run = match earlier.run {
+                None => run_name,
+                Some(id) => context.run_names.get(&id).map_or("?", String::as_str),
+            };
+            let reason = format!("unchanged since run {run}, line {}", earlier.line);
             // Only a failed row between the two looks for it by key (it resolves that
             // failure, `history.rs`); otherwise the key would only cost a randomly placed
             // index entry per row and night, most of a nightly re-ingest's writes.
@@ -253,7 +322,7 @@ pub(super) async fn decide(
             Latest {
                 hash,
                 pending: true,
-                run: run_name.to_owned(),
+                run: None,
                 line: job.line,
                 chunk_index: Some(index),
                 id: 0,
@@ -295,21 +364,24 @@ pub(super) async fn supersede(
     Ok(changed)
 }
 
-/// The bytes of SQLite's `hex()` text (upper-case pairs); `None` for the empty text of NULL.
-fn unhex(text: &str) -> Option<Vec<u8>> {
+/// The 16 bytes of SQLite's `hex()` text of a payload hash (upper-case pairs); `None` for the
+/// empty text of NULL or anything else.
+fn unhex(text: &str) -> Option<[u8; 16]> {
     let digit = |b: u8| match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'A'..=b'F' => Some(b - b'A' + 10),
         b'a'..=b'f' => Some(b - b'a' + 10),
         _ => None,
     };
-    if text.is_empty() || !text.len().is_multiple_of(2) {
+    let text = text.as_bytes();
+    if text.len() != 32 {
         return None;
     }
-    text.as_bytes()
-        .chunks(2)
-        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
-        .collect()
+    let mut bytes = [0; 16];
+    for (byte, pair) in bytes.iter_mut().zip(text.chunks_exact(2)) {
+        *byte = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(bytes)
 }
 
 #[cfg(test)]
@@ -318,9 +390,12 @@ mod tests {
 
     #[test]
     fn unhex_reads_sqlite_hex_and_null() {
-        assert_eq!(unhex("00FFa1"), Some(vec![0, 255, 161]));
+        let mut bytes = [7; 16];
+        bytes[..3].copy_from_slice(&[0, 255, 161]);
+        assert_eq!(unhex("00FFa10707070707070707070707070707"), None);
+        assert_eq!(unhex("00FFa107070707070707070707070707"), Some(bytes));
         assert_eq!(unhex(""), None);
         assert_eq!(unhex("ABC"), None);
-        assert_eq!(unhex("ZZ"), None);
+        assert_eq!(unhex("ZZFFa107070707070707070707070707"), None);
     }
 }

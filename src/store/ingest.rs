@@ -240,17 +240,8 @@ pub struct IngestWriter {
     /// commits (cheaper than a trigger per inserted row). Must follow the state the INSERT
     /// stores for each row.
     added: Counts,
-    delta: Option<DeltaState>,
+    delta: Option<delta::Context>,
     counts: DeltaCounts,
-}
-
-/// What comparing with earlier rows needs: the options, this run's name for reasons, and when
-/// the current target's history starts.
-#[derive(Debug)]
-struct DeltaState {
-    options: DeltaOptions,
-    run_name: String,
-    since_ms: i64,
 }
 
 impl IngestWriter {
@@ -266,11 +257,7 @@ impl IngestWriter {
             .fetch_one(&mut *self.conn)
             .await?;
         let since_ms = super::target::since_ms(&mut self.conn).await?;
-        self.delta = Some(DeltaState {
-            options,
-            run_name,
-            since_ms,
-        });
+        self.delta = Some(delta::Context::new(options, run_name, since_ms));
         Ok(())
     }
 
@@ -292,15 +279,15 @@ impl IngestWriter {
                 .execute(&mut *self.conn)
                 .await?;
             self.in_transaction = true;
+            if let Some(context) = &mut self.delta {
+                context.failed_rows = delta::any_failed(&mut self.conn).await?;
+            }
         }
         let mut jobs = jobs.into_iter().peekable();
         while jobs.peek().is_some() {
             let chunk: Vec<NewJob> = jobs.by_ref().take(ROWS_PER_STATEMENT).collect();
-            let decisions = match &self.delta {
-                Some(d) => {
-                    delta::decide(&mut self.conn, &chunk, d.options, &d.run_name, d.since_ms)
-                        .await?
-                }
+            let decisions = match &mut self.delta {
+                Some(context) => delta::decide(&mut self.conn, &chunk, context).await?,
                 None => delta::Decisions {
                     rows: chunk
                         .iter()
