@@ -93,16 +93,17 @@ struct Latest {
 }
 
 /// The probe: the newest counting row of each (ticket, key) in the VALUES list, all in one JSON
-/// array of `[position of the key, id, hex payload hash, state, line, run id, failed row
+/// array of `[position of the key, id, hex payload hash, pending, line, run id, failed row
 /// newer]`. One row for the chunk rather than one per key: sqlx hands each result row from its
 /// SQLite thread to the runtime, and on a night of unchanged rows (a row for nearly every key)
-/// those hand-offs took a quarter of the re-ingest. The keys come sorted by ticket, so
-/// consecutive probes descend to neighbouring entries.
+/// those hand-offs took a quarter of the re-ingest. The row found answers from where the
+/// index walk left its cursor (a join on its id read the table a second time). The keys come
+/// sorted by ticket, so consecutive probes descend to neighbouring entries.
 pub(super) static PROBE_SQL: LazyLock<String> = LazyLock::new(|| {
     probe_sql(
         "EXISTS (SELECT 1 FROM jobs f INDEXED BY jobs_by_ticket_sent
-                 WHERE f.ticket_id = k.ticket AND f.sync_key = k.key
-                   AND f.id > j.id AND f.state = 'failed')",
+                 WHERE f.ticket_id = p.ticket_id AND f.sync_key = p.sync_key
+                   AND f.id > p.id AND f.state = 'failed')",
     )
 });
 
@@ -118,14 +119,15 @@ fn probe_sql(failed_after: &str) -> String {
         sql.push_str(&format!("({i},?,?)"));
     }
     sql.push_str(&format!(
-        ") SELECT json_group_array(json_array(k.pos, j.id, hex(j.payload_hash), j.state, j.line,
-                   j.run_id, {failed_after}))
-         FROM k JOIN jobs j ON j.id = (
-             SELECT p.id FROM jobs p INDEXED BY jobs_by_ticket_sent
+        ") SELECT coalesce('[' || group_concat((
+             SELECT json_array(k.pos, p.id, hex(p.payload_hash), p.state = 'pending', p.line,
+                               p.run_id, {failed_after})
+             FROM jobs p INDEXED BY jobs_by_ticket_sent
              WHERE p.ticket_id = k.ticket AND p.sync_key = k.key
                AND p.state IN ('succeeded', 'pending', 'in_flight')
                AND (p.state != 'succeeded' OR ifnull(p.updated_at, 0) >= ?)
-             ORDER BY p.id DESC LIMIT 1)"
+             ORDER BY p.id DESC LIMIT 1), ',') || ']', '[]')
+         FROM k"
     ));
     sql
 }
@@ -153,7 +155,7 @@ pub(super) static SUPERSEDE_SQL: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// One element of the probe's array (see [`PROBE_SQL`]), borrowed from its text.
-type ProbeRow<'a> = (usize, i64, &'a str, &'a str, i64, i64, i64);
+type ProbeRow<'a> = (usize, i64, &'a str, i64, i64, i64, i64);
 
 /// What deciding needs across the chunks of one ingest.
 #[derive(Debug)]
@@ -230,7 +232,7 @@ pub(super) async fn decide(
             )))
         })?;
         let mut unnamed = Vec::new();
-        for &(position, id, hash, state, line, run, failed_after) in &found {
+        for &(position, id, hash, pending, line, run, failed_after) in &found {
             let Some(&(_, key)) = part.get(position) else {
                 continue;
             };
@@ -241,7 +243,7 @@ pub(super) async fn decide(
                 key,
                 Latest {
                     hash: unhex(hash),
-                    pending: state == "pending",
+                    pending: pending != 0,
                     run: Some(run),
                     line,
                     chunk_index: None,
