@@ -21,9 +21,16 @@ use sqlx::pool::PoolConnection;
 
 use super::{NewJob, StoreError, now_ms};
 
+mod seen;
+use seen::Seen;
+
 /// Keys per probe statement; a chunk's distinct keys are padded with NULLs up to it so the
 /// statement is prepared once. The ingest's full insert chunk (1000 rows) takes one probe.
 const KEYS_PER_PROBE: usize = 1000;
+
+/// Keys per probe statement when a chunk has few to probe (a new database: the keys its
+/// filter may have seen), so a key or two is not padded to a thousand.
+const KEYS_PER_SMALL_PROBE: usize = 16;
 
 /// Supersede updates per statement (4 values a row).
 const SUPERSEDE_ROWS: usize = 256;
@@ -98,21 +105,28 @@ struct Latest {
 /// SQLite thread to the runtime, and on a night of unchanged rows (a row for nearly every key)
 /// those hand-offs took a quarter of the re-ingest. The row found answers from where the
 /// index walk left its cursor (a join on its id read the table a second time). The keys come
-/// sorted by ticket, so consecutive probes descend to neighbouring entries.
-pub(super) static PROBE_SQL: LazyLock<String> = LazyLock::new(|| {
-    probe_sql(
-        "EXISTS (SELECT 1 FROM jobs f INDEXED BY jobs_by_ticket_sent
-                 WHERE f.ticket_id = p.ticket_id AND f.sync_key = p.sync_key
-                   AND f.id > p.id AND f.state = 'failed')",
-    )
-});
+/// sorted by ticket, so consecutive probes descend to neighbouring entries. Indexed by
+/// [failed rows in the database][few keys].
+pub(super) static PROBES: [[LazyLock<String>; 2]; 2] = [
+    [
+        LazyLock::new(|| probe_sql("0", KEYS_PER_PROBE)),
+        LazyLock::new(|| probe_sql("0", KEYS_PER_SMALL_PROBE)),
+    ],
+    [
+        LazyLock::new(|| probe_sql(FAILED_AFTER, KEYS_PER_PROBE)),
+        LazyLock::new(|| probe_sql(FAILED_AFTER, KEYS_PER_SMALL_PROBE)),
+    ],
+];
 
-/// [`PROBE_SQL`] for a database without failed rows (a second descent per key saved).
-pub(super) static PROBE_NO_FAILED_SQL: LazyLock<String> = LazyLock::new(|| probe_sql("0"));
+/// The probe's "a failed row of the key is newer"; without failed rows in the database the
+/// probe answers 0 instead (a second descent per key saved).
+const FAILED_AFTER: &str = "EXISTS (SELECT 1 FROM jobs f INDEXED BY jobs_by_ticket_sent
+         WHERE f.ticket_id = p.ticket_id AND f.sync_key = p.sync_key
+           AND f.id > p.id AND f.state = 'failed')";
 
-fn probe_sql(failed_after: &str) -> String {
+fn probe_sql(failed_after: &str, keys: usize) -> String {
     let mut sql = String::from("WITH k(pos, ticket, key) AS (VALUES ");
-    for i in 0..KEYS_PER_PROBE {
+    for i in 0..keys {
         if i > 0 {
             sql.push(',');
         }
@@ -154,7 +168,7 @@ pub(super) static SUPERSEDE_SQL: LazyLock<String> = LazyLock::new(|| {
     sql
 });
 
-/// One element of the probe's array (see [`PROBE_SQL`]), borrowed from its text.
+/// One element of the probe's array (see [`PROBES`]), borrowed from its text.
 type ProbeRow<'a> = (usize, i64, &'a str, i64, i64, i64, i64);
 
 /// What deciding needs across the chunks of one ingest.
@@ -170,27 +184,57 @@ pub(super) struct Context {
     pub failed_rows: bool,
     /// Names of the runs that earlier rows found belong to.
     run_names: HashMap<i64, String>,
+    /// While every row of the database is one this ingest stored (it started on an empty
+    /// table and no other writer has added a row since): the keys it stored. Only a key the
+    /// filter may hold is probed, so a first ingest makes no probe for a key seen once.
+    seen: Option<Seen>,
+    /// The last id this writer inserted (or the table's last id when it started).
+    last_id: i64,
 }
 
 impl Context {
-    pub fn new(options: DeltaOptions, run_name: String, since_ms: i64) -> Self {
+    /// `empty`: the job table held no row when the ingest started.
+    pub fn new(options: DeltaOptions, run_name: String, since_ms: i64, empty: bool) -> Self {
         Self {
             options,
             run_name,
             since_ms,
             failed_rows: true,
             run_names: HashMap::new(),
+            seen: empty.then(Seen::new),
+            last_id: 0,
         }
+    }
+
+    /// Records the id of the last row the writer inserted.
+    pub fn inserted_up_to(&mut self, id: i64) {
+        self.last_id = id;
+    }
+
+    /// Called when a transaction begins (the writer then holds the write lock until it
+    /// commits): notes whether failed rows exist, and stops trusting the filter if another
+    /// writer added rows since the last transaction.
+    pub async fn refresh(&mut self, conn: &mut PoolConnection<Sqlite>) -> Result<(), StoreError> {
+        let (failed, last): (bool, i64) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM run_counts WHERE state = 'failed' AND n > 0),
+                    coalesce((SELECT max(id) FROM jobs), 0)",
+        )
+        .fetch_one(&mut **conn)
+        .await?;
+        self.failed_rows = failed;
+        if last != self.last_id {
+            self.seen = None;
+        }
+        Ok(())
     }
 }
 
-/// Whether any row of the database is failed (from `run_counts`, a few rows).
-pub(super) async fn any_failed(conn: &mut PoolConnection<Sqlite>) -> Result<bool, StoreError> {
-    let (any,): (bool,) =
-        sqlx::query_as("SELECT EXISTS (SELECT 1 FROM run_counts WHERE state = 'failed' AND n > 0)")
-            .fetch_one(&mut **conn)
-            .await?;
-    Ok(any)
+/// Whether the job table holds no row (a new database: nothing earlier to compare with).
+pub(super) async fn table_empty(conn: &mut PoolConnection<Sqlite>) -> Result<bool, StoreError> {
+    let (empty,): (bool,) = sqlx::query_as("SELECT NOT EXISTS (SELECT 1 FROM jobs)")
+        .fetch_one(&mut **conn)
+        .await?;
+    Ok(empty)
 }
 
 /// Decides every row of a chunk: probes the table for the chunk's keys, then walks the rows in
@@ -201,28 +245,42 @@ pub(super) async fn decide(
     context: &mut Context,
 ) -> Result<Decisions, StoreError> {
     let options = context.options;
-    let probe_sql = if context.failed_rows {
-        PROBE_SQL.as_str()
-    } else {
-        PROBE_NO_FAILED_SQL.as_str()
-    };
     let mut latest: HashMap<[u8; 16], Latest> = HashMap::new();
     let mut keys: Vec<(&str, [u8; 16])> = Vec::new();
     for job in jobs {
         if let (Some(key), Some(ticket), None) = (job.sync_key, &job.ticket_id, &job.invalid_reason)
+            && context
+                .seen
+                .as_ref()
+                .is_none_or(|seen| seen.may_contain(&key))
         {
             keys.push((ticket, key));
+        }
+    }
+    // Rows earlier in this chunk are found in `latest` below, not by the probe.
+    if let Some(seen) = &mut context.seen {
+        for job in jobs {
+            if let (Some(key), None) = (&job.sync_key, &job.invalid_reason) {
+                seen.insert(key);
+            }
         }
     }
     // In the index's order (SQLite compares text bytewise, as `str` does).
     keys.sort_unstable();
     keys.dedup();
     for part in keys.chunks(KEYS_PER_PROBE) {
-        let mut query = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(probe_sql));
+        let small = part.len() <= KEYS_PER_SMALL_PROBE;
+        let size = if small {
+            KEYS_PER_SMALL_PROBE
+        } else {
+            KEYS_PER_PROBE
+        };
+        let sql = PROBES[usize::from(context.failed_rows)][usize::from(small)].as_str();
+        let mut query = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql));
         for (ticket, key) in part {
             query = query.bind(*ticket).bind(key.to_vec());
         }
-        for _ in part.len()..KEYS_PER_PROBE {
+        for _ in part.len()..size {
             query = query.bind(None::<&str>).bind(None::<Vec<u8>>);
         }
         let (found,) = query.bind(context.since_ms).fetch_one(&mut **conn).await?;

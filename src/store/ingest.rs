@@ -257,7 +257,8 @@ impl IngestWriter {
             .fetch_one(&mut *self.conn)
             .await?;
         let since_ms = super::target::since_ms(&mut self.conn).await?;
-        self.delta = Some(delta::Context::new(options, run_name, since_ms));
+        let empty = delta::table_empty(&mut self.conn).await?;
+        self.delta = Some(delta::Context::new(options, run_name, since_ms, empty));
         Ok(())
     }
 
@@ -280,7 +281,7 @@ impl IngestWriter {
                 .await?;
             self.in_transaction = true;
             if let Some(context) = &mut self.delta {
-                context.failed_rows = delta::any_failed(&mut self.conn).await?;
+                context.refresh(&mut self.conn).await?;
             }
         }
         let mut jobs = jobs.into_iter().peekable();
@@ -350,7 +351,10 @@ impl IngestWriter {
                     .bind(message)
                     .bind(job.raw_record);
             }
-            query.execute(&mut *self.conn).await?;
+            let done = query.execute(&mut *self.conn).await?;
+            if let Some(context) = &mut self.delta {
+                context.inserted_up_to(done.last_insert_rowid());
+            }
             if !decisions.supersede.is_empty() {
                 self.counts.superseded +=
                     delta::supersede(&mut self.conn, &decisions.supersede).await? as i64;

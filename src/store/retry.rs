@@ -320,7 +320,7 @@ mod tests {
         );
         assert!(!retry.contains("SCAN"), "{retry}");
         // Ingest's sync-key lookups (store/delta.rs): one probe per key, from the newest row.
-        let probe = plan(&store, &crate::store::delta::PROBE_SQL).await;
+        let probe = plan(&store, &crate::store::delta::PROBES[1][0]).await;
         assert!(
             probe.contains("USING INDEX jobs_by_ticket_sent (ticket_id=?)"),
             "{probe}"
