@@ -289,7 +289,7 @@ mod tests {
     /// and a row without a sync key (from before 0003) still holds its ticket's later rows.
     #[tokio::test]
     async fn a_database_with_two_random_indexes_migrates_to_one_that_finds_its_history() {
-        use crate::ingest::delta::sync_key;
+        use crate::store::fixtures::key_of;
         use crate::store::{DeltaOptions, NewJob, fixtures::add_jobs};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
@@ -317,8 +317,8 @@ mod tests {
                  (2, 1, 1, 3, 't2', '{}', zeroblob(16), ?2, 'failed', 1),
                  (3, 1, 1, 4, 't3', '{}', zeroblob(16), NULL, 'pending', NULL);",
         )
-        .bind(sync_key("t1", []).to_vec())
-        .bind(sync_key("t2", []).to_vec())
+        .bind(key_of("t1").to_vec())
+        .bind(key_of("t2").to_vec())
         .execute(&pool)
         .await
         .unwrap();
@@ -348,7 +348,7 @@ mod tests {
                 payload: Some("{}".to_owned()),
                 payload_hash: Some([0; 16]),
                 invalid_reason: None,
-                sync_key: Some(sync_key(t, [])),
+                sync_key: Some(key_of(t)),
                 raw_record: None,
             })
             .collect();

@@ -46,18 +46,18 @@ impl Seen {
 #[cfg(test)]
 mod tests {
     use super::Seen;
-    use crate::ingest::delta::sync_key;
+    use crate::store::fixtures::key_of;
 
     #[test]
     fn a_key_inserted_is_always_found_and_others_seldom() {
         let mut seen = Seen::new();
-        let keys: Vec<[u8; 16]> = (0..100_000).map(|i| sync_key(&i.to_string(), [])).collect();
+        let keys: Vec<[u8; 16]> = (0..100_000).map(|i| key_of(&i.to_string())).collect();
         for key in &keys {
             seen.insert(key);
         }
         assert!(keys.iter().all(|k| seen.may_contain(k)));
         let false_hits = (100_000..200_000)
-            .filter(|i| seen.may_contain(&sync_key(&i.to_string(), [])))
+            .filter(|i| seen.may_contain(&key_of(&i.to_string())))
             .count();
         assert!(
             false_hits < 10,

@@ -206,7 +206,7 @@ async fn a_repeated_key_on_a_new_database_is_found_chunks_later() {
     let store = Store::open(&dir.path().join("k.db")).await.unwrap();
     let row = |line: i64, ticket: String, payload: &str| NewJob {
         line,
-        sync_key: Some(crate::ingest::delta::sync_key(&ticket, [])),
+        sync_key: Some(crate::store::fixtures::key_of(&ticket)),
         payload: Some(format!(
             "{{\"ticket_id\":\"{ticket}\",\"p\":\"{payload}\"}}"
         )),
