@@ -29,6 +29,14 @@ const MIGRATE_TRIES: u64 = 5;
 /// keeps its size.
 const NEW_FILE_PAGE_SIZE: u32 = 16 * 1024;
 
+/// The page cache of the pool's connection, in KiB when negative: 8 MiB. The claims and the
+/// release trigger read `jobs_by_ticket_sent` at a random ticket per row; since that index
+/// carries the sync key (migration 0012) its entries are twice as wide, and with SQLite's
+/// default of 2 MB a drain of 100,000 rows read its pages from the file again and again
+/// (6-10% slower than before the migration; 8 MiB: as fast or faster). The ingest writer
+/// sets its own, larger cache.
+const CACHE_SIZE: &str = "-8192";
+
 /// The job database.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -69,7 +77,8 @@ impl Store {
             // A claim's rows come back in one go: with sqlx's default of 50, the SQLite thread
             // waited for the runtime thread to take each 50 rows, and workers ran dry meanwhile.
             .row_buffer_size(ROW_BUFFER)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            .pragma("cache_size", CACHE_SIZE);
         if fresh {
             options = options.page_size(NEW_FILE_PAGE_SIZE);
         }
