@@ -244,3 +244,90 @@ async fn a_repeated_key_on_a_new_database_is_found_chunks_later() {
         ]
     );
 }
+
+/// A key of a chunk that the rows just before it (the previous chunk, not committed yet) also
+/// hold is decided against those rows, not against the last commit: with a probe that ran on
+/// a snapshot of the last commit, k1's second row would be taken for changed and k3 would keep
+/// two pending rows.
+#[tokio::test]
+async fn a_key_in_consecutive_chunks_is_decided_against_the_rows_just_written() {
+    for supersede in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("k.db")).await.unwrap();
+        let row = |line: i64, ticket: &str, version: u8| NewJob {
+            line,
+            sync_key: Some(crate::store::fixtures::key_of(ticket)),
+            payload: Some(format!("{{\"ticket_id\":\"{ticket}\",\"v\":{version}}}")),
+            payload_hash: Some([version; 16]),
+            ticket_id: Some(ticket.to_owned()),
+            invalid_reason: None,
+            raw_record: None,
+        };
+        let options = DeltaOptions {
+            skip_unchanged: true,
+            supersede,
+        };
+        let night1 = ["k1", "k2", "k3"].map(|t| row(2, t, 1)).to_vec();
+        crate::store::fixtures::add_jobs(&store, "a", night1, Some(options)).await;
+        // Rows 997-999 end the first chunk of 1000, rows 1000-1002 begin the second.
+        let mut night2: Vec<NewJob> = (0..2000).map(|i| row(i + 2, &format!("f{i}"), 1)).collect();
+        for (index, ticket, version) in [
+            (997, "k1", 2),
+            (998, "k2", 1),
+            (999, "k3", 2),
+            (1000, "k1", 2),
+            (1001, "k2", 2),
+            (1002, "k3", 3),
+        ] {
+            night2[index] = row(index as i64 + 2, ticket, version);
+        }
+        crate::store::fixtures::add_jobs(&store, "b", night2, Some(options)).await;
+        let rows: Vec<(String, String, i64, String, Option<String>)> = sqlx::query_as(
+            "SELECT r.name, j.ticket_id, j.line, j.state, j.error_message
+             FROM jobs j JOIN runs r ON r.id = j.run_id
+             WHERE j.ticket_id IN ('k1', 'k2', 'k3') ORDER BY j.ticket_id, j.id",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        let row = |run: &str, t: &str, line, why: Option<&str>| {
+            let state = if why.is_some() { "skipped" } else { "pending" };
+            (
+                run.into(),
+                t.into(),
+                line,
+                state.into(),
+                why.map(Into::into),
+            )
+        };
+        let superseded = |line: i64| format!("superseded by run b, line {line}");
+        let (k1, k2, k3, k3_b) = if supersede {
+            (
+                superseded(999),
+                superseded(1003),
+                superseded(1001),
+                superseded(1004),
+            )
+        } else {
+            Default::default()
+        };
+        fn when(why: &str) -> Option<&str> {
+            (!why.is_empty()).then_some(why)
+        }
+        assert_eq!(
+            rows,
+            [
+                row("a", "k1", 2, when(&k1)),
+                row("b", "k1", 999, None),
+                row("b", "k1", 1002, Some("unchanged since run b, line 999")),
+                row("a", "k2", 2, when(&k2)),
+                row("b", "k2", 1000, Some("unchanged since run a, line 2")),
+                row("b", "k2", 1003, None),
+                row("a", "k3", 2, when(&k3)),
+                row("b", "k3", 1001, when(&k3_b)),
+                row("b", "k3", 1004, None),
+            ],
+            "supersede: {supersede}"
+        );
+    }
+}
