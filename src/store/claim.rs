@@ -110,10 +110,13 @@ const CHAIN_SQL: &str = "WITH RECURSIVE chain(head, id, ticket, depth) AS (
 
 impl Store {
     /// Puts rows left `in_flight` by a runner that died back to `pending`, due at once and
-    /// marked replayed (they may have reached Kapture). Returns how many. A row whose earlier
-    /// row in its ticket is still open was never sent (the rest of a chain): it goes back
-    /// unmarked.
+    /// marked replayed (they may have reached Kapture). Returns how many. First the successes
+    /// it recorded in the journal of chain steps are stored on their rows (in every run: only
+    /// one runner drains at a time). A row whose earlier row in its ticket is still open was
+    /// never sent (the rest of a chain): it goes back unmarked.
     pub async fn requeue_orphans(&self, run_id: i64, now_ms: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        super::steps::fold_left(&mut tx, now_ms).await?;
         let done = sqlx::query(concat!(
             "UPDATE jobs AS j SET state = 'pending', next_attempt_at = 0,
                  replayed = CASE WHEN ",
@@ -126,8 +129,9 @@ impl Store {
         ))
         .bind(now_ms)
         .bind(run_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(done.rows_affected())
     }
 
@@ -303,7 +307,7 @@ impl Store {
 }
 
 /// Ids as a JSON array, for `json_each`: one bound value however many ids.
-fn id_list(ids: &[i64]) -> String {
+pub(super) fn id_list(ids: &[i64]) -> String {
     let mut text = String::with_capacity(ids.len() * 8 + 2);
     text.push('[');
     for (i, id) in ids.iter().enumerate() {

@@ -16,6 +16,7 @@ mod retry;
 mod runs;
 mod series;
 mod settings;
+mod steps;
 mod target;
 
 pub use claim::{Claimed, Cursor};
@@ -31,6 +32,7 @@ pub use retry::{ERROR_CLASSES, Requeued, RowFilter};
 pub use runs::Run;
 pub use series::{Buckets, CLASSES, latency_bin};
 pub use settings::{DrainSession, DrainSettings, MappingUse, RunSet, SessionId};
+pub use steps::{Batch, Step};
 pub use target::TargetBinding;
 
 /// Database file used when neither `--db`, `KAPSYNC_DB` nor kapsync.toml names one.

@@ -14,15 +14,16 @@
 
 use std::sync::LazyLock;
 
+use super::steps::{self, Batch};
 use super::{Store, StoreError};
 
 /// Statement sizes, in rows. A chunk of outcomes is padded with rows of NULLs up to the next
 /// size, so only these few statements are ever prepared and they stay in the statement cache:
 /// preparing a new statement for every batch length cost a tenth of a fast drain's CPU.
 /// 512 rows of 8 values stay far below SQLite's 32,766-variable limit.
-const STATEMENT_ROWS: [usize; 4] = [1, 8, 64, 512];
+pub(super) const STATEMENT_ROWS: [usize; 4] = [1, 8, 64, 512];
 /// The largest statement, in rows.
-const ROWS_PER_STATEMENT: usize = STATEMENT_ROWS[STATEMENT_ROWS.len() - 1];
+pub(super) const ROWS_PER_STATEMENT: usize = STATEMENT_ROWS[STATEMENT_ROWS.len() - 1];
 
 /// The attempts INSERT for each statement size. Padding rows (all NULL) are filtered out.
 static INSERT_ATTEMPTS: LazyLock<Vec<String>> = LazyLock::new(|| {
@@ -62,7 +63,7 @@ static UPDATE_JOBS: LazyLock<Vec<String>> = LazyLock::new(|| {
 
 /// The prepared-once SQL for a chunk of `rows` rows, and how many padding rows it needs.
 /// `rows` is at most [`ROWS_PER_STATEMENT`].
-fn sized(statements: &'static [String], rows: usize) -> (&'static str, usize) {
+pub(super) fn sized(statements: &'static [String], rows: usize) -> (&'static str, usize) {
     let index = STATEMENT_ROWS
         .iter()
         .position(|&size| size >= rows)
@@ -119,13 +120,26 @@ impl Store {
     /// Writes a batch of outcomes in one transaction. Returns how many rows changed state
     /// (rows no longer `in_flight` are left alone).
     pub async fn record_outcomes(&self, outcomes: &[Outcome]) -> Result<u64, StoreError> {
-        if outcomes.is_empty() {
+        self.record(Batch {
+            outcomes,
+            ..Batch::default()
+        })
+        .await
+    }
+
+    /// Writes a drain writer's batch in one transaction: the attempts of its outcomes and
+    /// steps, the steps appended to the journal, the folded entries and the outcomes stored on
+    /// their rows, the journal's folded prefix dropped. Returns how many rows changed state.
+    pub async fn record(&self, batch: Batch<'_>) -> Result<u64, StoreError> {
+        if batch.outcomes.is_empty() && batch.steps.is_empty() && batch.fold.is_empty() {
             return Ok(0);
         }
         let now = super::now_ms();
         let mut tx = self.pool.begin().await?;
-        let attempts: Vec<(i64, &AttemptRecord)> = outcomes
+        let attempts: Vec<(i64, &AttemptRecord)> = batch
+            .outcomes
             .iter()
+            .chain(batch.steps.iter().map(|s| &s.outcome))
             .filter_map(|o| o.attempt.as_ref().map(|a| (o.job_id, a)))
             .collect();
         for chunk in attempts.chunks(ROWS_PER_STATEMENT) {
@@ -145,8 +159,11 @@ impl Store {
             query = pad(query, padding);
             query.execute(&mut *tx).await?;
         }
-        let mut changed = 0;
-        for chunk in outcomes.chunks(ROWS_PER_STATEMENT) {
+        steps::insert(&mut tx, batch.steps).await?;
+        // Folded before the outcomes: a chain's last row is stored after the rows before it,
+        // as when each was stored on its own.
+        let mut changed = steps::fold(&mut tx, batch.fold, now).await?;
+        for chunk in batch.outcomes.chunks(ROWS_PER_STATEMENT) {
             let (sql, padding) = sized(&UPDATE_JOBS, chunk.len());
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for outcome in chunk {
@@ -206,11 +223,16 @@ impl Store {
         // Rows changed and rows finished, per run, for `run_pace`: summed by SQLite from the
         // rows just written (their `updated_at` is this batch's), not returned row by row:
         // sqlx hands every result row from its SQLite thread to the runtime, a tenth of a fast
-        // drain's time.
+        // drain's time. Folded rows count when folded; journaled ones when their chain ends.
         if changed > 0 {
-            let ids =
-                serde_json::to_string(&outcomes.iter().map(|o| o.job_id).collect::<Vec<i64>>())
-                    .map_err(|e| StoreError::Query(sqlx::Error::Protocol(e.to_string())))?;
+            let ids = super::claim::id_list(
+                &batch
+                    .outcomes
+                    .iter()
+                    .map(|o| o.job_id)
+                    .chain(batch.fold.iter().map(|&(_, job_id)| job_id))
+                    .collect::<Vec<i64>>(),
+            );
             sqlx::query(
                 "INSERT INTO run_pace (run_id, second, finished, first_finished, last_change)
                  SELECT run_id, ?2 / 1000, sum(state IN ('succeeded', 'failed')),
@@ -227,6 +249,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        steps::drop_below(&mut tx, batch.folded_below).await?;
         tx.commit().await?;
         Ok(changed)
     }
@@ -244,7 +267,7 @@ fn pad(
 }
 
 /// `head (?,?,..),(?,?,..) tail` with `rows` groups of `columns` placeholders.
-fn values_sql(head: &str, rows: usize, columns: usize, tail: &str) -> String {
+pub(super) fn values_sql(head: &str, rows: usize, columns: usize, tail: &str) -> String {
     let group = format!("({})", vec!["?"; columns].join(","));
     let mut sql = String::with_capacity(head.len() + tail.len() + rows * (group.len() + 1));
     sql.push_str(head);
