@@ -59,6 +59,10 @@ async fn main() {
         "MODE: batch, steps or journal"
     );
     let store = Store::open(&db).await.unwrap();
+    // `STORE_DRAIN_TEMP=file`: SQLite's default page cache and statement journals spilled to
+    // disk, as before the drain's own settings (`Store::tune_for_drain`).
+    let temp_in_memory = std::env::var("STORE_DRAIN_TEMP").as_deref() != Ok("file");
+    store.tune_for_drain(temp_in_memory).await.unwrap();
     let start = Instant::now();
     let mut cursor = Cursor::default();
     let rows = if mode == "batch" {
