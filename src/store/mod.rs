@@ -16,6 +16,7 @@ mod retry;
 mod runs;
 mod series;
 mod settings;
+mod statements;
 mod steps;
 mod target;
 
@@ -27,12 +28,11 @@ pub use limits::LimitChange;
 pub use open::Store;
 pub use problems::{EXAMPLES_PER_GROUP, Example, GrepMatch, MessageGroup};
 pub use reports::{Activity, AttemptError, Counts, JobRow, RunSummary, SourceSummary};
-pub use results::{AttemptRecord, Next, Outcome};
+pub use results::{AttemptRecord, Batch, Next, Outcome, Step};
 pub use retry::{ERROR_CLASSES, Requeued, RowFilter};
 pub use runs::Run;
 pub use series::{Buckets, CLASSES, latency_bin};
 pub use settings::{DrainSession, DrainSettings, MappingUse, RunSet, SessionId};
-pub use steps::{Batch, Step};
 pub use target::TargetBinding;
 
 /// Database file used when neither `--db`, `KAPSYNC_DB` nor kapsync.toml names one.

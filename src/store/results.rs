@@ -14,16 +14,9 @@
 
 use std::sync::LazyLock;
 
-use super::steps::{self, Batch};
+use super::statements::{ROWS_PER_STATEMENT, STATEMENT_ROWS, id_list, sized, values_sql};
+use super::steps::{self, Entry};
 use super::{Store, StoreError};
-
-/// Statement sizes, in rows. A chunk of outcomes is padded with rows of NULLs up to the next
-/// size, so only these few statements are ever prepared and they stay in the statement cache:
-/// preparing a new statement for every batch length cost a tenth of a fast drain's CPU.
-/// 512 rows of 8 values stay far below SQLite's 32,766-variable limit.
-pub(super) const STATEMENT_ROWS: [usize; 4] = [1, 8, 64, 512];
-/// The largest statement, in rows.
-pub(super) const ROWS_PER_STATEMENT: usize = STATEMENT_ROWS[STATEMENT_ROWS.len() - 1];
 
 /// The attempts INSERT for each statement size. Padding rows (all NULL) are filtered out.
 static INSERT_ATTEMPTS: LazyLock<Vec<String>> = LazyLock::new(|| {
@@ -60,16 +53,6 @@ static UPDATE_JOBS: LazyLock<Vec<String>> = LazyLock::new(|| {
         })
         .collect()
 });
-
-/// The prepared-once SQL for a chunk of `rows` rows, and how many padding rows it needs.
-/// `rows` is at most [`ROWS_PER_STATEMENT`].
-pub(super) fn sized(statements: &'static [String], rows: usize) -> (&'static str, usize) {
-    let index = STATEMENT_ROWS
-        .iter()
-        .position(|&size| size >= rows)
-        .unwrap_or(STATEMENT_ROWS.len() - 1);
-    (statements[index].as_str(), STATEMENT_ROWS[index] - rows)
-}
 
 /// What happens to a row after a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +99,30 @@ pub struct Outcome {
     pub attempt: Option<AttemptRecord>,
 }
 
+/// A success recorded in the journal, numbered by the drain that wrote it: its row stays in
+/// flight until its chain is folded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The entry's place in the journal, increasing in the order the drain records them.
+    pub seq: i64,
+    /// A success ([`Next::Succeeded`]); its attempt is recorded as any outcome's.
+    pub outcome: Outcome,
+}
+
+/// What one transaction of a drain's writer stores.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Batch<'a> {
+    /// Outcomes stored on their rows.
+    pub outcomes: &'a [Outcome],
+    /// Successes of rows whose chain goes on: journaled, the rows stay in flight.
+    pub steps: &'a [Step],
+    /// Entries whose chains ended, as (`seq`, job id): their successes are stored on their
+    /// rows now.
+    pub fold: &'a [(i64, i64)],
+    /// Every entry below this `seq` is folded: they are dropped (0: none).
+    pub folded_below: i64,
+}
+
 impl Store {
     /// Writes a batch of outcomes in one transaction. Returns how many rows changed state
     /// (rows no longer `in_flight` are left alone).
@@ -159,7 +166,21 @@ impl Store {
             query = pad(query, padding);
             query.execute(&mut *tx).await?;
         }
-        steps::insert(&mut tx, batch.steps).await?;
+        let entries: Vec<Entry<'_>> = batch
+            .steps
+            .iter()
+            .map(|step| Entry {
+                seq: step.seq,
+                job_id: step.outcome.job_id,
+                attempt: step.outcome.attempt.as_ref().map_or(0, |a| a.attempt),
+                http_status: step.outcome.http_status.map(i64::from),
+                response: match &step.outcome.next {
+                    Next::Succeeded { response } => response.as_deref(),
+                    _ => None,
+                },
+            })
+            .collect();
+        steps::insert(&mut tx, &entries).await?;
         // Folded before the outcomes: a chain's last row is stored after the rows before it,
         // as when each was stored on its own.
         let mut changed = steps::fold(&mut tx, batch.fold, now).await?;
@@ -225,7 +246,7 @@ impl Store {
         // sqlx hands every result row from its SQLite thread to the runtime, a tenth of a fast
         // drain's time. Folded rows count when folded; journaled ones when their chain ends.
         if changed > 0 {
-            let ids = super::claim::id_list(
+            let ids = id_list(
                 &batch
                     .outcomes
                     .iter()
@@ -266,17 +287,5 @@ fn pad(
     query
 }
 
-/// `head (?,?,..),(?,?,..) tail` with `rows` groups of `columns` placeholders.
-pub(super) fn values_sql(head: &str, rows: usize, columns: usize, tail: &str) -> String {
-    let group = format!("({})", vec!["?"; columns].join(","));
-    let mut sql = String::with_capacity(head.len() + tail.len() + rows * (group.len() + 1));
-    sql.push_str(head);
-    for i in 0..rows {
-        if i > 0 {
-            sql.push(',');
-        }
-        sql.push_str(&group);
-    }
-    sql.push_str(tail);
-    sql
-}
+#[cfg(test)]
+mod tests;

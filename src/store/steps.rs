@@ -19,36 +19,12 @@ use std::sync::LazyLock;
 
 use sqlx::SqliteConnection;
 
-use super::results::{Next, Outcome, sized, values_sql};
+use super::statements::{ROWS_PER_STATEMENT, STATEMENT_ROWS, id_list, sized, values_sql};
 use super::{Store, StoreError};
-
-/// A success recorded in the journal, numbered by the drain that wrote it: its row stays in
-/// flight until its chain is folded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Step {
-    /// The entry's place in the journal, increasing in the order the drain records them.
-    pub seq: i64,
-    /// A success ([`Next::Succeeded`]); its attempt is recorded as any outcome's.
-    pub outcome: Outcome,
-}
-
-/// What one transaction of a drain's writer stores.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Batch<'a> {
-    /// Outcomes stored on their rows.
-    pub outcomes: &'a [Outcome],
-    /// Successes of rows whose chain goes on: journaled, the rows stay in flight.
-    pub steps: &'a [Step],
-    /// Entries whose chains ended, as (`seq`, job id): their successes are stored on their
-    /// rows now.
-    pub fold: &'a [(i64, i64)],
-    /// Every entry below this `seq` is folded: they are dropped (0: none).
-    pub folded_below: i64,
-}
 
 /// The journal INSERT for each statement size. Padding rows (all NULL) are filtered out.
 static INSERT_STEPS: LazyLock<Vec<String>> = LazyLock::new(|| {
-    super::results::STATEMENT_ROWS
+    STATEMENT_ROWS
         .iter()
         .map(|&rows| {
             values_sql(
@@ -78,22 +54,33 @@ macro_rules! fold_sql {
     };
 }
 
-/// Appends `steps` to the journal.
-pub(super) async fn insert(conn: &mut SqliteConnection, steps: &[Step]) -> Result<(), StoreError> {
-    for chunk in steps.chunks(super::results::ROWS_PER_STATEMENT) {
+/// One journal entry: a success whose row stays in flight until its chain is folded.
+#[derive(Debug)]
+pub(super) struct Entry<'a> {
+    pub seq: i64,
+    pub job_id: i64,
+    /// The claim's attempt number.
+    pub attempt: i64,
+    pub http_status: Option<i64>,
+    /// What the success keeps on the row.
+    pub response: Option<&'a str>,
+}
+
+/// Appends `entries` to the journal.
+pub(super) async fn insert(
+    conn: &mut SqliteConnection,
+    entries: &[Entry<'_>],
+) -> Result<(), StoreError> {
+    for chunk in entries.chunks(ROWS_PER_STATEMENT) {
         let (sql, padding) = sized(&INSERT_STEPS, chunk.len());
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for step in chunk {
-            let response = match &step.outcome.next {
-                Next::Succeeded { response } => response.as_deref(),
-                _ => None,
-            };
+        for entry in chunk {
             query = query
-                .bind(step.seq)
-                .bind(step.outcome.job_id)
-                .bind(step.outcome.attempt.as_ref().map_or(0, |a| a.attempt))
-                .bind(step.outcome.http_status.map(i64::from))
-                .bind(response);
+                .bind(entry.seq)
+                .bind(entry.job_id)
+                .bind(entry.attempt)
+                .bind(entry.http_status)
+                .bind(entry.response);
         }
         for _ in 0..padding * 5 {
             query = query.bind(None::<i64>);
@@ -116,7 +103,7 @@ pub(super) async fn fold(
     let seqs: Vec<i64> = fold.iter().map(|&(seq, _)| seq).collect();
     let done = sqlx::query(fold_sql!("s.seq IN (SELECT value FROM json_each(?2))"))
         .bind(now)
-        .bind(super::claim::id_list(&seqs))
+        .bind(id_list(&seqs))
         .execute(&mut *conn)
         .await?;
     Ok(done.rows_affected())
@@ -166,171 +153,5 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         Ok(n)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::fixtures::store_with;
-    use crate::store::{AttemptRecord, Claimed, Cursor};
-
-    fn success(row: &Claimed) -> Outcome {
-        Outcome {
-            job_id: row.id,
-            http_status: Some(200),
-            next: Next::Succeeded {
-                response: Some(format!("{{\"row\":{}}}", row.id)),
-            },
-            attempt: Some(AttemptRecord {
-                attempt: row.attempt,
-                started_ms: 1,
-                duration_ms: 1,
-                http_status: Some(200),
-                class: "success",
-                in_doubt: false,
-                excerpt: String::new(),
-            }),
-        }
-    }
-
-    /// (id, state, replayed, response) of every row.
-    async fn rows(store: &Store) -> Vec<(i64, String, bool, Option<String>)> {
-        sqlx::query_as("SELECT id, state, replayed, response FROM jobs ORDER BY id")
-            .fetch_all(&store.pool)
-            .await
-            .unwrap()
-    }
-
-    async fn claim_all(store: &Store, run: i64) -> Vec<Claimed> {
-        store
-            .claim(run, &mut Cursor::default(), 16, 32, 1)
-            .await
-            .unwrap()
-    }
-
-    #[tokio::test]
-    async fn a_crash_between_journaled_steps_replays_from_the_first_unrecorded_row() {
-        let (_dir, store, run) = store_with(&["a", "a", "a", "a", "a", "b"]).await;
-        let claimed = claim_all(&store, run).await;
-        let chain: Vec<(i64, bool)> = claimed.iter().map(|c| (c.id, c.follows)).collect();
-        assert_eq!(
-            chain,
-            [
-                (1, false),
-                (2, true),
-                (3, true),
-                (4, true),
-                (5, true),
-                (6, false)
-            ]
-        );
-        // Rows 1 and 2 succeeded, each in its own commit, while the chain went on; row 3 was
-        // being sent when the runner died.
-        for (seq, row) in [(1, &claimed[0]), (2, &claimed[1])] {
-            let steps = [Step {
-                seq,
-                outcome: success(row),
-            }];
-            let batch = Batch {
-                steps: &steps,
-                ..Batch::default()
-            };
-            assert_eq!(store.record(batch).await.unwrap(), 0, "rows stay in flight");
-        }
-        assert_eq!(store.counts(run).await.unwrap().in_flight, 6);
-        assert_eq!(store.chain_steps_left().await.unwrap(), 2);
-
-        let replayed = store.requeue_orphans(run, 10).await.unwrap();
-        assert_eq!(replayed, 4, "rows 3 to 6");
-        let state = rows(&store).await;
-        let response = |id: i64| Some(format!("{{\"row\":{id}}}"));
-        assert_eq!(
-            state,
-            [
-                (1, "succeeded".into(), false, response(1)),
-                (2, "succeeded".into(), false, response(2)),
-                (3, "pending".into(), true, None),
-                (4, "pending".into(), false, None),
-                (5, "pending".into(), false, None),
-                (6, "pending".into(), true, None),
-            ],
-            "the recorded successes are stored; only the first row not recorded may have been \
-             sent"
-        );
-        assert_eq!(store.chain_steps_left().await.unwrap(), 0);
-        let again: Vec<(i64, i64)> = claim_all(&store, run)
-            .await
-            .iter()
-            .map(|c| (c.id, c.attempt))
-            .collect();
-        assert_eq!(
-            again,
-            [(3, 1), (4, 1), (5, 1), (6, 1)],
-            "the replay starts at row 3"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_chain_is_folded_when_it_ends_and_its_entries_dropped() {
-        let (_dir, store, run) = store_with(&["a", "a", "a", "b"]).await;
-        let claimed = claim_all(&store, run).await;
-        let steps: Vec<Step> = claimed[..2]
-            .iter()
-            .zip(1..)
-            .map(|(row, seq)| Step {
-                seq,
-                outcome: success(row),
-            })
-            .collect();
-        let batch = Batch {
-            steps: &steps,
-            outcomes: &[success(&claimed[3])],
-            ..Batch::default()
-        };
-        assert_eq!(store.record(batch).await.unwrap(), 1, "row 4 (ticket b)");
-        // Row 3 ends the chain: the rows before it are stored with it, and the journal's
-        // entries below 3 are dropped.
-        let batch = Batch {
-            outcomes: &[success(&claimed[2])],
-            fold: &[(1, 1), (2, 2)],
-            folded_below: 3,
-            ..Batch::default()
-        };
-        assert_eq!(store.record(batch).await.unwrap(), 3);
-        let states: Vec<String> = rows(&store).await.into_iter().map(|r| r.1).collect();
-        assert_eq!(states, ["succeeded"; 4]);
-        assert_eq!(store.chain_steps_left().await.unwrap(), 0);
-        let counts = store.counts(run).await.unwrap();
-        assert_eq!((counts.succeeded, counts.in_flight), (4, 0));
-        let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts")
-            .fetch_one(&store.pool)
-            .await
-            .unwrap();
-        assert_eq!(
-            attempts, 4,
-            "every step's attempt is recorded when it happens"
-        );
-    }
-
-    #[tokio::test]
-    async fn an_entry_applies_only_to_the_claim_that_wrote_it() {
-        let (_dir, store, run) = store_with(&["a", "a"]).await;
-        let claimed = claim_all(&store, run).await;
-        let mut stale = success(&claimed[0]);
-        stale.attempt.as_mut().unwrap().attempt = 7;
-        let steps = [Step {
-            seq: 1,
-            outcome: stale,
-        }];
-        let batch = Batch {
-            steps: &steps,
-            ..Batch::default()
-        };
-        store.record(batch).await.unwrap();
-        assert_eq!(store.requeue_orphans(run, 10).await.unwrap(), 2);
-        let states: Vec<String> = rows(&store).await.into_iter().map(|r| r.1).collect();
-        assert_eq!(states, ["pending", "pending"], "not this claim's success");
-        assert_eq!(store.chain_steps_left().await.unwrap(), 0);
     }
 }
