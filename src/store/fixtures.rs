@@ -1,6 +1,16 @@
 //! Test fixtures shared by the store's unit tests: a fresh database holding one ingested run.
 
+use sha2::{Digest, Sha256};
+
 use super::{DeltaOptions, NewJob, SourceProgress, SourceStart, Store};
+
+/// A sync key for tests: a digest of the ticket id, as uniform as the ingest's.
+pub(crate) fn key_of(ticket: &str) -> [u8; 16] {
+    let digest = Sha256::digest(ticket.as_bytes());
+    let mut key = [0; 16];
+    key.copy_from_slice(&digest[..16]);
+    key
+}
 
 /// A store with one run named `r` whose rows have these ticket ids, in order.
 pub(crate) async fn store_with(tickets: &[&str]) -> (tempfile::TempDir, Store, i64) {

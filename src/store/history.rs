@@ -13,9 +13,10 @@ use super::{Store, StoreError};
 
 /// "A later row of this failed row's sync key succeeded, or was found unchanged since what
 /// was sent": the failure needs nothing more. The failed row is the outer `jobs`; one probe of
-/// `jobs_by_sync_key` per failed row.
-pub(super) const RESOLVED: &str = "EXISTS (SELECT 1 FROM jobs l WHERE l.sync_key = jobs.sync_key
-         AND l.id > jobs.id
+/// `jobs_by_ticket_sent` per failed row (a sync key is one ticket's: the ticket's later entries,
+/// the key compared in the entry).
+pub(super) const RESOLVED: &str = "EXISTS (SELECT 1 FROM jobs l INDEXED BY jobs_by_ticket_sent
+         WHERE l.ticket_id = jobs.ticket_id AND l.sync_key = jobs.sync_key AND l.id > jobs.id
          AND (l.state = 'succeeded' OR (l.state = 'skipped' AND l.error_class = 'unchanged')))";
 
 /// Failed rows of one run.
@@ -47,7 +48,7 @@ impl Store {
     /// Open and resolved failures per run, for the runs in `runs` that have failed rows.
     ///
     /// Walks only the failed rows (`jobs_settled`) and probes the later rows of each one's
-    /// sync key (`jobs_by_sync_key`), so the cost follows the failed rows, not the database.
+    /// sync key (`jobs_by_ticket_sent`), so the cost follows the failed rows, not the database.
     pub async fn failures(&self, runs: &RunSet) -> Result<Vec<Failures>, StoreError> {
         Ok(
             sqlx::query_as::<_, Failures>(sqlx::AssertSqlSafe(failures_sql()))
@@ -83,7 +84,7 @@ mod tests {
             "{plan}"
         );
         assert!(
-            plan.contains("USING INDEX jobs_by_sync_key (sync_key=? AND id>?)"),
+            plan.contains("USING INDEX jobs_by_ticket_sent (ticket_id=? AND id>?)"),
             "{plan}"
         );
         // The only scan is of the JSON array of run ids; no table or index is walked whole.

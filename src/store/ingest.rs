@@ -240,17 +240,8 @@ pub struct IngestWriter {
     /// commits (cheaper than a trigger per inserted row). Must follow the state the INSERT
     /// stores for each row.
     added: Counts,
-    delta: Option<DeltaState>,
+    delta: Option<delta::Context>,
     counts: DeltaCounts,
-}
-
-/// What comparing with earlier rows needs: the options, this run's name for reasons, and when
-/// the current target's history starts.
-#[derive(Debug)]
-struct DeltaState {
-    options: DeltaOptions,
-    run_name: String,
-    since_ms: i64,
 }
 
 impl IngestWriter {
@@ -266,11 +257,8 @@ impl IngestWriter {
             .fetch_one(&mut *self.conn)
             .await?;
         let since_ms = super::target::since_ms(&mut self.conn).await?;
-        self.delta = Some(DeltaState {
-            options,
-            run_name,
-            since_ms,
-        });
+        let empty = delta::table_empty(&mut self.conn).await?;
+        self.delta = Some(delta::Context::new(options, run_name, since_ms, empty));
         Ok(())
     }
 
@@ -292,15 +280,15 @@ impl IngestWriter {
                 .execute(&mut *self.conn)
                 .await?;
             self.in_transaction = true;
+            if let Some(context) = &mut self.delta {
+                context.refresh(&mut self.conn).await?;
+            }
         }
         let mut jobs = jobs.into_iter().peekable();
         while jobs.peek().is_some() {
             let chunk: Vec<NewJob> = jobs.by_ref().take(ROWS_PER_STATEMENT).collect();
-            let decisions = match &self.delta {
-                Some(d) => {
-                    delta::decide(&mut self.conn, &chunk, d.options, &d.run_name, d.since_ms)
-                        .await?
-                }
+            let decisions = match &mut self.delta {
+                Some(context) => delta::decide(&mut self.conn, &chunk, context).await?,
                 None => delta::Decisions {
                     rows: chunk
                         .iter()
@@ -363,7 +351,10 @@ impl IngestWriter {
                     .bind(message)
                     .bind(job.raw_record);
             }
-            query.execute(&mut *self.conn).await?;
+            let done = query.execute(&mut *self.conn).await?;
+            if let Some(context) = &mut self.delta {
+                context.inserted_up_to(done.last_insert_rowid());
+            }
             if !decisions.supersede.is_empty() {
                 self.counts.superseded +=
                     delta::supersede(&mut self.conn, &decisions.supersede).await? as i64;

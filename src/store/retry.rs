@@ -4,10 +4,11 @@
 use super::{Store, StoreError, now_ms};
 
 /// "A later row of this failed row's ticket succeeded or is on its way": retrying it would
-/// apply an older update over a newer one. Succeeded rows are found by sync key (one index
-/// probe), open rows by ticket (any later pending or in-flight row of the ticket, among the
-/// rows that were to be sent: `jobs_by_ticket_sent`).
-const SUPERSEDED: &str = "(EXISTS (SELECT 1 FROM jobs l WHERE l.sync_key = jobs.sync_key
+/// apply an older update over a newer one. Succeeded rows are found by sync key, open rows by
+/// ticket (any later pending or in-flight row of the ticket, among the rows that were to be
+/// sent): both among the ticket's later entries of `jobs_by_ticket_sent`.
+const SUPERSEDED: &str = "(EXISTS (SELECT 1 FROM jobs l INDEXED BY jobs_by_ticket_sent
+         WHERE l.ticket_id = jobs.ticket_id AND l.sync_key = jobs.sync_key
          AND l.id > jobs.id AND l.state IN ('succeeded', 'pending', 'in_flight'))
      OR EXISTS (SELECT 1 FROM jobs l INDEXED BY jobs_by_ticket_sent
          WHERE l.ticket_id = jobs.ticket_id AND l.payload IS NOT NULL
@@ -294,7 +295,7 @@ mod tests {
     async fn retry_and_sync_key_checks_use_their_indexes() {
         let (_dir, store, _) = store_with(&["1", "2", "1"]).await;
         // Retry's check: the run's failed rows through jobs_settled, then per row one probe
-        // by sync key and one by ticket among the open rows.
+        // by sync key and one by ticket among the open rows, both among the ticket's entries.
         let retry = plan(
             &store,
             &format!(
@@ -310,7 +311,7 @@ mod tests {
             "{retry}"
         );
         assert!(
-            retry.contains("USING INDEX jobs_by_sync_key (sync_key=? AND id>?)"),
+            retry.contains("USING INDEX jobs_by_ticket_sent (ticket_id=? AND id>?)"),
             "{retry}"
         );
         assert!(
@@ -319,14 +320,14 @@ mod tests {
         );
         assert!(!retry.contains("SCAN"), "{retry}");
         // Ingest's sync-key lookups (store/delta.rs): one probe per key, from the newest row.
-        let probe = plan(&store, &crate::store::delta::PROBE_SQL).await;
+        let probe = plan(&store, &crate::store::delta::PROBES[1][0]).await;
         assert!(
-            probe.contains("USING INDEX jobs_by_sync_key (sync_key=?)"),
+            probe.contains("USING INDEX jobs_by_ticket_sent (ticket_id=?)"),
             "{probe}"
         );
         let supersede = plan(&store, &crate::store::delta::SUPERSEDE_SQL).await;
         assert!(
-            supersede.contains("USING INDEX jobs_by_sync_key (sync_key=? AND id<?)"),
+            supersede.contains("USING INDEX jobs_by_ticket_sent (ticket_id=? AND id<?)"),
             "{supersede}"
         );
     }

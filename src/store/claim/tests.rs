@@ -378,12 +378,12 @@ async fn hot_queries_use_their_indexes() {
         "{walk}"
     );
     assert!(
-        walk.contains("USING INDEX jobs_by_ticket_sent (ticket_id=? AND rowid<?)"),
+        walk.contains("USING INDEX jobs_by_ticket_sent (ticket_id=? AND id<?)"),
         "{walk}"
     );
     let chain = plan(CHAIN_SQL.to_owned()).await;
     assert!(
-        chain.contains("USING INDEX jobs_by_ticket_sent (ticket_id=? AND rowid>?)"),
+        chain.contains("USING INDEX jobs_by_ticket_sent (ticket_id=? AND id>?)"),
         "{chain}"
     );
     assert!(!chain.contains("SCAN jobs"), "{chain}");

@@ -196,3 +196,51 @@ async fn unchanged_rows_keep_their_sync_key_only_to_resolve_a_failure() {
     );
     assert_eq!(store.resolved_failures(n2).await.unwrap(), 1);
 }
+
+/// On a new database the probe is made only for keys the ingest may have stored already
+/// (`delta/seen.rs`): a key stored two chunks earlier (only the table has it) is still found,
+/// unchanged or superseded.
+#[tokio::test]
+async fn a_repeated_key_on_a_new_database_is_found_chunks_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("k.db")).await.unwrap();
+    let row = |line: i64, ticket: String, payload: &str| NewJob {
+        line,
+        sync_key: Some(crate::store::fixtures::key_of(&ticket)),
+        payload: Some(format!(
+            "{{\"ticket_id\":\"{ticket}\",\"p\":\"{payload}\"}}"
+        )),
+        payload_hash: Some([payload.len() as u8; 16]),
+        ticket_id: Some(ticket),
+        invalid_reason: None,
+        raw_record: None,
+    };
+    let mut jobs: Vec<NewJob> = (0..2500)
+        .map(|i| row(i + 2, format!("t{i}"), "a"))
+        .collect();
+    jobs.push(row(2502, "t0".into(), "a"));
+    jobs.push(row(2503, "t1".into(), "bb"));
+    let options = DeltaOptions {
+        skip_unchanged: true,
+        supersede: true,
+    };
+    let run = crate::store::fixtures::add_jobs(&store, "r", jobs, Some(options)).await;
+    let rows: Vec<(String, i64, String, Option<String>)> = sqlx::query_as(
+        "SELECT ticket_id, line, state, error_message FROM jobs
+         WHERE run_id = ? AND ticket_id IN ('t0', 't1') ORDER BY id",
+    )
+    .bind(run)
+    .fetch_all(&store.pool)
+    .await
+    .unwrap();
+    let skipped = |t: &str, line, why: &str| (t.into(), line, "skipped".into(), Some(why.into()));
+    assert_eq!(
+        rows,
+        [
+            ("t0".into(), 2, "pending".into(), None),
+            skipped("t1", 3, "superseded by run r, line 2503"),
+            skipped("t0", 2502, "unchanged since run r, line 2"),
+            ("t1".into(), 2503, "pending".into(), None),
+        ]
+    );
+}
