@@ -320,6 +320,8 @@ mod tests {
     /// A database from before migration 0012 (two indexes, `jobs_by_sync_key` among them)
     /// keeps what its rows answer: an unchanged row is still found, a failure still resolves,
     /// and a row without a sync key (from before 0003) still holds its ticket's later rows.
+    /// Its rows count as event rows (their kind is not known), so an event export finds them
+    /// through `jobs_by_event_key` too.
     #[tokio::test]
     async fn a_database_with_two_random_indexes_migrates_to_one_that_finds_its_history() {
         use crate::store::fixtures::key_of;
@@ -371,7 +373,10 @@ mod tests {
         .await
         .unwrap();
         let names: Vec<&str> = indexes.iter().map(|(n,)| n.as_str()).collect();
-        assert_eq!(names, ["jobs_by_run", "jobs_by_ticket_sent"]);
+        assert_eq!(
+            names,
+            ["jobs_by_event_key", "jobs_by_run", "jobs_by_ticket_sent"]
+        );
         let jobs = ["t1", "t2", "t3"]
             .iter()
             .enumerate()
@@ -406,6 +411,30 @@ mod tests {
             ]
         );
         assert_eq!(store.resolved_failures(1).await.unwrap(), 0);
+        let event = NewJob {
+            line: 2,
+            ticket_id: Some("t1".to_owned()),
+            payload: Some("{}".to_owned()),
+            payload_hash: Some([0; 16]),
+            invalid_reason: None,
+            sync_key: Some(key_of("t1")),
+            raw_record: None,
+        };
+        let events = DeltaOptions {
+            event_keys: true,
+            ..DeltaOptions::default()
+        };
+        let n3 = add_jobs(&store, "n3", vec![event], Some(events)).await;
+        let (state, why): (String, Option<String>) =
+            sqlx::query_as("SELECT state, error_message FROM jobs WHERE run_id = ?")
+                .bind(n3)
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            (state.as_str(), why.as_deref()),
+            ("skipped", Some("unchanged since run n1, line 2"))
+        );
         sqlx::query("UPDATE jobs SET state = 'succeeded' WHERE run_id = ? AND ticket_id = 't2'")
             .bind(n2)
             .execute(&store.pool)
