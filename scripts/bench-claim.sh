@@ -9,14 +9,18 @@
 #
 # Every row's comment differs, so nothing is skipped as unchanged. Each drain gets a fresh
 # copy of its ingested database and a fresh simulator (whose ledger grows with every
-# request). Honours CARGO_TARGET_DIR.
+# request). Honours CARGO_TARGET_DIR; KAPSYNC_BIN=PATH uses that binary instead of a release build.
 set -euo pipefail
 rows="${1:-100000}"
 rounds="${2:-3}"
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
 work="$(mktemp -d)"
-cp "${CARGO_TARGET_DIR:-target}/release/kapsync" "$work/kapsync"
+if [[ -n "${KAPSYNC_BIN:-}" ]]; then
+  cp "$KAPSYNC_BIN" "$work/kapsync"
+else
+  cargo build --release --quiet
+  cp "${CARGO_TARGET_DIR:-target}/release/kapsync" "$work/kapsync"
+fi
 bin="$work/kapsync"
 pids=()
 cleanup() {

@@ -158,6 +158,7 @@ pub async fn ingest_into(
         check_same_mapping(store, &run, &mapping).await?;
     }
     let supersede = input.supersede || mapping.supersede();
+    let event_keys = mapping.names_events();
     let config = IngestConfig {
         // The flags win over the mapping's [source] table.
         encoding: encoding.or(mapping.encoding),
@@ -169,6 +170,7 @@ pub async fn ingest_into(
         delta: DeltaOptions {
             skip_unchanged: !input.resend_unchanged,
             supersede,
+            event_keys,
         },
     };
     let mut files = Vec::new();

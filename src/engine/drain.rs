@@ -40,6 +40,24 @@ pub async fn drain(
     progress: watch::Sender<Progress>,
     store_side: &Handle,
 ) -> Result<DrainReport, EngineError> {
+    // Statement journals in memory and a larger page cache: see `Store::tune_for_drain`.
+    store.tune_for_drain(true).await?;
+    let drained = drain_run(store, client, run, config, shutdown, progress, store_side).await;
+    if let Err(error) = store.tune_for_drain(false).await {
+        tracing::debug!("failed to put temporary files back on disk: {error}");
+    }
+    drained
+}
+
+async fn drain_run(
+    store: &Store,
+    client: &Client,
+    run: &Run,
+    config: &EngineConfig,
+    shutdown: &Shutdown,
+    progress: watch::Sender<Progress>,
+    store_side: &Handle,
+) -> Result<DrainReport, EngineError> {
     let started = Instant::now();
     let replayed = store.requeue_orphans(run.id, now_ms()).await?;
     if replayed > 0 {

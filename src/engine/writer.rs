@@ -5,6 +5,7 @@
 //! value, with the time it took effect), plus the last one when the drain ends. The workers
 //! never wait on it.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::events::{Progress, Tally, TestPanic, lock};
 use super::policy::RateControl;
 use super::queue::{Chain, Resume, unsent};
-use crate::store::{Next, Outcome, SessionId, Store, StoreError};
+use crate::store::{Batch, Next, Outcome, SessionId, Step, Store, StoreError};
 
 /// Outcomes written per transaction, at most.
 const WRITE_BATCH: usize = 2000;
@@ -107,6 +108,83 @@ pub(super) struct WriterContext {
     pub resume: Resume,
 }
 
+/// Journal entries a chain that has not ended may hold back from being dropped, at most: an
+/// older one is folded into its row although its chain goes on (a request that hangs while
+/// the others go on at full speed would otherwise keep every later entry in the table).
+const STEPS_HELD_BACK: i64 = 16_384;
+
+/// The writer's part of the journal of chain steps (see `store::steps`): which entries belong
+/// to which chain still going.
+#[derive(Debug)]
+struct Journal {
+    next_seq: i64,
+    /// Chains going on, by the id of the row whose outcome comes next: their entries, as
+    /// (`seq`, job id), oldest first.
+    going: HashMap<i64, Vec<(i64, i64)>>,
+    /// Entries below this `seq` were dropped.
+    dropped_below: i64,
+}
+
+impl Journal {
+    fn new(next_seq: i64) -> Self {
+        Journal {
+            next_seq,
+            going: HashMap::new(),
+            dropped_below: next_seq,
+        }
+    }
+
+    /// Files one row's outcome: a success with rows of its chain behind it becomes a journal
+    /// entry (returned) held for the chain; any other outcome ends its chain, whose entries go
+    /// to `fold`.
+    fn file(&mut self, done: &Done, fold: &mut Vec<(i64, i64)>) -> Option<i64> {
+        let mut held = self.going.remove(&done.outcome.job_id).unwrap_or_default();
+        match done.then.first() {
+            Some(next) if matches!(done.outcome.next, Next::Succeeded { .. }) => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                held.push((seq, done.outcome.job_id));
+                self.going.insert(next.id, held);
+                Some(seq)
+            }
+            _ => {
+                fold.append(&mut held);
+                None
+            }
+        }
+    }
+
+    /// Ends the chain that waited for `row` (it goes back unsent).
+    fn end(&mut self, row: i64, fold: &mut Vec<(i64, i64)>) {
+        if let Some(mut held) = self.going.remove(&row) {
+            fold.append(&mut held);
+        }
+    }
+
+    /// Folds the entries of chains that hold back more than [`STEPS_HELD_BACK`] entries, or of
+    /// every chain when `all` (the drain is over), and returns the `seq` below which every
+    /// entry is folded, when that moved since the last call.
+    fn settle(&mut self, all: bool, fold: &mut Vec<(i64, i64)>) -> Option<i64> {
+        let oldest_kept = self.next_seq - STEPS_HELD_BACK;
+        let mut below = self.next_seq;
+        self.going.retain(|_, held| {
+            let first = held.first().map_or(i64::MAX, |&(seq, _)| seq);
+            if all || first < oldest_kept {
+                fold.append(held);
+                // The chain goes on with no entry held, unless the drain is over.
+                !all
+            } else {
+                below = below.min(first);
+                true
+            }
+        });
+        (below > self.dropped_below).then(|| {
+            self.dropped_below = below;
+            below
+        })
+    }
+}
+
 /// Stores outcomes in batches until every sender is gone.
 pub(super) async fn writer(
     store: Store,
@@ -127,8 +205,17 @@ pub(super) async fn writer(
     // Held for the writer's whole life, so a panic here stops the sending too; rows whose
     // outcomes are lost stay in flight and are replayed by the next runner.
     let _stop_on_exit = stop_sending.clone().drop_guard();
+    let counting = Counting {
+        tally: &tally,
+        requests: &requests,
+        rate: &rate,
+        progress: &progress,
+    };
+    let mut journal = Journal::new(store.next_step_seq().await?);
     let mut batch: Vec<Done> = Vec::with_capacity(WRITE_BATCH);
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(WRITE_BATCH);
+    let mut steps: Vec<Step> = Vec::new();
+    let mut fold: Vec<(i64, i64)> = Vec::new();
     let mut chains: Vec<Chain> = Vec::new();
     while results.recv_many(&mut batch, WRITE_BATCH).await > 0 {
         // A moment for more outcomes to arrive: a transaction per handful of rows cost the
@@ -143,16 +230,31 @@ pub(super) async fn writer(
             }
         }
         for done in batch.drain(..) {
-            outcomes.push(done.outcome);
+            match journal.file(&done, &mut fold) {
+                Some(seq) => steps.push(Step {
+                    seq,
+                    outcome: done.outcome,
+                }),
+                None => outcomes.push(done.outcome),
+            }
             if !done.then.is_empty() {
                 chains.push(done.then);
             }
         }
+        let folded_below = journal.settle(false, &mut fold).unwrap_or(0);
         test_panic.fire_at(TestPanic::Writer);
-        store_batch(&store, &outcomes, &tally, &requests, &rate, &progress).await?;
+        let written = Batch {
+            outcomes: &outcomes,
+            steps: &steps,
+            fold: &fold,
+            folded_below,
+        };
+        store_batch(&store, written, &counting).await?;
         outcomes.clear();
+        steps.clear();
+        fold.clear();
         // The rows behind those just stored may go now; once sending has stopped, or when no
-        // worker is left to take them, they go back unsent.
+        // worker is left to take them, they go back unsent and their chain ends.
         for chain in chains.drain(..) {
             let back = if stop_sending.is_cancelled() {
                 Err(chain)
@@ -160,17 +262,37 @@ pub(super) async fn writer(
                 resume.push(chain)
             };
             if let Err(chain) = back {
+                if let Some(first) = chain.first() {
+                    journal.end(first.id, &mut fold);
+                }
                 outcomes.extend(chain.iter().map(unsent));
             }
         }
         if !outcomes.is_empty() {
-            store_batch(&store, &outcomes, &tally, &requests, &rate, &progress).await?;
+            let written = Batch {
+                outcomes: &outcomes,
+                fold: &fold,
+                ..Batch::default()
+            };
+            store_batch(&store, written, &counting).await?;
             outcomes.clear();
+            fold.clear();
         }
         stored.notify_one();
         if let Some(log) = &mut limits {
             log.note(&store, &rate, false).await;
         }
+    }
+    // A chain whose next row never reported (its worker was aborted mid-request): the
+    // successes before that row are stored, the row stays in flight.
+    let folded_below = journal.settle(true, &mut fold).unwrap_or(0);
+    if !fold.is_empty() || folded_below > 0 {
+        let written = Batch {
+            fold: &fold,
+            folded_below,
+            ..Batch::default()
+        };
+        store_batch(&store, written, &counting).await?;
     }
     if let Some(log) = &mut limits {
         log.note(&store, &rate, true).await;
@@ -178,23 +300,29 @@ pub(super) async fn writer(
     Ok(())
 }
 
-/// Stores one batch of outcomes and counts them.
+/// What a stored batch is counted in.
+struct Counting<'a> {
+    tally: &'a Mutex<Tally>,
+    requests: &'a AtomicU64,
+    rate: &'a RateControl,
+    progress: &'a watch::Sender<Progress>,
+}
+
+/// Stores one batch and counts its outcomes and steps.
 async fn store_batch(
     store: &Store,
-    batch: &[Outcome],
-    tally: &Mutex<Tally>,
-    requests: &AtomicU64,
-    rate: &RateControl,
-    progress: &watch::Sender<Progress>,
+    batch: Batch<'_>,
+    counting: &Counting<'_>,
 ) -> Result<(), StoreError> {
-    if let Err(error) = store.record_outcomes(batch).await {
+    if let Err(error) = store.record(batch).await {
         // The rows stay in flight and are replayed by the next runner.
         tracing::error!("failed to store results, stopping: {error}");
         return Err(error);
     }
     let snapshot = {
-        let mut tally = lock(tally);
-        for outcome in batch {
+        let mut tally = lock(counting.tally);
+        let stepped = batch.steps.iter().map(|s| &s.outcome);
+        for outcome in batch.outcomes.iter().chain(stepped) {
             match &outcome.next {
                 Next::Succeeded { .. } => tally.progress.succeeded += 1,
                 Next::Failed { .. } => tally.progress.failed += 1,
@@ -206,13 +334,14 @@ async fn store_batch(
                 tally.waiting.remove(&outcome.job_id);
             }
         }
-        tally.outstanding = tally.outstanding.saturating_sub(batch.len() as u64);
+        let count = (batch.outcomes.len() + batch.steps.len()) as u64;
+        tally.outstanding = tally.outstanding.saturating_sub(count);
         tally.progress.waiting = tally.waiting.len() as u64;
-        tally.progress.requests = requests.load(Ordering::Relaxed);
-        tally.progress.rate_limit = rate.effective();
+        tally.progress.requests = counting.requests.load(Ordering::Relaxed);
+        tally.progress.rate_limit = counting.rate.effective();
         tally.progress
     };
-    let _ = progress.send(snapshot);
+    let _ = counting.progress.send(snapshot);
     Ok(())
 }
 
@@ -241,5 +370,104 @@ mod tests {
         let mut unlimited = LimitLog::new(SessionId::for_tests(1), None);
         assert!(!unlimited.take(None, at(0), false));
         assert!(unlimited.take(Some(34.0), at(1), false), "429s set a limit");
+    }
+
+    fn claimed(id: i64) -> crate::store::Claimed {
+        crate::store::Claimed {
+            id,
+            payload: String::new(),
+            attempt: 1,
+            follows: false,
+        }
+    }
+
+    /// Row `id`'s outcome with the rows `then` of its chain behind it.
+    fn done(id: i64, next: Next, then: &[i64]) -> Done {
+        Done {
+            outcome: Outcome {
+                job_id: id,
+                http_status: None,
+                next,
+                attempt: None,
+            },
+            then: then.iter().map(|&id| claimed(id)).collect(),
+        }
+    }
+
+    fn ok() -> Next {
+        Next::Succeeded { response: None }
+    }
+
+    #[test]
+    fn a_chains_successes_are_journaled_and_folded_when_it_ends() {
+        let mut journal = Journal::new(10);
+        let mut fold = Vec::new();
+        assert_eq!(journal.file(&done(1, ok(), &[2, 3]), &mut fold), Some(10));
+        assert_eq!(
+            journal.file(&done(7, ok(), &[]), &mut fold),
+            None,
+            "no chain"
+        );
+        assert_eq!(journal.settle(false, &mut fold), None, "entry 10 is held");
+        assert_eq!(journal.file(&done(2, ok(), &[3]), &mut fold), Some(11));
+        assert!(fold.is_empty());
+        assert_eq!(
+            journal.file(&done(3, ok(), &[]), &mut fold),
+            None,
+            "the last row"
+        );
+        assert_eq!(fold, [(10, 1), (11, 2)]);
+        assert_eq!(journal.settle(false, &mut fold), Some(12), "all folded");
+        assert_eq!(journal.settle(false, &mut fold), None, "nothing new");
+    }
+
+    #[test]
+    fn a_chain_ends_at_its_first_answer_that_is_not_a_success_or_when_sent_back() {
+        let mut journal = Journal::new(1);
+        let mut fold = Vec::new();
+        journal.file(&done(1, ok(), &[2, 3]), &mut fold);
+        journal.file(&done(5, ok(), &[6]), &mut fold);
+        let retry = Next::Retry {
+            at_ms: 9,
+            class: "transient".into(),
+            message: "HTTP 503".into(),
+        };
+        assert_eq!(journal.file(&done(2, retry, &[]), &mut fold), None);
+        assert_eq!(fold, [(1, 1)], "row 1 is stored with row 2's retry");
+        assert_eq!(
+            journal.settle(false, &mut fold),
+            Some(2),
+            "entry 2 is row 5's"
+        );
+        journal.end(6, &mut fold);
+        assert_eq!(fold, [(1, 1), (2, 5)], "row 6 went back unsent");
+        assert_eq!(journal.settle(false, &mut fold), Some(3));
+    }
+
+    #[test]
+    fn a_chain_that_stalls_is_folded_early_and_the_drains_end_folds_the_rest() {
+        let mut journal = Journal::new(1);
+        let mut fold = Vec::new();
+        journal.file(&done(1, ok(), &[2]), &mut fold);
+        for id in 0..STEPS_HELD_BACK {
+            let row = 1_000 + 2 * id;
+            journal.file(&done(row, ok(), &[row + 1]), &mut fold);
+            journal.file(&done(row + 1, ok(), &[]), &mut fold);
+        }
+        fold.clear();
+        // Row 2 hangs while the rest go on: its chain's entry is folded although it goes on.
+        assert_eq!(journal.settle(false, &mut fold), Some(2 + STEPS_HELD_BACK));
+        assert_eq!(fold, [(1, 1)]);
+        fold.clear();
+        journal.file(&done(2, ok(), &[3]), &mut fold);
+        assert!(fold.is_empty(), "nothing left to fold at its next success");
+        let last = journal.next_seq - 1;
+        assert_eq!(
+            journal.settle(true, &mut fold),
+            Some(last + 1),
+            "the drain ends"
+        );
+        assert_eq!(fold, [(last, 2)]);
+        assert!(journal.going.is_empty());
     }
 }

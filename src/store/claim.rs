@@ -15,7 +15,8 @@
 //! of the ticket in id order, in the same run, pending and not held by a retry time, up to a
 //! bound. They are claimed (`in_flight`) in the same transaction, so a crash replays them in
 //! id order like any in-flight rows (only the first of them that may have been sent is marked
-//! replayed); the engine sends each once the success of the one before it is stored, and
+//! replayed); the engine sends each once the success of the one before it is stored (in the
+//! journal of chain steps, [`super::steps`], until the chain ends), and
 //! returns the rest unsent at the first answer that is not a success, where they wait behind
 //! that row again. One more probe of `jobs_by_ticket_sent` per claimed row: a ticket's history
 //! sorted by ticket goes out without a release and a claim between its rows.
@@ -24,6 +25,7 @@ use std::collections::HashSet;
 
 use sqlx::Row;
 
+use super::statements::id_list;
 use super::{Store, StoreError};
 
 /// Fresh rows one claim looks at, at most, per row asked for: when most rows are parked (a
@@ -110,10 +112,13 @@ const CHAIN_SQL: &str = "WITH RECURSIVE chain(head, id, ticket, depth) AS (
 
 impl Store {
     /// Puts rows left `in_flight` by a runner that died back to `pending`, due at once and
-    /// marked replayed (they may have reached Kapture). Returns how many. A row whose earlier
-    /// row in its ticket is still open was never sent (the rest of a chain): it goes back
-    /// unmarked.
+    /// marked replayed (they may have reached Kapture). Returns how many. First the successes
+    /// it recorded in the journal of chain steps are stored on their rows (in every run: only
+    /// one runner drains at a time). A row whose earlier row in its ticket is still open was
+    /// never sent (the rest of a chain): it goes back unmarked.
     pub async fn requeue_orphans(&self, run_id: i64, now_ms: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        super::steps::fold_left(&mut tx, now_ms).await?;
         let done = sqlx::query(concat!(
             "UPDATE jobs AS j SET state = 'pending', next_attempt_at = 0,
                  replayed = CASE WHEN ",
@@ -126,8 +131,9 @@ impl Store {
         ))
         .bind(now_ms)
         .bind(run_id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(done.rows_affected())
     }
 
@@ -300,20 +306,6 @@ impl Store {
         .await?;
         Ok((any, next))
     }
-}
-
-/// Ids as a JSON array, for `json_each`: one bound value however many ids.
-fn id_list(ids: &[i64]) -> String {
-    let mut text = String::with_capacity(ids.len() * 8 + 2);
-    text.push('[');
-    for (i, id) in ids.iter().enumerate() {
-        if i > 0 {
-            text.push(',');
-        }
-        text.push_str(&id.to_string());
-    }
-    text.push(']');
-    text
 }
 
 fn claimed_row(row: &sqlx::sqlite::SqliteRow) -> Claimed {

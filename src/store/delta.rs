@@ -3,8 +3,10 @@
 //!
 //! A chunk of rows costs one probe statement: for each distinct sync key, the newest row of
 //! that key that succeeded (against the current target) or is pending or in flight. A sync
-//! key digests its ticket id, so the probe walks the ticket's entries of `jobs_by_ticket_sent`
-//! from the newest down, comparing the key in the entry (migration 0012). Rows earlier in the
+//! key digests its ticket id, so a snapshot key (the ticket's only one) is found by walking the
+//! ticket's entries of `jobs_by_ticket_sent` from the newest down, comparing the key in the
+//! entry; an event key (`[delta] key`, many per ticket) by one descent of `jobs_by_event_key`,
+//! which holds only such rows (migration 0012). Rows earlier in the
 //! same chunk are not in the table yet, so the decision walks the chunk in order over a map
 //! seeded by the probe.
 //!
@@ -43,6 +45,10 @@ pub struct DeltaOptions {
     /// When a new row of a sync key is stored, that key's older `pending` rows become
     /// `skipped` (they would only be overwritten).
     pub supersede: bool,
+    /// The mapping names a `[delta] key`: each row's sync key is an event of its ticket, and
+    /// a ticket has many. Such rows are stored with `event_key = 1` and probed through
+    /// `jobs_by_event_key` (migration 0012) instead of a walk over their ticket's entries.
+    pub event_keys: bool,
 }
 
 impl Default for DeltaOptions {
@@ -50,6 +56,7 @@ impl Default for DeltaOptions {
         Self {
             skip_unchanged: true,
             supersede: false,
+            event_keys: false,
         }
     }
 }
@@ -106,25 +113,64 @@ struct Latest {
 /// those hand-offs took a quarter of the re-ingest. The row found answers from where the
 /// index walk left its cursor (a join on its id read the table a second time). The keys come
 /// sorted by ticket, so consecutive probes descend to neighbouring entries. Indexed by
-/// [failed rows in the database][few keys].
-pub(super) static PROBES: [[LazyLock<String>; 2]; 2] = [
+/// [event keys][failed rows in the database][few keys].
+pub(super) static PROBES: [[[LazyLock<String>; 2]; 2]; 2] = [
     [
-        LazyLock::new(|| probe_sql("0", KEYS_PER_PROBE)),
-        LazyLock::new(|| probe_sql("0", KEYS_PER_SMALL_PROBE)),
+        [
+            LazyLock::new(|| probe_sql(&TICKET_WALK, "0", KEYS_PER_PROBE)),
+            LazyLock::new(|| probe_sql(&TICKET_WALK, "0", KEYS_PER_SMALL_PROBE)),
+        ],
+        [
+            LazyLock::new(|| probe_sql(&TICKET_WALK, TICKET_FAILED_AFTER, KEYS_PER_PROBE)),
+            LazyLock::new(|| probe_sql(&TICKET_WALK, TICKET_FAILED_AFTER, KEYS_PER_SMALL_PROBE)),
+        ],
     ],
     [
-        LazyLock::new(|| probe_sql(FAILED_AFTER, KEYS_PER_PROBE)),
-        LazyLock::new(|| probe_sql(FAILED_AFTER, KEYS_PER_SMALL_PROBE)),
+        [
+            LazyLock::new(|| probe_sql(&EVENT_SEEK, "0", KEYS_PER_PROBE)),
+            LazyLock::new(|| probe_sql(&EVENT_SEEK, "0", KEYS_PER_SMALL_PROBE)),
+        ],
+        [
+            LazyLock::new(|| probe_sql(&EVENT_SEEK, EVENT_FAILED_AFTER, KEYS_PER_PROBE)),
+            LazyLock::new(|| probe_sql(&EVENT_SEEK, EVENT_FAILED_AFTER, KEYS_PER_SMALL_PROBE)),
+        ],
     ],
 ];
 
+/// How the probe reaches a key's rows: the index and the terms naming the key `k.key` (of
+/// ticket `k.ticket`) as row `p`.
+struct Reach {
+    index: &'static str,
+    key: &'static str,
+}
+
+/// A snapshot key (the ticket's only one): its ticket's entries from the newest down, the
+/// first of the key is usually the newest entry.
+const TICKET_WALK: Reach = Reach {
+    index: "jobs_by_ticket_sent",
+    key: "p.ticket_id = k.ticket AND p.sync_key = k.key",
+};
+
+/// An event key: one descent of `jobs_by_event_key`, which holds every row an event key can
+/// match (rows of `[delta] key` ingests, and every row from before migration 0012). A walk
+/// over the ticket would pass the entries of all its other events, per row.
+const EVENT_SEEK: Reach = Reach {
+    index: "jobs_by_event_key",
+    key: "p.sync_key = k.key AND p.event_key = 1",
+};
+
 /// The probe's "a failed row of the key is newer"; without failed rows in the database the
 /// probe answers 0 instead (a second descent per key saved).
-const FAILED_AFTER: &str = "EXISTS (SELECT 1 FROM jobs f INDEXED BY jobs_by_ticket_sent
+const TICKET_FAILED_AFTER: &str = "EXISTS (SELECT 1 FROM jobs f INDEXED BY jobs_by_ticket_sent
          WHERE f.ticket_id = p.ticket_id AND f.sync_key = p.sync_key
            AND f.id > p.id AND f.state = 'failed')";
 
-fn probe_sql(failed_after: &str, keys: usize) -> String {
+/// [`TICKET_FAILED_AFTER`] for an event key.
+const EVENT_FAILED_AFTER: &str = "EXISTS (SELECT 1 FROM jobs f INDEXED BY jobs_by_event_key
+         WHERE f.sync_key = p.sync_key AND f.event_key = 1
+           AND f.id > p.id AND f.state = 'failed')";
+
+fn probe_sql(reach: &Reach, failed_after: &str, keys: usize) -> String {
     let mut sql = String::from("WITH k(pos, ticket, key) AS (VALUES ");
     for i in 0..keys {
         if i > 0 {
@@ -136,12 +182,14 @@ fn probe_sql(failed_after: &str, keys: usize) -> String {
         ") SELECT coalesce('[' || group_concat((
              SELECT json_array(k.pos, p.id, hex(p.payload_hash), p.state = 'pending', p.line,
                                p.run_id, {failed_after})
-             FROM jobs p INDEXED BY jobs_by_ticket_sent
-             WHERE p.ticket_id = k.ticket AND p.sync_key = k.key
+             FROM jobs p INDEXED BY {index}
+             WHERE {key}
                AND p.state IN ('succeeded', 'pending', 'in_flight')
                AND (p.state != 'succeeded' OR ifnull(p.updated_at, 0) >= ?)
              ORDER BY p.id DESC LIMIT 1), ',') || ']', '[]')
-         FROM k"
+         FROM k",
+        index = reach.index,
+        key = reach.key,
     ));
     sql
 }
@@ -275,7 +323,9 @@ pub(super) async fn decide(
         } else {
             KEYS_PER_PROBE
         };
-        let sql = PROBES[usize::from(context.failed_rows)][usize::from(small)].as_str();
+        let sql = PROBES[usize::from(options.event_keys)][usize::from(context.failed_rows)]
+            [usize::from(small)]
+        .as_str();
         let mut query = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql));
         for (ticket, key) in part {
             query = query.bind(*ticket).bind(key.to_vec());

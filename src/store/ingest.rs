@@ -198,7 +198,8 @@ impl Store {
             run_id,
             source_id,
             in_transaction: false,
-            full_sql: insert_sql(run_id, source_id, ROWS_PER_STATEMENT),
+            event_keys: false,
+            full_sql: insert_sql(run_id, source_id, false, ROWS_PER_STATEMENT),
             delta: None,
             counts: DeltaCounts::default(),
             added: Counts::default(),
@@ -206,18 +207,19 @@ impl Store {
     }
 }
 
-fn insert_sql(run_id: i64, source_id: i64, rows: usize) -> String {
+fn insert_sql(run_id: i64, source_id: i64, event_keys: bool, rows: usize) -> String {
     // The kind (see `delta::Kind`) is bound twice: for the state and for the class.
+    let event_key = i64::from(event_keys);
     let row = format!(
         "({run_id},{source_id},?,?,?,?,?,\
          CASE ? WHEN 0 THEN 'pending' WHEN 1 THEN 'invalid' ELSE 'skipped' END,\
          CASE ? WHEN 0 THEN NULL WHEN 1 THEN 'invalid' WHEN 2 THEN 'unchanged' \
-         ELSE 'superseded' END,?,?)"
+         ELSE 'superseded' END,?,?,{event_key})"
     );
     let mut sql = String::with_capacity(200 + rows * (row.len() + 1));
     sql.push_str(
         "INSERT OR ROLLBACK INTO jobs (run_id, source_id, line, ticket_id, payload, payload_hash, \
-         sync_key, state, error_class, error_message, raw_record) VALUES ",
+         sync_key, state, error_class, error_message, raw_record, event_key) VALUES ",
     );
     for i in 0..rows {
         if i > 0 {
@@ -235,6 +237,8 @@ pub struct IngestWriter {
     run_id: i64,
     source_id: i64,
     in_transaction: bool,
+    /// Rows are stored with `event_key = 1` (see [`DeltaOptions::event_keys`]).
+    event_keys: bool,
     full_sql: String,
     /// Rows written in the open transaction per stored state, added to `run_counts` when it
     /// commits (cheaper than a trigger per inserted row). Must follow the state the INSERT
@@ -248,6 +252,14 @@ impl IngestWriter {
     /// Compares every row written from now on with the earlier rows of its sync key (see
     /// [`DeltaOptions`]). Without this call every valid row is stored `pending`.
     pub async fn compare_with_earlier(&mut self, options: DeltaOptions) -> Result<(), StoreError> {
+        // Also without comparing: a later ingest looks these rows up by their kind of key.
+        self.event_keys = options.event_keys;
+        self.full_sql = insert_sql(
+            self.run_id,
+            self.source_id,
+            self.event_keys,
+            ROWS_PER_STATEMENT,
+        );
         if !options.skip_unchanged && !options.supersede {
             self.delta = None;
             return Ok(());
@@ -305,7 +317,7 @@ impl IngestWriter {
             let sql = if chunk.len() == ROWS_PER_STATEMENT {
                 &self.full_sql
             } else {
-                partial = insert_sql(self.run_id, self.source_id, chunk.len());
+                partial = insert_sql(self.run_id, self.source_id, self.event_keys, chunk.len());
                 &partial
             };
             // The text is built here from integers only: nothing user-given reaches it.

@@ -16,6 +16,8 @@ mod retry;
 mod runs;
 mod series;
 mod settings;
+mod statements;
+mod steps;
 mod target;
 
 pub use claim::{Claimed, Cursor};
@@ -26,7 +28,7 @@ pub use limits::LimitChange;
 pub use open::Store;
 pub use problems::{EXAMPLES_PER_GROUP, Example, GrepMatch, MessageGroup};
 pub use reports::{Activity, AttemptError, Counts, JobRow, RunSummary, SourceSummary};
-pub use results::{AttemptRecord, Next, Outcome};
+pub use results::{AttemptRecord, Batch, Next, Outcome, Step};
 pub use retry::{ERROR_CLASSES, Requeued, RowFilter};
 pub use runs::Run;
 pub use series::{Buckets, CLASSES, latency_bin};

@@ -14,15 +14,9 @@
 
 use std::sync::LazyLock;
 
+use super::statements::{ROWS_PER_STATEMENT, STATEMENT_ROWS, id_list, sized, values_sql};
+use super::steps::{self, Entry};
 use super::{Store, StoreError};
-
-/// Statement sizes, in rows. A chunk of outcomes is padded with rows of NULLs up to the next
-/// size, so only these few statements are ever prepared and they stay in the statement cache:
-/// preparing a new statement for every batch length cost a tenth of a fast drain's CPU.
-/// 512 rows of 8 values stay far below SQLite's 32,766-variable limit.
-const STATEMENT_ROWS: [usize; 4] = [1, 8, 64, 512];
-/// The largest statement, in rows.
-const ROWS_PER_STATEMENT: usize = STATEMENT_ROWS[STATEMENT_ROWS.len() - 1];
 
 /// The attempts INSERT for each statement size. Padding rows (all NULL) are filtered out.
 static INSERT_ATTEMPTS: LazyLock<Vec<String>> = LazyLock::new(|| {
@@ -59,16 +53,6 @@ static UPDATE_JOBS: LazyLock<Vec<String>> = LazyLock::new(|| {
         })
         .collect()
 });
-
-/// The prepared-once SQL for a chunk of `rows` rows, and how many padding rows it needs.
-/// `rows` is at most [`ROWS_PER_STATEMENT`].
-fn sized(statements: &'static [String], rows: usize) -> (&'static str, usize) {
-    let index = STATEMENT_ROWS
-        .iter()
-        .position(|&size| size >= rows)
-        .unwrap_or(STATEMENT_ROWS.len() - 1);
-    (statements[index].as_str(), STATEMENT_ROWS[index] - rows)
-}
 
 /// What happens to a row after a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,17 +99,54 @@ pub struct Outcome {
     pub attempt: Option<AttemptRecord>,
 }
 
+/// A success recorded in the journal, numbered by the drain that wrote it: its row stays in
+/// flight until its chain is folded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The entry's place in the journal, increasing in the order the drain records them.
+    pub seq: i64,
+    /// A success ([`Next::Succeeded`]); its attempt is recorded as any outcome's.
+    pub outcome: Outcome,
+}
+
+/// What one transaction of a drain's writer stores.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Batch<'a> {
+    /// Outcomes stored on their rows.
+    pub outcomes: &'a [Outcome],
+    /// Successes of rows whose chain goes on: journaled, the rows stay in flight.
+    pub steps: &'a [Step],
+    /// Entries whose chains ended, as (`seq`, job id): their successes are stored on their
+    /// rows now.
+    pub fold: &'a [(i64, i64)],
+    /// Every entry below this `seq` is folded: they are dropped (0: none).
+    pub folded_below: i64,
+}
+
 impl Store {
     /// Writes a batch of outcomes in one transaction. Returns how many rows changed state
     /// (rows no longer `in_flight` are left alone).
     pub async fn record_outcomes(&self, outcomes: &[Outcome]) -> Result<u64, StoreError> {
-        if outcomes.is_empty() {
+        self.record(Batch {
+            outcomes,
+            ..Batch::default()
+        })
+        .await
+    }
+
+    /// Writes a drain writer's batch in one transaction: the attempts of its outcomes and
+    /// steps, the steps appended to the journal, the folded entries and the outcomes stored on
+    /// their rows, the journal's folded prefix dropped. Returns how many rows changed state.
+    pub async fn record(&self, batch: Batch<'_>) -> Result<u64, StoreError> {
+        if batch.outcomes.is_empty() && batch.steps.is_empty() && batch.fold.is_empty() {
             return Ok(0);
         }
         let now = super::now_ms();
         let mut tx = self.pool.begin().await?;
-        let attempts: Vec<(i64, &AttemptRecord)> = outcomes
+        let attempts: Vec<(i64, &AttemptRecord)> = batch
+            .outcomes
             .iter()
+            .chain(batch.steps.iter().map(|s| &s.outcome))
             .filter_map(|o| o.attempt.as_ref().map(|a| (o.job_id, a)))
             .collect();
         for chunk in attempts.chunks(ROWS_PER_STATEMENT) {
@@ -145,8 +166,25 @@ impl Store {
             query = pad(query, padding);
             query.execute(&mut *tx).await?;
         }
-        let mut changed = 0;
-        for chunk in outcomes.chunks(ROWS_PER_STATEMENT) {
+        let entries: Vec<Entry<'_>> = batch
+            .steps
+            .iter()
+            .map(|step| Entry {
+                seq: step.seq,
+                job_id: step.outcome.job_id,
+                attempt: step.outcome.attempt.as_ref().map_or(0, |a| a.attempt),
+                http_status: step.outcome.http_status.map(i64::from),
+                response: match &step.outcome.next {
+                    Next::Succeeded { response } => response.as_deref(),
+                    _ => None,
+                },
+            })
+            .collect();
+        steps::insert(&mut tx, &entries).await?;
+        // Folded before the outcomes: a chain's last row is stored after the rows before it,
+        // as when each was stored on its own.
+        let mut changed = steps::fold(&mut tx, batch.fold, now).await?;
+        for chunk in batch.outcomes.chunks(ROWS_PER_STATEMENT) {
             let (sql, padding) = sized(&UPDATE_JOBS, chunk.len());
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for outcome in chunk {
@@ -206,11 +244,16 @@ impl Store {
         // Rows changed and rows finished, per run, for `run_pace`: summed by SQLite from the
         // rows just written (their `updated_at` is this batch's), not returned row by row:
         // sqlx hands every result row from its SQLite thread to the runtime, a tenth of a fast
-        // drain's time.
+        // drain's time. Folded rows count when folded; journaled ones when their chain ends.
         if changed > 0 {
-            let ids =
-                serde_json::to_string(&outcomes.iter().map(|o| o.job_id).collect::<Vec<i64>>())
-                    .map_err(|e| StoreError::Query(sqlx::Error::Protocol(e.to_string())))?;
+            let ids = id_list(
+                &batch
+                    .outcomes
+                    .iter()
+                    .map(|o| o.job_id)
+                    .chain(batch.fold.iter().map(|&(_, job_id)| job_id))
+                    .collect::<Vec<i64>>(),
+            );
             sqlx::query(
                 "INSERT INTO run_pace (run_id, second, finished, first_finished, last_change)
                  SELECT run_id, ?2 / 1000, sum(state IN ('succeeded', 'failed')),
@@ -227,6 +270,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        steps::drop_below(&mut tx, batch.folded_below).await?;
         tx.commit().await?;
         Ok(changed)
     }
@@ -243,17 +287,5 @@ fn pad(
     query
 }
 
-/// `head (?,?,..),(?,?,..) tail` with `rows` groups of `columns` placeholders.
-fn values_sql(head: &str, rows: usize, columns: usize, tail: &str) -> String {
-    let group = format!("({})", vec!["?"; columns].join(","));
-    let mut sql = String::with_capacity(head.len() + tail.len() + rows * (group.len() + 1));
-    sql.push_str(head);
-    for i in 0..rows {
-        if i > 0 {
-            sql.push(',');
-        }
-        sql.push_str(&group);
-    }
-    sql.push_str(tail);
-    sql
-}
+#[cfg(test)]
+mod tests;

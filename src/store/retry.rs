@@ -319,12 +319,23 @@ mod tests {
             "{retry}"
         );
         assert!(!retry.contains("SCAN"), "{retry}");
-        // Ingest's sync-key lookups (store/delta.rs): one probe per key, from the newest row.
-        let probe = plan(&store, &crate::store::delta::PROBES[1][0]).await;
+        // Ingest's sync-key lookups (store/delta.rs): one probe per key, from the newest row;
+        // an event key (and a failed row after it) one descent of its own index.
+        let probe = plan(&store, &crate::store::delta::PROBES[0][1][0]).await;
         assert!(
             probe.contains("USING INDEX jobs_by_ticket_sent (ticket_id=?)"),
             "{probe}"
         );
+        let event = plan(&store, &crate::store::delta::PROBES[1][1][0]).await;
+        assert!(
+            event.contains("USING INDEX jobs_by_event_key (sync_key=?)"),
+            "{event}"
+        );
+        assert!(
+            event.contains("USING INDEX jobs_by_event_key (sync_key=? AND id>?)"),
+            "{event}"
+        );
+        assert!(!event.contains("jobs_by_ticket_sent"), "{event}");
         let supersede = plan(&store, &crate::store::delta::SUPERSEDE_SQL).await;
         assert!(
             supersede.contains("USING INDEX jobs_by_ticket_sent (ticket_id=? AND id<?)"),

@@ -81,6 +81,9 @@ struct ChaosFigures {
     rows: usize,
     /// Sum over kills of the rows found `in_flight` right after the kill.
     in_flight_at_kills: u64,
+    /// Sum over kills of the successes a killed runner left in the journal of chain steps
+    /// (rows still `in_flight` in `jobs`, their chain not ended).
+    journaled_at_kills: u64,
     /// Rows the final database marks replayed.
     replayed_rows: usize,
     /// Applications beyond the first, over all rows.
@@ -94,13 +97,14 @@ impl ChaosFigures {
     /// One line for the test's output and RELIABILITY.md.
     fn summary(&self) -> String {
         format!(
-            "seed {}: {} kills survived, {} rows all succeeded; {} rows in flight at the kills, \
-             {} rows replayed, {} rows applied twice or more ({} extra applications); {} \
+            "seed {}: {} kills survived, {} rows all succeeded; {} rows in flight at the kills \
+             ({} of them recorded in the journal of chain steps), {} rows replayed, {} rows applied twice or more ({} extra applications); {} \
              requests ({:.3} per row)",
             self.seed,
             self.kills,
             self.rows,
             self.in_flight_at_kills,
+            self.journaled_at_kills,
             self.replayed_rows,
             self.rows_applied_twice,
             self.extra_applications,
@@ -117,6 +121,12 @@ impl ChaosFigures {
 async fn chaos_run(seed: u64, kills: usize, rows: usize, tickets: usize) -> ChaosFigures {
     let ws = Workspace::new();
     ingest_rows(&ws, rows, tickets);
+    chaos_on(ws, seed, kills, rows).await
+}
+
+/// [`chaos_run`] on a workspace whose run `r` holds `rows` rows, commented `<ticket>-<seq>`.
+#[cfg(unix)]
+async fn chaos_on(ws: Workspace, seed: u64, kills: usize, rows: usize) -> ChaosFigures {
     let sim = start_sim(SimConfig {
         seed,
         latency: Some(Latency::Range(
@@ -128,6 +138,7 @@ async fn chaos_run(seed: u64, kills: usize, rows: usize, tickets: usize) -> Chao
     .await;
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut in_flight_at_kills = 0;
+    let mut journaled_at_kills = 0;
     let mut killed = 0;
     while killed < kills {
         let mut child = spawn_run(&ws, &sim.base_url(), 8);
@@ -148,6 +159,9 @@ async fn chaos_run(seed: u64, kills: usize, rows: usize, tickets: usize) -> Chao
         killed += 1;
         let jobs = ws.jobs(Some("r")).await;
         in_flight_at_kills += jobs.iter().filter(|j| j.state == "in_flight").count() as u64;
+        let store = Store::open(&ws.db()).await.unwrap();
+        journaled_at_kills += store.chain_steps_left().await.unwrap() as u64;
+        store.close().await;
     }
     let mut child = spawn_run(&ws, &sim.base_url(), 8);
     let status = wait_for_exit(&mut child, Duration::from_secs(300)).await;
@@ -173,6 +187,7 @@ async fn chaos_run(seed: u64, kills: usize, rows: usize, tickets: usize) -> Chao
         kills: killed,
         rows,
         in_flight_at_kills,
+        journaled_at_kills,
         replayed_rows: jobs.iter().filter(|j| j.replayed).count(),
         extra_applications,
         rows_applied_twice,
@@ -221,6 +236,38 @@ async fn chaos_kill_9_during_run_loses_nothing_and_keeps_ticket_order() {
     let figures = chaos_run(seed(5), 25, 800, 160).await;
     eprintln!("{}", figures.summary());
     assert_eq!(figures.kills, 25);
+}
+
+/// A history sorted by ticket: `tickets` tickets x `per_ticket` consecutive rows, so every
+/// ticket goes out as chains of 32 rows, each row committed to the journal of chain steps
+/// before the next is sent. Kills land between a chain's journaled steps: each ticket's ledger
+/// must still never go back (an older row applied after a newer one).
+#[cfg(unix)]
+#[expect(clippy::print_stderr, reason = "the figures are the test's report")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_kill_9_during_a_drain_of_long_chains_never_applies_an_older_row_after_a_newer() {
+    let (tickets, per_ticket) = (24, 60);
+    let mut csv = String::from("ticket_id,sub_status,comment\n");
+    for t in 0..tickets {
+        for n in 1..=per_ticket {
+            csv.push_str(&format!("{},CL,t{t}-{n}\n", 300_000_000_000u64 + t as u64));
+        }
+    }
+    let ws = Workspace::new();
+    let path = ws.file("rows.csv", csv);
+    ws.kapsync()
+        .args(["ingest", "--run", "r"])
+        .arg(&path)
+        .assert()
+        .code(0);
+    let figures = chaos_on(ws, seed(11), 15, tickets * per_ticket).await;
+    eprintln!("{}", figures.summary());
+    assert_eq!(figures.kills, 15);
+    assert!(
+        figures.journaled_at_kills > 0,
+        "no kill left a chain's recorded steps behind: the test proves nothing ({})",
+        figures.summary()
+    );
 }
 
 /// The long mode: `cargo test --test integration chaos_long -- --ignored --nocapture`.

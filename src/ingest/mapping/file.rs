@@ -305,6 +305,11 @@ impl Mapping {
         &self.name
     }
 
+    /// Whether the mapping names a `[delta] key`: rows are events of their ticket.
+    pub fn names_events(&self) -> bool {
+        !self.delta.key.is_empty()
+    }
+
     /// Whether the mapping asks for `[delta] supersede = true`.
     pub fn supersede(&self) -> bool {
         self.delta.supersede

@@ -223,6 +223,7 @@ async fn a_repeated_key_on_a_new_database_is_found_chunks_later() {
     let options = DeltaOptions {
         skip_unchanged: true,
         supersede: true,
+        event_keys: false,
     };
     let run = crate::store::fixtures::add_jobs(&store, "r", jobs, Some(options)).await;
     let rows: Vec<(String, i64, String, Option<String>)> = sqlx::query_as(
@@ -266,6 +267,7 @@ async fn a_key_in_consecutive_chunks_is_decided_against_the_rows_just_written() 
         let options = DeltaOptions {
             skip_unchanged: true,
             supersede,
+            event_keys: false,
         };
         let night1 = ["k1", "k2", "k3"].map(|t| row(2, t, 1)).to_vec();
         crate::store::fixtures::add_jobs(&store, "a", night1, Some(options)).await;
@@ -330,4 +332,89 @@ async fn a_key_in_consecutive_chunks_is_decided_against_the_rows_just_written() 
             "supersede: {supersede}"
         );
     }
+}
+
+/// An event export's rows (`[delta] key`: many keys per ticket) are stored `event_key = 1` and
+/// found through `jobs_by_event_key`; a snapshot row of the same ticket is still found past
+/// the ticket's newer event rows (migration 0012).
+#[tokio::test]
+async fn event_keys_are_found_by_their_index_and_a_snapshot_past_newer_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("k.db")).await.unwrap();
+    let row = |line: i64, key: &str, payload: &str| NewJob {
+        line,
+        sync_key: Some(crate::store::fixtures::key_of(key)),
+        payload: Some(format!("{{\"ticket_id\":\"T\",\"p\":\"{payload}\"}}")),
+        payload_hash: Some(crate::store::fixtures::key_of(payload)),
+        ticket_id: Some("T".into()),
+        invalid_reason: None,
+        raw_record: None,
+    };
+    let snapshot = DeltaOptions::default();
+    let events = DeltaOptions {
+        event_keys: true,
+        ..snapshot
+    };
+    let events_of = |night: &str| -> Vec<NewJob> {
+        (0..300)
+            .map(|i| {
+                let text = if night == "e2" && i == 7 {
+                    "edited"
+                } else {
+                    "said"
+                };
+                row(i + 2, &format!("T#{i}"), &format!("event {i} {text}"))
+            })
+            .collect()
+    };
+    let add = |name: &'static str, jobs: Vec<NewJob>, options| {
+        let store = store.clone();
+        async move { crate::store::fixtures::add_jobs(&store, name, jobs, Some(options)).await }
+    };
+    add("s1", vec![row(2, "T", "open")], snapshot).await;
+    add("e1", events_of("e1"), events).await;
+    let e2 = add("e2", events_of("e2"), events).await;
+    let s2 = add("s2", vec![row(2, "T", "open")], snapshot).await;
+
+    let states = |run: i64| {
+        let store = store.clone();
+        async move {
+            let rows: Vec<(i64, String, Option<String>, i64)> = sqlx::query_as(
+                "SELECT line, state, error_message, event_key FROM jobs WHERE run_id = ?
+                 ORDER BY id",
+            )
+            .bind(run)
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+            rows
+        }
+    };
+    let night2 = states(e2).await;
+    let pending: Vec<i64> = night2
+        .iter()
+        .filter(|r| r.1 == "pending")
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(pending, [9], "only the edited event is new");
+    assert_eq!(
+        night2[0],
+        (
+            2,
+            "skipped".into(),
+            Some("unchanged since run e1, line 2".into()),
+            1
+        )
+    );
+    assert!(night2.iter().all(|r| r.3 == 1), "event rows: event_key = 1");
+    assert_eq!(
+        states(s2).await,
+        [(
+            2,
+            "skipped".into(),
+            Some("unchanged since run s1, line 2".into()),
+            0
+        )],
+        "the snapshot row is found past the 300 newer event rows of its ticket"
+    );
 }
