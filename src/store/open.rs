@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::ConnectOptions as _;
 use sqlx::Connection as _;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -40,6 +41,9 @@ const CACHE_SIZE: &str = "-8192";
 /// SQLite's page cache while a drain runs, in KiB (see [`Store::tune_for_drain`]): the pages
 /// of a 100,000-row run whole; 8 and 64 MiB measured no better on a grouped drain.
 const DRAIN_CACHE_KIB: i64 = 32 * 1024;
+
+/// A statement slower than this is logged at debug level (sqlx's default: a warning).
+const SLOW_STATEMENT: Duration = Duration::from_secs(1);
 
 /// The job database.
 #[derive(Debug, Clone)]
@@ -82,7 +86,11 @@ impl Store {
             // waited for the runtime thread to take each 50 rows, and workers ran dry meanwhile.
             .row_buffer_size(ROW_BUFFER)
             .foreign_keys(true)
-            .pragma("cache_size", CACHE_SIZE);
+            .pragma("cache_size", CACHE_SIZE)
+            // sqlx warns of a statement over a second with its whole text: on the first open
+            // after an upgrade, a migration of a long history printed a page of SQL to the
+            // operator's terminal or cron log. Statement timings are for debugging.
+            .log_slow_statements(log::LevelFilter::Debug, SLOW_STATEMENT);
         if fresh {
             options = options.page_size(NEW_FILE_PAGE_SIZE);
         }
