@@ -106,6 +106,17 @@ impl Store {
             }
             .into());
         }
+        if !fresh {
+            let steps = pending_migrations(&pool).await;
+            if steps > 0 {
+                tracing::info!(
+                    "updating {} for this version of kapsync ({steps} schema {}); \
+                     with a long history this can take a minute",
+                    path.display(),
+                    if steps == 1 { "change" } else { "changes" }
+                );
+            }
+        }
         migrate(&pool).await?;
         Ok(Self {
             pool,
@@ -209,6 +220,24 @@ async fn connect(options: SqliteConnectOptions) -> Result<SqlitePool, sqlx::Erro
             result => return result,
         }
     }
+}
+
+/// How many embedded migrations a database made by an earlier kapsync has not applied yet
+/// (0 when that cannot be read: the migration itself then reports the problem). Some rebuild
+/// indexes over the whole history: seconds for 10M rows, with nothing else to show for it.
+async fn pending_migrations(pool: &SqlitePool) -> usize {
+    let applied: Vec<i64> =
+        match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await
+        {
+            Ok(applied) if !applied.is_empty() => applied,
+            _ => return 0,
+        };
+    sqlx::migrate!("./migrations")
+        .iter()
+        .filter(|m| !applied.contains(&m.version))
+        .count()
 }
 
 /// Runs the embedded migrations. sqlx takes no lock on SQLite, so two processes opening a new
@@ -365,6 +394,13 @@ mod tests {
         .execute(&pool)
         .await
         .unwrap();
+        // Opening it announces the migrations still to run (they rebuild indexes).
+        let newer = sqlx::migrate!("./migrations")
+            .iter()
+            .filter(|m| m.version > 10)
+            .count();
+        assert!(newer >= 2);
+        assert_eq!(pending_migrations(&pool).await, newer);
         pool.close().await;
         #[cfg(unix)]
         {
@@ -373,6 +409,7 @@ mod tests {
         }
 
         let store = Store::open(&path).await.unwrap();
+        assert_eq!(pending_migrations(&store.pool).await, 0);
         let indexes: Vec<(String,)> = sqlx::query_as(
             "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'jobs'
                AND name LIKE 'jobs_by_%' ORDER BY name",
