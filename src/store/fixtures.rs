@@ -2,7 +2,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::{DeltaOptions, NewJob, SourceProgress, SourceStart, Store};
+use super::{AttemptRecord, DeltaOptions, NewJob, SourceProgress, SourceStart, Store};
 
 /// A sync key for tests: a digest of the ticket id, as uniform as the ingest's.
 pub(crate) fn key_of(ticket: &str) -> [u8; 16] {
@@ -10,6 +10,19 @@ pub(crate) fn key_of(ticket: &str) -> [u8; 16] {
     let mut key = [0; 16];
     key.copy_from_slice(&digest[..16]);
     key
+}
+
+/// The record of a successful attempt `attempt` (HTTP 200, nothing kept from the answer).
+pub(crate) fn success_attempt(attempt: i64) -> AttemptRecord {
+    AttemptRecord {
+        attempt,
+        started_ms: 1,
+        duration_ms: 1,
+        http_status: Some(200),
+        class: "success",
+        in_doubt: false,
+        excerpt: String::new(),
+    }
 }
 
 /// A store with one run named `r` whose rows have these ticket ids, in order.

@@ -319,31 +319,45 @@ mod tests {
         assert!(err.contains("-wal") && err.contains("chmod 600"), "{err}");
     }
 
+    /// A database file made at `path` by something other than `Store::open` (another tool, an
+    /// earlier kapsync), in WAL mode, with `page_size` when given.
+    async fn made_elsewhere(path: &Path, page_size: Option<u32>) -> SqlitePool {
+        let mut options = SqliteConnectOptions::from_str("sqlite:")
+            .unwrap()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        if let Some(size) = page_size {
+            options = options.page_size(size);
+        }
+        SqlitePoolOptions::new()
+            .connect_with(options)
+            .await
+            .unwrap()
+    }
+
+    /// Made under the umask: kapsync refuses a database others can read.
+    fn owner_only(path: &Path) {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        #[cfg(not(unix))]
+        let _ = path;
+    }
+
     #[tokio::test]
     async fn an_existing_file_keeps_its_page_size() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
-        let options = SqliteConnectOptions::from_str("sqlite:")
-            .unwrap()
-            .filename(&path)
-            .create_if_missing(true)
-            .page_size(4096)
-            .journal_mode(SqliteJournalMode::Wal);
-        let pool = SqlitePoolOptions::new()
-            .connect_with(options)
-            .await
-            .unwrap();
+        let pool = made_elsewhere(&path, Some(4096)).await;
         sqlx::query("CREATE TABLE t (x)")
             .execute(&pool)
             .await
             .unwrap();
         pool.close().await;
-        #[cfg(unix)]
-        {
-            // Made here under the umask; kapsync refuses a database others can read.
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        }
+        owner_only(&path);
         let store = Store::open(&path).await.unwrap();
         let (page_size,): (i64,) = sqlx::query_as("PRAGMA page_size")
             .fetch_one(&store.pool)
@@ -365,15 +379,7 @@ mod tests {
         use crate::store::{DeltaOptions, NewJob, fixtures::add_jobs};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
-        let options = SqliteConnectOptions::from_str("sqlite:")
-            .unwrap()
-            .filename(&path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal);
-        let pool = SqlitePoolOptions::new()
-            .connect_with(options)
-            .await
-            .unwrap();
+        let pool = made_elsewhere(&path, None).await;
         sqlx::migrate!("./migrations")
             .run_to(10, &pool)
             .await
@@ -402,11 +408,7 @@ mod tests {
         assert!(newer >= 2);
         assert_eq!(pending_migrations(&pool).await, newer);
         pool.close().await;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        }
+        owner_only(&path);
 
         let store = Store::open(&path).await.unwrap();
         assert_eq!(pending_migrations(&store.pool).await, 0);

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::store::fixtures::{add_run, store_with};
-use crate::store::{AttemptRecord, Next, Outcome};
+use crate::store::{Next, Outcome};
 
 /// The ids one claim of up to `limit` rows returns.
 async fn claim_ids(store: &Store, run: i64, cursor: &mut Cursor, limit: i64) -> Vec<i64> {
@@ -145,15 +145,7 @@ async fn batches_of_any_size_store_exactly_their_rows() {
         let outcomes: Vec<Outcome> = batch
             .iter()
             .map(|&id| Outcome {
-                attempt: Some(AttemptRecord {
-                    attempt: 1,
-                    started_ms: 1,
-                    duration_ms: 1,
-                    http_status: Some(200),
-                    class: "success",
-                    in_doubt: false,
-                    excerpt: String::new(),
-                }),
+                attempt: Some(crate::store::fixtures::success_attempt(1)),
                 ..done(id)
             })
             .collect();

@@ -2,7 +2,7 @@
 //! what a runner that died left behind.
 
 use super::*;
-use crate::store::fixtures::store_with;
+use crate::store::fixtures::{store_with, success_attempt};
 use crate::store::{Claimed, Cursor};
 
 fn success(row: &Claimed) -> Outcome {
@@ -12,15 +12,7 @@ fn success(row: &Claimed) -> Outcome {
         next: Next::Succeeded {
             response: Some(format!("{{\"row\":{}}}", row.id)),
         },
-        attempt: Some(AttemptRecord {
-            attempt: row.attempt,
-            started_ms: 1,
-            duration_ms: 1,
-            http_status: Some(200),
-            class: "success",
-            in_doubt: false,
-            excerpt: String::new(),
-        }),
+        attempt: Some(success_attempt(row.attempt)),
     }
 }
 
