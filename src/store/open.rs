@@ -222,6 +222,9 @@ async fn connect(options: SqliteConnectOptions) -> Result<SqlitePool, sqlx::Erro
     }
 }
 
+/// The migrations embedded in the binary (`migrations/`).
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
 /// How many embedded migrations a database made by an earlier kapsync has not applied yet
 /// (0 when that cannot be read: the migration itself then reports the problem). Some rebuild
 /// indexes over the whole history: seconds for 10M rows, with nothing else to show for it.
@@ -234,7 +237,7 @@ async fn pending_migrations(pool: &SqlitePool) -> usize {
             Ok(applied) if !applied.is_empty() => applied,
             _ => return 0,
         };
-    sqlx::migrate!("./migrations")
+    MIGRATOR
         .iter()
         .filter(|m| !applied.contains(&m.version))
         .count()
@@ -246,7 +249,7 @@ async fn pending_migrations(pool: &SqlitePool) -> usize {
 async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
     let mut tries = 1;
     loop {
-        match sqlx::migrate!("./migrations").run(pool).await {
+        match MIGRATOR.run(pool).await {
             Err(
                 sqlx::migrate::MigrateError::Execute(_)
                 | sqlx::migrate::MigrateError::ExecuteMigration(..),
@@ -380,10 +383,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.db");
         let pool = made_elsewhere(&path, None).await;
-        sqlx::migrate!("./migrations")
-            .run_to(10, &pool)
-            .await
-            .unwrap();
+        MIGRATOR.run_to(10, &pool).await.unwrap();
         sqlx::query(
             "INSERT INTO runs (id, name, created_at) VALUES (1, 'n1', '2026-01-01');
              INSERT INTO source_files (id, run_id, path, content_hash, settings_hash, format,
@@ -401,10 +401,7 @@ mod tests {
         .await
         .unwrap();
         // Opening it announces the migrations still to run (they rebuild indexes).
-        let newer = sqlx::migrate!("./migrations")
-            .iter()
-            .filter(|m| m.version > 10)
-            .count();
+        let newer = MIGRATOR.iter().filter(|m| m.version > 10).count();
         assert!(newer >= 2);
         assert_eq!(pending_migrations(&pool).await, newer);
         pool.close().await;
