@@ -256,6 +256,8 @@ pub async fn ingest_file(
         }
     };
     let hash = hash.or(report.stdin_hash).unwrap_or_default();
+    // The last chunk is decided when written but inserted (and counted) when flushed.
+    writer.flush().await?;
     let delta = writer.delta_counts();
     summary.unchanged = delta.unchanged;
     summary.superseded = delta.superseded;

@@ -12,9 +12,15 @@
 //! [`Store::ingest_writer`]).
 
 use std::borrow::Cow;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::Poll;
 
 use sqlx::Sqlite;
 use sqlx::pool::PoolConnection;
+use sqlx::query::Query;
+use sqlx::sqlite::SqliteArguments;
 
 use super::delta::{self, DeltaCounts, DeltaOptions, Kind};
 use super::{Counts, JobState, Store, StoreError, now_text};
@@ -199,10 +205,11 @@ impl Store {
             source_id,
             in_transaction: false,
             event_keys: false,
-            full_sql: insert_sql(run_id, source_id, false, ROWS_PER_STATEMENT),
+            full_sql: insert_sql(run_id, source_id, false, ROWS_PER_STATEMENT).into(),
             delta: None,
             counts: DeltaCounts::default(),
             added: Counts::default(),
+            ready: None,
         })
     }
 }
@@ -239,13 +246,29 @@ pub struct IngestWriter {
     in_transaction: bool,
     /// Rows are stored with `event_key = 1` (see [`DeltaOptions::event_keys`]).
     event_keys: bool,
-    full_sql: String,
+    full_sql: Arc<str>,
     /// Rows written in the open transaction per stored state, added to `run_counts` when it
     /// commits (cheaper than a trigger per inserted row). Must follow the state the INSERT
     /// stores for each row.
     added: Counts,
     delta: Option<delta::Context>,
     counts: DeltaCounts,
+    /// The last chunk, decided and bound, to insert (see [`IngestWriter::write`]).
+    ready: Option<Ready>,
+}
+
+/// A chunk's insert statement and the earlier rows it supersedes.
+struct Ready {
+    insert: Query<'static, Sqlite, SqliteArguments>,
+    supersede: Vec<delta::Supersede>,
+}
+
+impl std::fmt::Debug for Ready {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ready")
+            .field("supersede", &self.supersede.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl IngestWriter {
@@ -259,7 +282,8 @@ impl IngestWriter {
             self.source_id,
             self.event_keys,
             ROWS_PER_STATEMENT,
-        );
+        )
+        .into();
         if !options.skip_unchanged && !options.supersede {
             self.delta = None;
             return Ok(());
@@ -274,7 +298,8 @@ impl IngestWriter {
         Ok(())
     }
 
-    /// Rows this writer stored `skipped` (or turned `skipped`) so far.
+    /// Rows this writer stored `skipped` (or turned `skipped`) so far: up to the last chunk
+    /// written, once [`IngestWriter::flush`] or a commit has inserted it.
     pub fn delta_counts(&self) -> DeltaCounts {
         self.counts
     }
@@ -282,6 +307,10 @@ impl IngestWriter {
     /// Inserts rows inside the open transaction (opening one when needed). Call
     /// [`IngestWriter::commit`] to make them durable. Rows given by value are moved into the
     /// statement; borrowed ones (`&rows`) are copied first.
+    ///
+    /// The statements are pipelined: a chunk is decided and bound while SQLite inserts the
+    /// chunk before it (and probes for this one), so the last chunk is inserted by the next
+    /// call or by [`IngestWriter::commit`].
     pub async fn write<'j>(
         &mut self,
         jobs: impl Into<Cow<'j, [NewJob]>>,
@@ -299,80 +328,88 @@ impl IngestWriter {
         let mut jobs = jobs.into_iter().peekable();
         while jobs.peek().is_some() {
             let chunk: Vec<NewJob> = jobs.by_ref().take(ROWS_PER_STATEMENT).collect();
-            let decisions = match &mut self.delta {
-                Some(context) => delta::decide(&mut self.conn, &chunk, context).await?,
-                None => delta::Decisions {
-                    rows: chunk
-                        .iter()
-                        .map(|j| match j.invalid_reason {
-                            Some(_) => (Kind::Invalid, None),
-                            None => (Kind::Pending, None),
-                        })
-                        .collect(),
-                    supersede: Vec::new(),
-                    keyless: Vec::new(),
-                },
+            let probed = match &mut self.delta {
+                Some(context) => Some(delta::probe(&mut self.conn, &chunk, context).await?),
+                None => None,
             };
-            let partial;
-            let sql = if chunk.len() == ROWS_PER_STATEMENT {
-                &self.full_sql
-            } else {
-                partial = insert_sql(self.run_id, self.source_id, self.event_keys, chunk.len());
-                &partial
-            };
-            // The text is built here from integers only: nothing user-given reaches it.
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
-            let mut keyless = decisions.keyless.iter().copied().peekable();
-            for (index, (job, (kind, reason))) in chunk.into_iter().zip(decisions.rows).enumerate()
-            {
-                let sync_key = if keyless.next_if_eq(&index).is_some() {
-                    None
+            // SQLite inserts the chunk before this one while this one is decided and bound
+            // (sqlx hands a statement to its connection's thread when first polled).
+            let ready = self.ready.take();
+            let upto = self.delta.as_ref().map_or(0, delta::Context::last_id);
+            let (inserted, next) = {
+                let conn = &mut self.conn;
+                let mut inserting = pin!(async move {
+                    match ready {
+                        Some(ready) => {
+                            let done = ready.insert.execute(&mut **conn).await?;
+                            Ok::<_, StoreError>(Some((done.last_insert_rowid(), ready.supersede)))
+                        }
+                        None => Ok(None),
+                    }
+                });
+                let early = poll_fn(|cx| Poll::Ready(inserting.as_mut().poll(cx))).await;
+                let decisions = match (&mut self.delta, probed) {
+                    (Some(context), Some(probed)) => delta::decide(&chunk, probed, context),
+                    _ => delta::Decisions {
+                        rows: chunk
+                            .iter()
+                            .map(|j| match j.invalid_reason {
+                                Some(_) => (Kind::Invalid, None),
+                                None => (Kind::Pending, None),
+                            })
+                            .collect(),
+                        supersede: Vec::new(),
+                        keyless: Vec::new(),
+                    },
+                };
+                let sql = if chunk.len() == ROWS_PER_STATEMENT {
+                    self.full_sql.clone()
                 } else {
-                    job.sync_key.map(Vec::from)
+                    insert_sql(self.run_id, self.source_id, self.event_keys, chunk.len()).into()
                 };
-                // Owned values move into the arguments; borrowed ones would be copied. An
-                // unchanged row keeps no payload: its reason names the row that has it.
-                let (payload, message) = match kind {
-                    Kind::Pending => {
-                        self.added.pending += 1;
-                        (job.payload, None)
-                    }
-                    Kind::Invalid => {
-                        self.added.invalid += 1;
-                        (None, job.invalid_reason)
-                    }
-                    Kind::Unchanged => {
-                        self.added.skipped += 1;
-                        self.counts.unchanged += 1;
-                        (None, reason)
-                    }
-                    Kind::Superseded => {
-                        self.added.skipped += 1;
-                        self.counts.superseded += 1;
-                        (job.payload, reason)
-                    }
-                };
-                query = query
-                    .bind(job.line)
-                    .bind(job.ticket_id)
-                    .bind(payload)
-                    .bind(job.payload_hash.map(Vec::from))
-                    .bind(sync_key)
-                    .bind(kind as i64)
-                    .bind(kind as i64)
-                    .bind(message)
-                    .bind(job.raw_record);
-            }
-            let done = query.execute(&mut *self.conn).await?;
-            if let Some(context) = &mut self.delta {
-                context.inserted_up_to(done.last_insert_rowid());
-            }
-            if !decisions.supersede.is_empty() {
-                self.counts.superseded +=
-                    delta::supersede(&mut self.conn, &decisions.supersede).await? as i64;
-            }
+                let next = bind(chunk, decisions, sql, &mut self.added, &mut self.counts);
+                let inserted = match early {
+                    Poll::Ready(inserted) => inserted,
+                    Poll::Pending => inserting.await,
+                }?;
+                (inserted, next)
+            };
+            self.inserted(inserted, upto).await?;
+            self.ready = Some(next);
         }
         Ok(())
+    }
+
+    /// After a chunk's insert (given its last id and the earlier rows it supersedes, and the
+    /// last id before it): notes the id and skips the superseded rows.
+    async fn inserted(
+        &mut self,
+        inserted: Option<(i64, Vec<delta::Supersede>)>,
+        upto: i64,
+    ) -> Result<(), StoreError> {
+        let Some((last_id, supersede)) = inserted else {
+            return Ok(());
+        };
+        if let Some(context) = &mut self.delta {
+            context.inserted_up_to(last_id);
+        }
+        if !supersede.is_empty() {
+            self.counts.superseded +=
+                delta::supersede(&mut self.conn, &supersede, upto).await? as i64;
+        }
+        Ok(())
+    }
+
+    /// Inserts the chunk still waiting (see [`IngestWriter::write`]), inside the open
+    /// transaction; [`IngestWriter::delta_counts`] then counts every row written.
+    pub async fn flush(&mut self) -> Result<(), StoreError> {
+        let Some(ready) = self.ready.take() else {
+            return Ok(());
+        };
+        let upto = self.delta.as_ref().map_or(0, delta::Context::last_id);
+        let done = ready.insert.execute(&mut *self.conn).await?;
+        self.inserted(Some((done.last_insert_rowid(), ready.supersede)), upto)
+            .await
     }
 
     /// Records the source's progress and commits the open transaction.
@@ -383,6 +420,7 @@ impl IngestWriter {
                 .await?;
             self.in_transaction = true;
         }
+        self.flush().await?;
         sqlx::query(
             "UPDATE source_files SET last_line = ?, rows_read = ?, rows_valid = ?,
              rows_invalid = ? WHERE id = ?",
@@ -462,6 +500,64 @@ impl IngestWriter {
     }
 }
 
+/// The insert statement of a decided chunk, its rows counted.
+fn bind(
+    chunk: Vec<NewJob>,
+    decisions: delta::Decisions,
+    sql: Arc<str>,
+    added: &mut Counts,
+    counts: &mut DeltaCounts,
+) -> Ready {
+    // The text is built here from integers only: nothing user-given reaches it.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let mut keyless = decisions.keyless.iter().copied().peekable();
+    for (index, (job, (kind, reason))) in chunk.into_iter().zip(decisions.rows).enumerate() {
+        let sync_key = if keyless.next_if_eq(&index).is_some() {
+            None
+        } else {
+            job.sync_key.map(Vec::from)
+        };
+        // Owned values move into the arguments; borrowed ones would be copied. An
+        // unchanged row keeps neither payload nor its digest (only the probe reads a digest,
+        // and only of rows that can still be sent): its reason names the row that has them.
+        let hash = job.payload_hash.map(Vec::from);
+        let (payload, hash, message) = match kind {
+            Kind::Pending => {
+                added.pending += 1;
+                (job.payload, hash, None)
+            }
+            Kind::Invalid => {
+                added.invalid += 1;
+                (None, hash, job.invalid_reason)
+            }
+            Kind::Unchanged => {
+                added.skipped += 1;
+                counts.unchanged += 1;
+                (None, None, reason)
+            }
+            Kind::Superseded => {
+                added.skipped += 1;
+                counts.superseded += 1;
+                (job.payload, hash, reason)
+            }
+        };
+        query = query
+            .bind(job.line)
+            .bind(job.ticket_id)
+            .bind(payload)
+            .bind(hash)
+            .bind(sync_key)
+            .bind(kind as i64)
+            .bind(kind as i64)
+            .bind(message)
+            .bind(job.raw_record);
+    }
+    Ready {
+        insert: query,
+        supersede: decisions.supersede,
+    }
+}
+
 impl IngestWriter {
     /// Gives up on a source that failed: rolls back what is not committed and, when nothing
     /// of it was ever committed, removes its record, so a file refused as a whole (not UTF-8,
@@ -474,6 +570,7 @@ impl IngestWriter {
             self.in_transaction = false;
             self.added = Counts::default();
         }
+        self.ready = None;
         sqlx::query(
             "DELETE FROM source_files WHERE id = ?1 AND complete = 0 AND last_line = 0
                AND NOT EXISTS (SELECT 1 FROM jobs WHERE run_id = ?2 AND source_id = ?1)",

@@ -197,6 +197,40 @@ async fn unchanged_rows_keep_their_sync_key_only_to_resolve_a_failure() {
     assert_eq!(store.resolved_failures(n2).await.unwrap(), 1);
 }
 
+/// The probe packs a found row's line and run into one integer (`delta/probe.rs`); a line
+/// past that form's range makes SQLite answer a real number, and the probe asks again for the
+/// wide form instead of misreading it.
+#[tokio::test]
+async fn a_line_past_the_packed_probe_answer_is_read_wide() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("k.db")).await.unwrap();
+    night(&store, "n1", &[("a", "one"), ("b", "bee")]).await;
+    sqlx::query(
+        "UPDATE jobs SET state = 'succeeded',
+         line = CASE ticket_id WHEN 'a' THEN 1099511627776 ELSE 5 END",
+    )
+    .execute(&store.pool)
+    .await
+    .unwrap();
+    let n2 = night(&store, "n2", &[("a", "one"), ("b", "bee")]).await;
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT state, error_message FROM jobs WHERE run_id = ? ORDER BY id")
+            .bind(n2)
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        rows,
+        [
+            (
+                "skipped".into(),
+                "unchanged since run n1, line 1099511627776".into()
+            ),
+            ("skipped".into(), "unchanged since run n1, line 5".into())
+        ]
+    );
+}
+
 /// On a new database the probe is made only for keys the ingest may have stored already
 /// (`delta/seen.rs`): a key stored two chunks earlier (only the table has it) is still found,
 /// unchanged or superseded.
