@@ -321,12 +321,12 @@ mod tests {
         assert!(!retry.contains("SCAN"), "{retry}");
         // Ingest's sync-key lookups (store/delta.rs): one probe per key, from the newest row;
         // an event key (and a failed row after it) one descent of its own index.
-        let probe = plan(&store, &crate::store::delta::probe::PROBES[0][1][0][0]).await;
+        let probe = plan(&store, &crate::store::delta::probe::PROBES[0][1][0]).await;
         assert!(
             probe.contains("USING INDEX jobs_by_ticket_sent (ticket_id=?)"),
             "{probe}"
         );
-        let event = plan(&store, &crate::store::delta::probe::PROBES[1][1][0][0]).await;
+        let event = plan(&store, &crate::store::delta::probe::PROBES[1][1][0]).await;
         assert!(
             event.contains("USING INDEX jobs_by_event_key (sync_key=?)"),
             "{event}"

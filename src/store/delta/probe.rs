@@ -7,13 +7,8 @@ use sqlx::pool::PoolConnection;
 
 use super::{Context, NewJob, StoreError};
 
-/// Keys per probe statement; a chunk's distinct keys are padded with NULLs up to it so the
-/// statement is prepared once. The ingest's full insert chunk (1000 rows) takes one probe.
+/// Keys per probe statement: the ingest's full insert chunk (1000 rows) takes one probe.
 const KEYS_PER_PROBE: usize = 1000;
-
-/// Keys per probe statement when a chunk has few to probe (a new database: the keys its
-/// filter may have seen), so a key or two is not padded to a thousand.
-const KEYS_PER_SMALL_PROBE: usize = 16;
 
 /// The newest counting row of a probed row's key in the table, as the probe packs it.
 #[derive(Debug, Clone, Copy)]
@@ -42,73 +37,33 @@ pub(in crate::store) struct Probed {
 /// wide form, `line,rest`, as does a chunk whose line overflows (SQLite then answers a real
 /// number). The row found answers from where the index walk left its cursor (a join on its
 /// id read the table a second time); the keys come sorted by ticket, so consecutive probes
-/// descend to neighbouring entries. Indexed by [event keys][failed rows in the database][few
-/// keys][wide].
-pub(in crate::store) static PROBES: [[[[LazyLock<String>; 2]; 2]; 2]; 2] = [
+/// descend to neighbouring entries.
+///
+/// The keys go in as three values, not three per row: the tickets as one JSON array, and the
+/// sync keys and payload digests as one blob of 32 bytes a row (a row without a digest gives
+/// zeros; its `equal` flag is not read). Bound one by one, each value was an allocation on
+/// the runtime, a copy in SQLite and two frees on SQLite's thread: about a third less probe
+/// time this way (Python's sqlite3 on a copy of night 1's database, 300,000 keys, 0.87 s
+/// against 1.25 s). Indexed by [event keys][failed rows in the database][wide].
+pub(in crate::store) static PROBES: [[[LazyLock<String>; 2]; 2]; 2] = [
     [
         [
-            [
-                LazyLock::new(|| probe_sql(&TICKET_WALK, "0", KEYS_PER_PROBE, false)),
-                LazyLock::new(|| probe_sql(&TICKET_WALK, "0", KEYS_PER_PROBE, true)),
-            ],
-            [
-                LazyLock::new(|| probe_sql(&TICKET_WALK, "0", KEYS_PER_SMALL_PROBE, false)),
-                LazyLock::new(|| probe_sql(&TICKET_WALK, "0", KEYS_PER_SMALL_PROBE, true)),
-            ],
+            LazyLock::new(|| probe_sql(&TICKET_WALK, "0", false)),
+            LazyLock::new(|| probe_sql(&TICKET_WALK, "0", true)),
         ],
         [
-            [
-                LazyLock::new(|| {
-                    probe_sql(&TICKET_WALK, TICKET_FAILED_AFTER, KEYS_PER_PROBE, false)
-                }),
-                LazyLock::new(|| {
-                    probe_sql(&TICKET_WALK, TICKET_FAILED_AFTER, KEYS_PER_PROBE, true)
-                }),
-            ],
-            [
-                LazyLock::new(|| {
-                    probe_sql(
-                        &TICKET_WALK,
-                        TICKET_FAILED_AFTER,
-                        KEYS_PER_SMALL_PROBE,
-                        false,
-                    )
-                }),
-                LazyLock::new(|| {
-                    probe_sql(
-                        &TICKET_WALK,
-                        TICKET_FAILED_AFTER,
-                        KEYS_PER_SMALL_PROBE,
-                        true,
-                    )
-                }),
-            ],
+            LazyLock::new(|| probe_sql(&TICKET_WALK, TICKET_FAILED_AFTER, false)),
+            LazyLock::new(|| probe_sql(&TICKET_WALK, TICKET_FAILED_AFTER, true)),
         ],
     ],
     [
         [
-            [
-                LazyLock::new(|| probe_sql(&EVENT_SEEK, "0", KEYS_PER_PROBE, false)),
-                LazyLock::new(|| probe_sql(&EVENT_SEEK, "0", KEYS_PER_PROBE, true)),
-            ],
-            [
-                LazyLock::new(|| probe_sql(&EVENT_SEEK, "0", KEYS_PER_SMALL_PROBE, false)),
-                LazyLock::new(|| probe_sql(&EVENT_SEEK, "0", KEYS_PER_SMALL_PROBE, true)),
-            ],
+            LazyLock::new(|| probe_sql(&EVENT_SEEK, "0", false)),
+            LazyLock::new(|| probe_sql(&EVENT_SEEK, "0", true)),
         ],
         [
-            [
-                LazyLock::new(|| probe_sql(&EVENT_SEEK, EVENT_FAILED_AFTER, KEYS_PER_PROBE, false)),
-                LazyLock::new(|| probe_sql(&EVENT_SEEK, EVENT_FAILED_AFTER, KEYS_PER_PROBE, true)),
-            ],
-            [
-                LazyLock::new(|| {
-                    probe_sql(&EVENT_SEEK, EVENT_FAILED_AFTER, KEYS_PER_SMALL_PROBE, false)
-                }),
-                LazyLock::new(|| {
-                    probe_sql(&EVENT_SEEK, EVENT_FAILED_AFTER, KEYS_PER_SMALL_PROBE, true)
-                }),
-            ],
+            LazyLock::new(|| probe_sql(&EVENT_SEEK, EVENT_FAILED_AFTER, false)),
+            LazyLock::new(|| probe_sql(&EVENT_SEEK, EVENT_FAILED_AFTER, true)),
         ],
     ],
 ];
@@ -149,14 +104,7 @@ const EVENT_FAILED_AFTER: &str = "EXISTS (SELECT 1 FROM jobs f INDEXED BY jobs_b
          WHERE f.sync_key = p.sync_key AND f.event_key = 1
            AND f.id > p.id AND f.state = 'failed')";
 
-fn probe_sql(reach: &Reach, failed_after: &str, keys: usize, wide: bool) -> String {
-    let mut sql = String::from("WITH k(ticket, key, hash) AS (VALUES ");
-    for i in 0..keys {
-        if i > 0 {
-            sql.push(',');
-        }
-        sql.push_str("(?,?,?)");
-    }
+fn probe_sql(reach: &Reach, failed_after: &str, wide: bool) -> String {
     let flags = format!(
         "p.run_id * 8 + (p.payload_hash IS k.hash) * 4 + (p.state = 'pending') * 2
          + {failed_after}"
@@ -166,19 +114,21 @@ fn probe_sql(reach: &Reach, failed_after: &str, keys: usize, wide: bool) -> Stri
     } else {
         (format!("p.line * 16777216 + {flags}"), "0")
     };
-    sql.push_str(&format!(
-        ") SELECT coalesce(group_concat(coalesce((
+    format!(
+        "WITH k AS (SELECT t.value AS ticket, substr(?2, t.key * 32 + 1, 16) AS key,
+                           substr(?2, t.key * 32 + 17, 16) AS hash
+                    FROM json_each(?1) t)
+         SELECT coalesce(group_concat(coalesce((
              SELECT {value}
              FROM jobs p INDEXED BY {index}
              WHERE {key}
                AND p.state IN ('succeeded', 'pending', 'in_flight')
-               AND (p.state != 'succeeded' OR ifnull(p.updated_at, 0) >= ?)
+               AND (p.state != 'succeeded' OR ifnull(p.updated_at, 0) >= ?3)
              ORDER BY p.id DESC LIMIT 1), {none}), ','), '')
          FROM k",
         index = reach.index,
         key = reach.key,
-    ));
-    sql
+    )
 }
 
 /// Probes the table for the sync keys of a chunk's rows. The rows of the chunk before it need
@@ -263,33 +213,30 @@ async fn probe_part(
     context: &Context,
     wide: bool,
 ) -> Result<String, StoreError> {
-    let small = part.len() <= KEYS_PER_SMALL_PROBE;
-    let size = if small {
-        KEYS_PER_SMALL_PROBE
-    } else {
-        KEYS_PER_PROBE
-    };
     let sql = &PROBES[usize::from(context.options.event_keys)][usize::from(context.failed_rows)]
-        [usize::from(small)][usize::from(wide)];
-    let mut query = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql.as_str()));
-    for (ticket, key, hash, _) in part {
-        query = query
-            .bind(*ticket)
-            .bind(key.to_vec())
-            .bind(hash.map(Vec::from));
+        [usize::from(wide)];
+    let tickets: Vec<&str> = part.iter().map(|(ticket, ..)| *ticket).collect();
+    let mut keys = Vec::with_capacity(part.len() * 32);
+    for (_, key, hash, _) in part {
+        keys.extend_from_slice(key);
+        keys.extend_from_slice(&hash.unwrap_or_default());
     }
-    for _ in part.len()..size {
-        query = query
-            .bind(None::<&str>)
-            .bind(None::<Vec<u8>>)
-            .bind(None::<Vec<u8>>);
-    }
-    let (answer,) = query.bind(context.since_ms).fetch_one(&mut **conn).await?;
+    let tickets = serde_json::to_string(&tickets).map_err(|e| {
+        StoreError::Query(sqlx::Error::Protocol(format!(
+            "the sync-key probe's tickets: {e}"
+        )))
+    })?;
+    let (answer,) = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql.as_str()))
+        .bind(tickets)
+        .bind(keys)
+        .bind(context.since_ms)
+        .fetch_one(&mut **conn)
+        .await?;
     Ok(answer)
 }
 
-/// Reads a probe's answer (see [`PROBES`]) for its first `rows` keys (the rest are padding);
-/// `None` when it is not `rows` or more packed values.
+/// Reads a probe's answer (see [`PROBES`]) for its `rows` keys; `None` when it is not `rows`
+/// packed values.
 fn decode(answer: &str, rows: usize, wide: bool) -> Option<Vec<Option<Found>>> {
     let mut numbers = answer.split(',').map(|n| n.parse::<i64>().ok());
     let mut found = Vec::with_capacity(rows);
@@ -308,7 +255,7 @@ fn decode(answer: &str, rows: usize, wide: bool) -> Option<Vec<Option<Found>>> {
             line,
         }));
     }
-    Some(found)
+    numbers.next().is_none().then_some(found)
 }
 
 #[cfg(test)]
@@ -318,7 +265,7 @@ mod tests {
     #[test]
     fn probe_answers_unpack_and_overflow_asks_again() {
         let packed = (17 << 24) + 5 * 8 + 4 + 1;
-        let found = decode(&format!("{packed},0,9"), 2, false).unwrap();
+        let found = decode(&format!("{packed},0"), 2, false).unwrap();
         let first = found[0].unwrap();
         assert_eq!((first.line, first.run), (17, 5));
         assert!(first.equal && !first.pending && first.failed_after);
@@ -326,6 +273,7 @@ mod tests {
         // A line past 2^39 makes SQLite answer a real number: the packed read gives up.
         assert!(decode("9.22337203685478e+18,0", 2, false).is_none());
         assert!(decode("0", 2, false).is_none());
+        assert!(decode("0,0,0", 2, false).is_none());
         let wide = decode("123456789012345,16777218,0,0", 2, true).unwrap();
         let first = wide[0].unwrap();
         assert_eq!((first.line, first.run), (123_456_789_012_345, 2_097_152));
