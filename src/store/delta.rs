@@ -134,7 +134,8 @@ pub(super) struct Context {
     /// Whether the database holds failed rows (set when each transaction begins: the writer
     /// holds the write lock until it commits, so no drain fails a row meanwhile).
     pub failed_rows: bool,
-    /// Some run id does not fit the packed probe answer.
+    /// The probe answers in its wide form: some run id, or a line met in this transaction,
+    /// does not fit the packed one.
     wide: bool,
     /// Names of the runs that earlier rows found belong to.
     run_names: HashMap<i64, String>,
@@ -205,6 +206,22 @@ pub(super) async fn table_empty(conn: &mut PoolConnection<Sqlite>) -> Result<boo
     Ok(empty)
 }
 
+/// The row a row is compared with: the newest counting row of its key, in this chunk, the
+/// chunk before it or the table.
+#[derive(Debug, Clone, Copy)]
+struct Earlier {
+    /// Its payload is the row's.
+    equal: bool,
+    pending: bool,
+    /// The run holding it; `None` for the run being ingested.
+    run: Option<i64>,
+    line: i64,
+    /// Its index in the chunk being decided.
+    chunk_index: Option<usize>,
+    /// A failed row of the key is newer than it.
+    failed_after: bool,
+}
+
 /// Decides every row of a chunk from its probe, walking the rows in order: a row's earlier row
 /// may be one of this chunk or of the chunk before it (not yet in the table when the probe
 /// ran) or the one the probe found.
@@ -230,31 +247,35 @@ pub(super) fn decide(jobs: &[NewJob], probed: Probed, context: &mut Context) -> 
             (None, Some(key)) => key,
         };
         let hash = job.payload_hash;
-        // (payload equal, pending, run, line, index in this chunk, failed row after it)
         let earlier = match current.get(&key).or_else(|| context.recent.get(&key)) {
-            Some(recent) => Some((
-                hash.is_some() && recent.hash == hash,
-                true,
-                None,
-                recent.line,
-                recent.chunk_index,
-                false,
-            )),
-            None => probed.found.get(index).copied().flatten().map(|found| {
-                (
-                    hash.is_some() && found.equal,
-                    found.pending,
-                    Some(found.run),
-                    found.line,
-                    None,
-                    found.failed_after,
-                )
+            Some(recent) => Some(Earlier {
+                equal: hash.is_some() && recent.hash == hash,
+                pending: true,
+                run: None,
+                line: recent.line,
+                chunk_index: recent.chunk_index,
+                failed_after: false,
             }),
+            None => probed
+                .found
+                .get(index)
+                .copied()
+                .flatten()
+                .map(|found| Earlier {
+                    equal: hash.is_some() && found.equal,
+                    pending: found.pending,
+                    run: Some(found.run),
+                    line: found.line,
+                    chunk_index: None,
+                    failed_after: found.failed_after,
+                }),
         };
         if options.skip_unchanged
-            && let Some((true, _, run, line, _, failed_after)) = earlier
+            && let Some(earlier) = earlier
+            && earlier.equal
         {
-            let run = match run {
+            let line = earlier.line;
+            let run = match earlier.run {
                 None => run_name,
                 Some(id) => context.run_names.get(&id).map_or("?", String::as_str),
             };
@@ -262,17 +283,18 @@ pub(super) fn decide(jobs: &[NewJob], probed: Probed, context: &mut Context) -> 
             // Only a failed row between the two looks for it by key (it resolves that
             // failure, `history.rs`); otherwise the key would only cost a randomly placed
             // index entry per row and night, most of a nightly re-ingest's writes.
-            if !failed_after {
+            if !earlier.failed_after {
                 decisions.keyless.push(index);
             }
             decisions.rows.push((Kind::Unchanged, Some(reason)));
             continue;
         }
         if options.supersede
-            && let Some((_, true, _, _, chunk_index, _)) = earlier
+            && let Some(earlier) = earlier
+            && earlier.pending
         {
             let reason = format!("superseded by run {run_name}, line {}", job.line);
-            match chunk_index {
+            match earlier.chunk_index {
                 Some(i) => decisions.rows[i] = (Kind::Superseded, Some(reason)),
                 None => decisions.supersede.push((
                     job.ticket_id.clone().unwrap_or_default(),

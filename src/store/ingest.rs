@@ -340,10 +340,7 @@ impl IngestWriter {
                 let conn = &mut self.conn;
                 let mut inserting = pin!(async move {
                     match ready {
-                        Some(ready) => {
-                            let done = ready.insert.execute(&mut **conn).await?;
-                            Ok::<_, StoreError>(Some((done.last_insert_rowid(), ready.supersede)))
-                        }
+                        Some(ready) => insert(conn, ready).await.map(Some),
                         None => Ok(None),
                     }
                 });
@@ -374,22 +371,20 @@ impl IngestWriter {
                 }?;
                 (inserted, next)
             };
-            self.inserted(inserted, upto).await?;
+            if let Some(inserted) = inserted {
+                self.inserted(inserted, upto).await?;
+            }
             self.ready = Some(next);
         }
         Ok(())
     }
 
-    /// After a chunk's insert (given its last id and the earlier rows it supersedes, and the
-    /// last id before it): notes the id and skips the superseded rows.
+    /// After a chunk's insert (given what [`insert`] answered, and the last id before it): notes the id and skips the superseded rows.
     async fn inserted(
         &mut self,
-        inserted: Option<(i64, Vec<delta::Supersede>)>,
+        (last_id, supersede): (i64, Vec<delta::Supersede>),
         upto: i64,
     ) -> Result<(), StoreError> {
-        let Some((last_id, supersede)) = inserted else {
-            return Ok(());
-        };
         if let Some(context) = &mut self.delta {
             context.inserted_up_to(last_id);
         }
@@ -407,9 +402,8 @@ impl IngestWriter {
             return Ok(());
         };
         let upto = self.delta.as_ref().map_or(0, delta::Context::last_id);
-        let done = ready.insert.execute(&mut *self.conn).await?;
-        self.inserted(Some((done.last_insert_rowid(), ready.supersede)), upto)
-            .await
+        let inserted = insert(&mut self.conn, ready).await?;
+        self.inserted(inserted, upto).await
     }
 
     /// Records the source's progress and commits the open transaction.
@@ -500,6 +494,15 @@ impl IngestWriter {
     }
 }
 
+/// Runs a chunk's insert; its last id and the earlier rows it supersedes.
+async fn insert(
+    conn: &mut PoolConnection<Sqlite>,
+    ready: Ready,
+) -> Result<(i64, Vec<delta::Supersede>), StoreError> {
+    let done = ready.insert.execute(&mut **conn).await?;
+    Ok((done.last_insert_rowid(), ready.supersede))
+}
+
 /// The insert statement of a decided chunk, its rows counted.
 fn bind(
     chunk: Vec<NewJob>,
@@ -520,15 +523,15 @@ fn bind(
         // Owned values move into the arguments; borrowed ones would be copied. An
         // unchanged row keeps neither payload nor its digest (only the probe reads a digest,
         // and only of rows that can still be sent): its reason names the row that has them.
-        let hash = job.payload_hash.map(Vec::from);
+        let hash = || job.payload_hash.map(Vec::from);
         let (payload, hash, message) = match kind {
             Kind::Pending => {
                 added.pending += 1;
-                (job.payload, hash, None)
+                (job.payload, hash(), None)
             }
             Kind::Invalid => {
                 added.invalid += 1;
-                (None, hash, job.invalid_reason)
+                (None, hash(), job.invalid_reason)
             }
             Kind::Unchanged => {
                 added.skipped += 1;
@@ -538,7 +541,7 @@ fn bind(
             Kind::Superseded => {
                 added.skipped += 1;
                 counts.superseded += 1;
-                (job.payload, hash, reason)
+                (job.payload, hash(), reason)
             }
         };
         query = query

@@ -7,9 +7,6 @@ use sqlx::pool::PoolConnection;
 
 use super::{Context, NewJob, StoreError};
 
-/// Keys per probe statement: the ingest's full insert chunk (1000 rows) takes one probe.
-const KEYS_PER_PROBE: usize = 1000;
-
 /// The newest counting row of a probed row's key in the table, as the probe packs it.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Found {
@@ -164,30 +161,30 @@ pub(in crate::store) async fn probe(
     probed.found = vec![None; jobs.len()];
     // In the index's order (SQLite compares text bytewise, as `str` does).
     keys.sort_unstable();
-    let mut unnamed = Vec::new();
-    for part in keys.chunks(KEYS_PER_PROBE) {
-        let mut wide = context.wide;
-        let answer = loop {
-            let answer = probe_part(conn, part, context, wide).await?;
-            match decode(&answer, part.len(), wide) {
-                Some(found) => break found,
-                // A line past the packed form's range: ask again, wide.
-                None if !wide => wide = true,
-                None => {
-                    return Err(StoreError::Query(sqlx::Error::Protocol(format!(
-                        "the sync-key probe answered what is not its list: {answer:.200}"
-                    ))));
-                }
+    let mut wide = context.wide;
+    let answer = loop {
+        let answer = probe_keys(conn, &keys, context, wide).await?;
+        match decode(&answer, keys.len(), wide) {
+            Some(found) => break found,
+            // A line past the packed form's range: ask again, wide, and for the rest of the
+            // transaction.
+            None if !wide => wide = true,
+            None => {
+                return Err(StoreError::Query(sqlx::Error::Protocol(format!(
+                    "the sync-key probe answered what is not its list: {answer:.200}"
+                ))));
             }
-        };
-        for (&(_, _, _, index), found) in part.iter().zip(answer) {
-            if let Some(found) = found
-                && !context.run_names.contains_key(&found.run)
-            {
-                unnamed.push(found.run);
-            }
-            probed.found[index] = found;
         }
+    };
+    context.wide = wide;
+    let mut unnamed = Vec::new();
+    for (&(_, _, _, index), found) in keys.iter().zip(answer) {
+        if let Some(found) = found
+            && !context.run_names.contains_key(&found.run)
+        {
+            unnamed.push(found.run);
+        }
+        probed.found[index] = found;
     }
     if !unnamed.is_empty() {
         unnamed.sort_unstable();
@@ -206,8 +203,9 @@ pub(in crate::store) async fn probe(
 /// A row to look up: its ticket, sync key, payload hash and index in the chunk.
 type Lookup<'a> = (&'a str, [u8; 16], Option<[u8; 16]>, usize);
 
-/// One probe statement for up to [`KEYS_PER_PROBE`] rows; its text answer.
-async fn probe_part(
+/// The probe statement for a chunk's rows (any number: they go in as three values); its text
+/// answer.
+async fn probe_keys(
     conn: &mut PoolConnection<Sqlite>,
     part: &[Lookup<'_>],
     context: &Context,
