@@ -83,11 +83,17 @@ const DUE_SQL: &str = concat!(
 );
 
 /// The run's pending rows after the cursor, in id order, each with whether it is still
-/// unclaimable (`next_attempt_at` NULL) and whether it is blocked.
+/// unclaimable (`next_attempt_at` NULL) and whether it is blocked. A row right behind an open
+/// row of its ticket (the id before it: a history sorted by ticket) is blocked by it without
+/// the probe, which would find that row: most rows such a walk passes are those.
 const WALK_SQL: &str = concat!(
-    "SELECT j.id, j.next_attempt_at IS NULL, ",
+    "SELECT j.id, j.next_attempt_at IS NULL,
+         CASE WHEN EXISTS (SELECT 1 FROM jobs b WHERE b.id = j.id - 1
+                             AND b.ticket_id = j.ticket_id AND b.payload IS NOT NULL
+                             AND b.state IN ('pending', 'in_flight'))
+         THEN 1 ELSE ",
     earlier_row_open!(),
-    " FROM jobs j INDEXED BY jobs_open_by_run
+    " END FROM jobs j INDEXED BY jobs_open_by_run
      WHERE j.run_id = ?1 AND j.state IN ('pending', 'in_flight') AND j.state = 'pending'
        AND j.id > ?2
      ORDER BY j.id LIMIT ?3"
@@ -95,17 +101,21 @@ const WALK_SQL: &str = concat!(
 
 /// The rows right behind each claimed row in its ticket that may go out after it (a chain),
 /// each with its head, nearest first. A step follows the ticket's next row that is not
-/// skipped (one probe of `jobs_by_ticket_sent`), and the chain ends at a row of another run,
-/// one not pending, one held by a retry time, or the bound ?2.
+/// skipped: the next id when that is one (a history sorted by ticket), else one probe of
+/// `jobs_by_ticket_sent`. The chain ends at a row of another run, one not pending, one held
+/// by a retry time, or the bound ?2.
 const CHAIN_SQL: &str = "WITH RECURSIVE chain(head, id, ticket, depth) AS (
         SELECT j.id, j.id, j.ticket_id, 1 FROM json_each(?1) h JOIN jobs j ON j.id = h.value
         UNION ALL
         SELECT c.head, n.id, c.ticket, c.depth + 1
-        FROM chain c JOIN jobs n ON n.id = (
-            SELECT x.id FROM jobs x INDEXED BY jobs_by_ticket_sent
-            WHERE x.ticket_id = c.ticket AND x.payload IS NOT NULL AND x.id > c.id
-              AND x.state <> 'skipped'
-            ORDER BY x.id LIMIT 1)
+        FROM chain c JOIN jobs n ON n.id = coalesce(
+            (SELECT x.id FROM jobs x
+             WHERE x.id = c.id + 1 AND x.ticket_id = c.ticket AND x.payload IS NOT NULL
+               AND x.state <> 'skipped'),
+            (SELECT x.id FROM jobs x INDEXED BY jobs_by_ticket_sent
+             WHERE x.ticket_id = c.ticket AND x.payload IS NOT NULL AND x.id > c.id
+               AND x.state <> 'skipped'
+             ORDER BY x.id LIMIT 1))
         WHERE c.depth < ?2 AND n.run_id = ?3 AND n.state = 'pending'
           AND (n.next_attempt_at IS NULL OR n.next_attempt_at <= ?4))
     SELECT head, id FROM chain WHERE depth > 1";

@@ -373,7 +373,15 @@ async fn hot_queries_use_their_indexes() {
         walk.contains("USING INDEX jobs_by_ticket_sent (ticket_id=? AND id<?)"),
         "{walk}"
     );
+    assert!(
+        walk.contains("SEARCH b USING INTEGER PRIMARY KEY (rowid=?)"),
+        "the row before by id first: {walk}"
+    );
     let chain = plan(CHAIN_SQL.to_owned()).await;
+    assert!(
+        chain.contains("SEARCH x USING INTEGER PRIMARY KEY (rowid=?)"),
+        "the next id first: {chain}"
+    );
     assert!(
         chain.contains("USING INDEX jobs_by_ticket_sent (ticket_id=? AND id>?)"),
         "{chain}"
