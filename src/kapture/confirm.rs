@@ -35,7 +35,7 @@ fn kept_fields(object: &Map<String, Value>) -> Map<String, Value> {
         let found = aliases.iter().find_map(|alias| {
             object
                 .iter()
-                .find(|(key, _)| normalized(key) == *alias)
+                .find(|(key, _)| same_key(key, alias))
                 .map(|(_, value)| value)
         });
         if let Some(value) = found.and_then(short) {
@@ -146,11 +146,20 @@ pub fn confirmation(snapshot: &Value, message: Option<&str>) -> Value {
     Value::Object(kept)
 }
 
-fn normalized(key: &str) -> String {
+/// Whether `key` reads `alias` (lowercase, without `_` or `-`) ignoring case, `_` and `-`;
+/// compared as it goes, since every success compares every key of its snapshot.
+fn same_key(key: &str, alias: &str) -> bool {
+    if key.is_ascii() {
+        return key
+            .bytes()
+            .filter(|b| *b != b'_' && *b != b'-')
+            .map(|b| b.to_ascii_lowercase())
+            .eq(alias.bytes());
+    }
     key.chars()
         .filter(|c| *c != '_' && *c != '-')
         .flat_map(char::to_lowercase)
-        .collect()
+        .eq(alias.chars())
 }
 
 /// A scalar kept as it is (text cut to [`FIELD_BYTES`]); an object or list as its `name`, or
@@ -184,6 +193,32 @@ fn cut(text: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn keys_match_ignoring_case_underscores_and_dashes() {
+        for key in [
+            "sub_status",
+            "subStatus",
+            "Sub-Status",
+            "SUB_STATUS",
+            "s_u_b-status",
+        ] {
+            assert!(same_key(key, "substatus"), "{key}");
+        }
+        for key in [
+            "substatus_name",
+            "substatu",
+            "status",
+            "",
+            "sub-stätus",
+            "SUBSTATUSÉ",
+        ] {
+            assert!(!same_key(key, "substatus"), "{key}");
+        }
+        // Not ASCII: compared character by character.
+        assert!(same_key("Ticket_İD", "ticketi\u{307}d"));
+        assert!(!same_key("Queué", "queue"));
+    }
 
     #[test]
     fn keeps_what_confirms_the_update_and_nothing_else() {
