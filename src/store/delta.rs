@@ -8,9 +8,15 @@
 //! from the newest down, comparing the key in the entry; an event key (`[delta] key`, many per
 //! ticket) by one descent of `jobs_by_event_key`, which holds only such rows (migration 0012).
 //! Rows earlier in the same chunk, and those of the chunk before (inserted while this one is
-//! probed and decided, see `IngestWriter::write`), are not in the table yet: the decision
-//! walks the chunk in order over a map of them, and uses the probe's answer for a key it
-//! does not hold.
+//! decided, see `IngestWriter::write`), are not in the table yet: the decision walks the
+//! chunk in order over a map of them, and uses the probe's answer for a key it does not hold.
+//!
+//! The probe runs on a second connection, reading only (`probe::Reader`), while the writer's
+//! inserts: it sees the rows committed before the writer's transaction began (the writer
+//! holds the write lock until it commits, so no one else adds any). Keys of rows the open
+//! transaction stored to send are kept in a small filter ([`Context::written`]) and probed on
+//! the writer's connection, which sees them. On a database that was empty, every row is this
+//! ingest's, and the writer probes the few keys it may have stored already (`seen.rs`).
 //!
 //! An unchanged row is stored without its sync key unless a failed row of the key is newer
 //! than the row it equals (it then resolves that failure, see `history.rs`): nothing else
@@ -28,7 +34,7 @@ use super::{NewJob, StoreError, now_ms};
 pub(super) mod probe;
 mod seen;
 
-pub(super) use probe::{Probed, probe};
+pub(super) use probe::{Asked, Probed, Reader, answer_reader, answer_writer, ask};
 use seen::Seen;
 
 /// Supersede updates per statement (4 values a row).
@@ -143,6 +149,9 @@ pub(super) struct Context {
     /// table and no other writer has added a row since): the keys it stored. Only a key the
     /// filter may hold is probed, so a first ingest makes no probe for a key seen once.
     seen: Option<Seen>,
+    /// The keys of the rows to send decided since the writer's transaction began: a reader's
+    /// connection does not see those rows, so their keys are probed on the writer's.
+    written: Seen,
     /// The last id this writer inserted (or the table's last id when it started).
     last_id: i64,
     /// The sent rows of the chunk decided last, by key: it is inserted while the next chunk
@@ -160,7 +169,8 @@ impl Context {
             failed_rows: true,
             wide: false,
             run_names: HashMap::new(),
-            seen: empty.then(Seen::new),
+            seen: empty.then(|| Seen::new(seen::INGEST_BITS)),
+            written: Seen::new(seen::TRANSACTION_BITS),
             last_id: 0,
             recent: HashMap::new(),
         }
@@ -176,9 +186,10 @@ impl Context {
         self.last_id
     }
 
-    /// Called when a transaction begins, with every row decided so far inserted (the writer
-    /// then holds the write lock until it commits): notes whether failed rows exist, and
-    /// stops trusting the filter if another writer added rows since the last transaction.
+    /// Called when a transaction begins, with every row decided so far inserted and committed
+    /// (the writer then holds the write lock until it commits): notes whether failed rows
+    /// exist, forgets the keys written (the reader sees those rows now), and stops trusting
+    /// the ingest's filter if another writer added rows since the last transaction.
     pub async fn refresh(&mut self, conn: &mut PoolConnection<Sqlite>) -> Result<(), StoreError> {
         let (failed, last, runs): (bool, i64, i64) = sqlx::query_as(
             "SELECT EXISTS (SELECT 1 FROM run_counts WHERE state = 'failed' AND n > 0),
@@ -190,6 +201,7 @@ impl Context {
         self.failed_rows = failed;
         self.wide = runs >= probe::PACKED_RUNS;
         self.recent.clear();
+        self.written.clear();
         if last != self.last_id {
             self.seen = None;
         }
@@ -304,6 +316,7 @@ pub(super) fn decide(jobs: &[NewJob], probed: Probed, context: &mut Context) -> 
             }
         }
         decisions.rows.push((Kind::Pending, None));
+        context.written.insert(&key);
         current.insert(
             key,
             Recent {

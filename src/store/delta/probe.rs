@@ -2,8 +2,9 @@
 
 use std::sync::LazyLock;
 
-use sqlx::Sqlite;
-use sqlx::pool::PoolConnection;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions as _, Connection as _, SqliteConnection};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{Context, NewJob, StoreError};
 
@@ -128,22 +129,182 @@ fn probe_sql(reach: &Reach, failed_after: &str, wide: bool) -> String {
     )
 }
 
-/// Probes the table for the sync keys of a chunk's rows. The rows of the chunk before it need
-/// not be in the table yet (see [`Context::recent`]).
-pub(in crate::store) async fn probe(
-    conn: &mut PoolConnection<Sqlite>,
+/// A connection beside the writer's that probes sync keys while the writer's inserts: its
+/// own SQLite thread, so the two statements run at once. It is a task that answers probes in
+/// the order asked, so a chunk's probe can be asked while the one before is still running.
+/// It sees only committed rows: keys of rows the writer's open transaction holds are probed
+/// on the writer's connection (see [`Context::written`]).
+pub(in crate::store) struct Reader {
+    requests: mpsc::UnboundedSender<Request>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader").finish_non_exhaustive()
+    }
+}
+
+/// What the reader is asked.
+enum Request {
+    /// A probe statement, its three values, and where its answer goes.
+    Probe {
+        sql: &'static str,
+        tickets: String,
+        keys: Vec<u8>,
+        since_ms: i64,
+        answer: oneshot::Sender<Result<String, sqlx::Error>>,
+    },
+    /// The names of runs, by id (a JSON array).
+    Names {
+        ids: String,
+        answer: oneshot::Sender<Result<Vec<(i64, String)>, sqlx::Error>>,
+    },
+}
+
+impl Reader {
+    /// Opens the connection (reading only, with a page cache of `cache_pragma`) and starts
+    /// the task answering on it.
+    pub async fn open(
+        options: &SqliteConnectOptions,
+        cache_pragma: &str,
+    ) -> Result<Self, StoreError> {
+        let mut conn = options.connect().await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "{cache_pragma}; PRAGMA query_only = ON"
+        )))
+        .execute(&mut conn)
+        .await?;
+        let (requests, mut asked) = mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            while let Some(request) = asked.recv().await {
+                match request {
+                    Request::Probe {
+                        sql,
+                        tickets,
+                        keys,
+                        since_ms,
+                        answer,
+                    } => {
+                        let result = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql))
+                            .bind(tickets)
+                            .bind(keys)
+                            .bind(since_ms)
+                            // All of it: the statement is then reset, so the reader holds no
+                            // snapshot (nor WAL frames from a checkpoint) between probes.
+                            .fetch_all(&mut conn)
+                            .await
+                            .map(|rows| rows.into_iter().next().map(|(a,)| a).unwrap_or_default());
+                        let _ = answer.send(result);
+                    }
+                    Request::Names { ids, answer } => {
+                        let result = sqlx::query_as(RUN_NAMES)
+                            .bind(ids)
+                            .fetch_all(&mut conn)
+                            .await;
+                        let _ = answer.send(result);
+                    }
+                }
+            }
+            // It only read: nothing to lose if closing fails.
+            let _ = conn.close().await;
+        });
+        Ok(Self { requests, task })
+    }
+
+    /// Closes the connection once the probes asked are answered.
+    pub async fn close(self) {
+        drop(self.requests);
+        let _ = self.task.await;
+    }
+
+    fn probe(
+        &self,
+        sql: &'static str,
+        tickets: String,
+        keys: Vec<u8>,
+        since_ms: i64,
+    ) -> Answer<String> {
+        let (answer, receiver) = oneshot::channel();
+        let _ = self.requests.send(Request::Probe {
+            sql,
+            tickets,
+            keys,
+            since_ms,
+            answer,
+        });
+        receiver
+    }
+
+    async fn names(&self, ids: String) -> Result<Vec<(i64, String)>, StoreError> {
+        let (answer, receiver) = oneshot::channel();
+        let _ = self.requests.send(Request::Names { ids, answer });
+        answered(receiver).await
+    }
+}
+
+/// The reader's answer to come.
+type Answer<T> = oneshot::Receiver<Result<T, sqlx::Error>>;
+
+async fn answered<T>(answer: Answer<T>) -> Result<T, StoreError> {
+    match answer.await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(StoreError::Query(sqlx::Error::Protocol(
+            "the sync-key reader stopped before it answered".into(),
+        ))),
+    }
+}
+
+/// The names of the runs whose ids are given as a JSON array.
+const RUN_NAMES: &str = "SELECT id, name FROM runs WHERE id IN (SELECT value FROM json_each(?))";
+
+/// A chunk's keys, asked: those the writer's connection must answer (the rows of its open
+/// transaction may hold them), and the reader's probe of the others, under way.
+pub(in crate::store) struct Asked {
+    /// Rows of the chunk (indexes) to probe on the writer's connection.
+    writer: Vec<usize>,
+    /// The reader's probe: the rows it was asked for in the order asked, whether in the wide
+    /// form, and its answer to come.
+    reader: Option<(Vec<usize>, bool, Answer<String>)>,
+}
+
+impl std::fmt::Debug for Asked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Asked")
+            .field("writer", &self.writer.len())
+            .field("reader", &self.reader.as_ref().map(|(rows, ..)| rows.len()))
+            .finish()
+    }
+}
+
+/// Asks for a chunk's keys: those the reader can answer go to it at once (its SQLite thread
+/// probes them while the writer's inserts earlier chunks); the others are left for
+/// [`answer_writer`]. The rows of the chunk before this one need not be in the table yet
+/// (see [`Context::recent`]), nor those decided since the writer's transaction began (they are
+/// in [`Context::written`], and keys of those go to the writer).
+pub(in crate::store) fn ask(
     jobs: &[NewJob],
     context: &mut Context,
-) -> Result<Probed, StoreError> {
+    reader: Option<&Reader>,
+) -> Asked {
+    let mut asked = Asked {
+        writer: Vec::new(),
+        reader: None,
+    };
     let mut keys: Vec<Lookup> = Vec::new();
     for (index, job) in jobs.iter().enumerate() {
-        if let (Some(key), Some(ticket), None) = (job.sync_key, &job.ticket_id, &job.invalid_reason)
-            && context
-                .seen
-                .as_ref()
-                .is_none_or(|seen| seen.may_contain(&key))
-        {
-            keys.push((ticket, key, job.payload_hash, index));
+        let (Some(key), Some(ticket), None) = (job.sync_key, &job.ticket_id, &job.invalid_reason)
+        else {
+            continue;
+        };
+        match &context.seen {
+            // A first ingest: only this writer stored rows, and only it sees them all.
+            Some(seen) if seen.may_contain(&key) => asked.writer.push(index),
+            Some(_) => {}
+            None if reader.is_none() || context.written.may_contain(&key) => {
+                asked.writer.push(index);
+            }
+            None => keys.push((ticket, key, job.payload_hash, index)),
         }
     }
     // Rows earlier in this chunk are found by `decide`, not by the probe.
@@ -154,31 +315,135 @@ pub(in crate::store) async fn probe(
             }
         }
     }
-    let mut probed = Probed::default();
-    if keys.is_empty() {
-        return Ok(probed);
+    if let Some(reader) = reader
+        && !keys.is_empty()
+    {
+        // In the index's order (SQLite compares text bytewise, as `str` does).
+        keys.sort_unstable();
+        let wide = context.wide;
+        let (tickets, blob) = arguments(&keys);
+        let answer = reader.probe(statement(context, wide), tickets, blob, context.since_ms);
+        let rows = keys.iter().map(|&(.., index)| index).collect();
+        asked.reader = Some((rows, wide, answer));
     }
-    probed.found = vec![None; jobs.len()];
-    // In the index's order (SQLite compares text bytewise, as `str` does).
+    asked
+}
+
+/// Probes, on the writer's connection, the keys [`ask`] left to it. Call before that
+/// connection inserts the chunk before this one.
+pub(in crate::store) async fn answer_writer(
+    conn: &mut SqliteConnection,
+    jobs: &[NewJob],
+    asked: &Asked,
+    context: &mut Context,
+    probed: &mut Probed,
+) -> Result<(), StoreError> {
+    if asked.writer.is_empty() {
+        return Ok(());
+    }
+    let mut keys = lookups(jobs, &asked.writer);
     keys.sort_unstable();
-    let mut wide = context.wide;
-    let answer = loop {
-        let answer = probe_keys(conn, &keys, context, wide).await?;
-        match decode(&answer, keys.len(), wide) {
-            Some(found) => break found,
-            // A line past the packed form's range: ask again, wide, and for the rest of the
-            // transaction.
-            None if !wide => wide = true,
-            None => {
-                return Err(StoreError::Query(sqlx::Error::Protocol(format!(
-                    "the sync-key probe answered what is not its list: {answer:.200}"
-                ))));
+    let rows: Vec<usize> = keys.iter().map(|&(.., index)| index).collect();
+    let wide = context.wide;
+    let answer = probe_keys(conn, &keys, context, wide).await?;
+    settle(
+        Via::Writer(conn),
+        jobs,
+        &rows,
+        answer,
+        wide,
+        context,
+        probed,
+    )
+    .await
+}
+
+/// Waits for the reader's answer to [`ask`].
+pub(in crate::store) async fn answer_reader(
+    jobs: &[NewJob],
+    asked: Asked,
+    reader: Option<&Reader>,
+    context: &mut Context,
+    probed: &mut Probed,
+) -> Result<(), StoreError> {
+    let (Some((rows, wide, answer)), Some(reader)) = (asked.reader, reader) else {
+        return Ok(());
+    };
+    let answer = answered(answer).await?;
+    settle(
+        Via::Reader(reader),
+        jobs,
+        &rows,
+        answer,
+        wide,
+        context,
+        probed,
+    )
+    .await
+}
+
+/// The connection a probe's answer came from, which is asked again if need be.
+enum Via<'c> {
+    Writer(&'c mut SqliteConnection),
+    Reader(&'c Reader),
+}
+
+impl Via<'_> {
+    async fn probe(
+        &mut self,
+        keys: &[Lookup<'_>],
+        context: &Context,
+        wide: bool,
+    ) -> Result<String, StoreError> {
+        match self {
+            Via::Writer(conn) => probe_keys(conn, keys, context, wide).await,
+            Via::Reader(reader) => {
+                let (tickets, blob) = arguments(keys);
+                answered(reader.probe(statement(context, wide), tickets, blob, context.since_ms))
+                    .await
             }
         }
+    }
+
+    async fn names(&mut self, ids: String) -> Result<Vec<(i64, String)>, StoreError> {
+        match self {
+            Via::Writer(conn) => Ok(sqlx::query_as(RUN_NAMES)
+                .bind(ids)
+                .fetch_all(&mut **conn)
+                .await?),
+            Via::Reader(reader) => reader.names(ids).await,
+        }
+    }
+}
+
+/// Reads a probe's answer for `rows` of the chunk (in the order asked) into `probed`, asking
+/// again in the wide form when a value did not fit the packed one, and names the runs found.
+async fn settle(
+    mut via: Via<'_>,
+    jobs: &[NewJob],
+    rows: &[usize],
+    answer: String,
+    wide: bool,
+    context: &mut Context,
+    probed: &mut Probed,
+) -> Result<(), StoreError> {
+    let found = match decode(&answer, rows.len(), wide) {
+        Some(found) => found,
+        // A line past the packed form's range: ask again, wide, and for the rest of the
+        // transaction.
+        None if !wide => {
+            context.wide = true;
+            let keys = lookups(jobs, rows);
+            let answer = via.probe(&keys, context, true).await?;
+            decode(&answer, rows.len(), true).ok_or_else(|| not_a_list(&answer))?
+        }
+        None => return Err(not_a_list(&answer)),
     };
-    context.wide = wide;
+    if probed.found.is_empty() {
+        probed.found = vec![None; jobs.len()];
+    }
     let mut unnamed = Vec::new();
-    for (&(_, _, _, index), found) in keys.iter().zip(answer) {
+    for (&index, found) in rows.iter().zip(found) {
         if let Some(found) = found
             && !context.run_names.contains_key(&found.run)
         {
@@ -189,46 +454,72 @@ pub(in crate::store) async fn probe(
     if !unnamed.is_empty() {
         unnamed.sort_unstable();
         unnamed.dedup();
-        let names: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT id, name FROM runs WHERE id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(serde_json::to_string(&unnamed).unwrap_or_default())
-        .fetch_all(&mut **conn)
-        .await?;
+        let names = via
+            .names(serde_json::to_string(&unnamed).unwrap_or_default())
+            .await?;
         context.run_names.extend(names);
     }
-    Ok(probed)
+    Ok(())
+}
+
+fn not_a_list(answer: &str) -> StoreError {
+    StoreError::Query(sqlx::Error::Protocol(format!(
+        "the sync-key probe answered what is not its list: {answer:.200}"
+    )))
 }
 
 /// A row to look up: its ticket, sync key, payload hash and index in the chunk.
 type Lookup<'a> = (&'a str, [u8; 16], Option<[u8; 16]>, usize);
 
-/// The probe statement for a chunk's rows (any number: they go in as three values); its text
-/// answer.
-async fn probe_keys(
-    conn: &mut PoolConnection<Sqlite>,
-    part: &[Lookup<'_>],
-    context: &Context,
-    wide: bool,
-) -> Result<String, StoreError> {
-    let sql = &PROBES[usize::from(context.options.event_keys)][usize::from(context.failed_rows)]
-        [usize::from(wide)];
+/// The lookups of some rows of a chunk, in the order given.
+fn lookups<'a>(jobs: &'a [NewJob], rows: &[usize]) -> Vec<Lookup<'a>> {
+    rows.iter()
+        .filter_map(|&index| {
+            let job = &jobs[index];
+            Some((
+                job.ticket_id.as_deref()?,
+                job.sync_key?,
+                job.payload_hash,
+                index,
+            ))
+        })
+        .collect()
+}
+
+/// The probe statement for the writer's context (see [`PROBES`]).
+fn statement(context: &Context, wide: bool) -> &'static str {
+    PROBES[usize::from(context.options.event_keys)][usize::from(context.failed_rows)]
+        [usize::from(wide)]
+    .as_str()
+}
+
+/// The probe's first two values: the tickets as a JSON array, and the sync keys and payload
+/// digests as one blob of 32 bytes a row.
+fn arguments(part: &[Lookup<'_>]) -> (String, Vec<u8>) {
     let tickets: Vec<&str> = part.iter().map(|(ticket, ..)| *ticket).collect();
     let mut keys = Vec::with_capacity(part.len() * 32);
     for (_, key, hash, _) in part {
         keys.extend_from_slice(key);
         keys.extend_from_slice(&hash.unwrap_or_default());
     }
-    let tickets = serde_json::to_string(&tickets).map_err(|e| {
-        StoreError::Query(sqlx::Error::Protocol(format!(
-            "the sync-key probe's tickets: {e}"
-        )))
-    })?;
-    let (answer,) = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql.as_str()))
+    // A list of strings always serializes.
+    (serde_json::to_string(&tickets).unwrap_or_default(), keys)
+}
+
+/// The probe statement for a chunk's rows (any number: they go in as three values); its text
+/// answer.
+async fn probe_keys(
+    conn: &mut SqliteConnection,
+    part: &[Lookup<'_>],
+    context: &Context,
+    wide: bool,
+) -> Result<String, StoreError> {
+    let (tickets, keys) = arguments(part);
+    let (answer,) = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(statement(context, wide)))
         .bind(tickets)
         .bind(keys)
         .bind(context.since_ms)
-        .fetch_one(&mut **conn)
+        .fetch_one(&mut *conn)
         .await?;
     Ok(answer)
 }

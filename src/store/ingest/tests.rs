@@ -1,6 +1,7 @@
 //! The ingest writer: rows stored, resumed after an interruption, duplicates removed.
 
 use super::*;
+use crate::store::DeltaOptions;
 
 fn job(line: i64, invalid: bool) -> NewJob {
     NewJob {
@@ -451,4 +452,104 @@ async fn event_keys_are_found_by_their_index_and_a_snapshot_past_newer_events() 
         )],
         "the snapshot row is found past the 300 newer event rows of its ticket"
     );
+}
+
+/// On a database that held rows, keys are probed on a reader's connection, which sees only
+/// committed rows (`delta/probe.rs`). A key stored to send chunks earlier in the open
+/// transaction is probed on the writer's instead, and found, unchanged or superseded; a key
+/// of an earlier transaction is found by the reader; a key of an earlier run too.
+#[tokio::test]
+async fn keys_the_reader_cannot_see_yet_are_found_on_the_writer() {
+    for supersede in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("k.db")).await.unwrap();
+        let row = |line: i64, ticket: &str, version: u8| NewJob {
+            line,
+            sync_key: Some(crate::store::fixtures::key_of(ticket)),
+            payload: Some(format!("{{\"ticket_id\":\"{ticket}\",\"v\":{version}}}")),
+            payload_hash: Some([version; 16]),
+            ticket_id: Some(ticket.to_owned()),
+            invalid_reason: None,
+            raw_record: None,
+        };
+        let options = DeltaOptions {
+            skip_unchanged: true,
+            supersede,
+            event_keys: false,
+        };
+        crate::store::fixtures::add_jobs(&store, "a", vec![row(2, "k0", 1)], Some(options)).await;
+        let (run, _) = store.get_or_create_run("b").await.unwrap();
+        let SourceStart::New { source_id } = store
+            .begin_source(run.id, "b.csv", "hb", "s", "csv")
+            .await
+            .unwrap()
+        else {
+            panic!("expected a new source")
+        };
+        let mut writer = store.ingest_writer(run.id, source_id).await.unwrap();
+        writer.compare_with_earlier(options).await.unwrap();
+        // Line = index + 2. Two transactions of 3,500 rows, written 700 at a time (as the
+        // ingest hands them over): t0 and t1 come back three chunks later in the same one; t2
+        // is written in the first and comes back in the second; k0 is run a's.
+        let mut rows: Vec<NewJob> = (0..7000).map(|i| row(i + 2, &format!("f{i}"), 1)).collect();
+        for (index, ticket, version) in [
+            (10, "t0", 1),
+            (20, "t1", 1),
+            (30, "t2", 1),
+            (2600, "t0", 1),
+            (2700, "t1", 2),
+            (3000, "k0", 1),
+            (3100, "k0", 1),
+            (6000, "t2", 1),
+        ] {
+            rows[index] = row(index as i64 + 2, ticket, version);
+        }
+        let progress = |last: i64| SourceProgress {
+            last_line: last + 1,
+            rows_read: last,
+            rows_valid: last,
+            rows_invalid: 0,
+        };
+        let mut rows = rows.into_iter();
+        for transaction in 1..=2 {
+            for _ in 0..5 {
+                let part: Vec<NewJob> = rows.by_ref().take(700).collect();
+                writer.write(part).await.unwrap();
+            }
+            if transaction == 1 {
+                writer.commit(progress(3500)).await.unwrap();
+            }
+        }
+        writer.finish(progress(7000), "hb").await.unwrap();
+        let rows: Vec<(String, i64, String, Option<String>)> = sqlx::query_as(
+            "SELECT ticket_id, line, state, error_message FROM jobs
+             WHERE run_id = ? AND ticket_id NOT LIKE 'f%' ORDER BY id",
+        )
+        .bind(run.id)
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        let pending = |t: &str, line| (t.into(), line, "pending".into(), None);
+        let skipped =
+            |t: &str, line, why: &str| (t.into(), line, "skipped".into(), Some(why.into()));
+        let t1 = if supersede {
+            skipped("t1", 22, "superseded by run b, line 2702")
+        } else {
+            pending("t1", 22)
+        };
+        assert_eq!(
+            rows,
+            [
+                pending("t0", 12),
+                t1,
+                pending("t2", 32),
+                skipped("t0", 2602, "unchanged since run b, line 12"),
+                pending("t1", 2702),
+                skipped("k0", 3002, "unchanged since run a, line 2"),
+                skipped("k0", 3102, "unchanged since run a, line 2"),
+                skipped("t2", 6002, "unchanged since run b, line 32"),
+            ],
+            "supersede: {supersede}"
+        );
+    }
 }
