@@ -93,6 +93,11 @@ impl Feeder {
 pub(super) struct Resume(flume::WeakSender<Chain>);
 
 impl Resume {
+    /// Chains waiting for a worker (0 once the dispatcher is done).
+    pub(super) fn queued(&self) -> usize {
+        self.0.upgrade().map_or(0, |rows| rows.len())
+    }
+
     /// Queues `chain`; gives it back when the dispatcher is done (no worker will take it).
     pub(super) fn push(&self, chain: Chain) -> Result<(), Chain> {
         match self.0.upgrade() {

@@ -20,8 +20,10 @@ use crate::store::{Batch, Next, Outcome, SessionId, Step, Store, StoreError};
 
 /// Outcomes written per transaction, at most.
 const WRITE_BATCH: usize = 2000;
-/// How long the writer waits for more outcomes before it writes a batch.
+/// How long the writer waits for more outcomes before it writes a batch, at most.
 const WRITE_LINGER: Duration = Duration::from_millis(10);
+/// How often the writer looks at the workers' queue while it waits.
+const LINGER_STEP: Duration = Duration::from_millis(1);
 /// Rate limit changes are stored at most this often per drain; changes in between are
 /// coalesced into the latest.
 pub(super) const LIMIT_RECORD_EVERY: Duration = Duration::from_secs(1);
@@ -219,9 +221,13 @@ pub(super) async fn writer(
     let mut chains: Vec<Chain> = Vec::new();
     while results.recv_many(&mut batch, WRITE_BATCH).await > 0 {
         // A moment for more outcomes to arrive: a transaction per handful of rows cost the
-        // SQLite thread more than the rows themselves.
-        if batch.len() < WRITE_BATCH {
-            tokio::time::sleep(WRITE_LINGER).await;
+        // SQLite thread more than the rows themselves. But not while the workers have nothing
+        // queued: then they wait for what this batch releases (the rest of a ticket's chain
+        // goes out only once the row before it is stored), and each moment here is one every
+        // such ticket waits per row.
+        let lingering = Instant::now();
+        while linger(batch.len(), resume.queued(), lingering.elapsed()) {
+            tokio::time::sleep(LINGER_STEP).await;
             while batch.len() < WRITE_BATCH {
                 match results.try_recv() {
                     Ok(done) => batch.push(done),
@@ -298,6 +304,13 @@ pub(super) async fn writer(
         log.note(&store, &rate, true).await;
     }
     Ok(())
+}
+
+/// Whether the writer waits a moment longer for outcomes before writing the `batch` rows it
+/// has, `waited` after it began to: only while the batch is not full, the wait not over, and
+/// the workers have `queued` chains to send meanwhile.
+fn linger(batch: usize, queued: usize, waited: Duration) -> bool {
+    batch < WRITE_BATCH && queued > 0 && waited < WRITE_LINGER
 }
 
 /// What a stored batch is counted in.
@@ -396,6 +409,16 @@ mod tests {
 
     fn ok() -> Next {
         Next::Succeeded { response: None }
+    }
+
+    #[test]
+    fn the_writer_lingers_only_while_the_workers_have_chains_queued() {
+        let moment = Duration::from_millis(3);
+        assert!(linger(10, 5, moment));
+        // Workers with nothing queued wait for what this batch releases: write it now.
+        assert!(!linger(10, 0, moment));
+        assert!(!linger(WRITE_BATCH, 5, moment));
+        assert!(!linger(10, 5, WRITE_LINGER));
     }
 
     #[test]
