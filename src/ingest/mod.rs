@@ -256,7 +256,7 @@ pub async fn ingest_file(
         }
     };
     let hash = hash.or(report.stdin_hash).unwrap_or_default();
-    // The last chunk is decided when written but inserted (and counted) when flushed.
+    // The last chunks are decided, inserted and counted when flushed (writes are pipelined).
     writer.flush().await?;
     let delta = writer.delta_counts();
     summary.unchanged = delta.unchanged;

@@ -16,7 +16,9 @@
 //! holds the write lock until it commits, so no one else adds any). Keys of rows the open
 //! transaction stored to send are kept in a small filter ([`Context::written`]) and probed on
 //! the writer's connection, which sees them. On a database that was empty, every row is this
-//! ingest's, and the writer probes the few keys it may have stored already (`seen.rs`).
+//! ingest's, and the writer probes the few keys it may have stored already (`seen.rs`); should
+//! another process add rows meanwhile, the writer probes every key from then on (no reader
+//! was opened).
 //!
 //! An unchanged row is stored without its sync key unless a failed row of the key is newer
 //! than the row it equals (it then resolves that failure, see `history.rs`): nothing else

@@ -1,4 +1,5 @@
-//! The sync-key probe of a chunk (see the parent module): one statement, one packed answer.
+//! The sync-key probe of a chunk (see the parent module): a statement on the reader's connection
+//! for the keys it can answer and one on the writer's for the others, each one packed answer.
 
 use std::sync::LazyLock;
 
@@ -190,8 +191,8 @@ impl Reader {
                             .bind(tickets)
                             .bind(keys)
                             .bind(since_ms)
-                            // All of it: the statement is then reset, so the reader holds no
-                            // snapshot (nor WAL frames from a checkpoint) between probes.
+                            // sqlx resets the statement once its rows are read, so the reader
+                            // holds no snapshot (nor WAL frames from a checkpoint) between probes.
                             .fetch_all(&mut conn)
                             .await
                             .map(|rows| rows.into_iter().next().map(|(a,)| a).unwrap_or_default());

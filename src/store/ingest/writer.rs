@@ -294,7 +294,8 @@ impl IngestWriter {
         Ok(())
     }
 
-    /// After a chunk's insert (given what [`insert`] answered, and the last id before it): notes the id and skips the superseded rows.
+    /// After a chunk's insert (given what [`insert`] answered, and the last id before it):
+    /// notes the id and skips the superseded rows.
     async fn inserted(
         &mut self,
         (last_id, supersede): (i64, Vec<delta::Supersede>),
