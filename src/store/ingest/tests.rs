@@ -281,6 +281,28 @@ async fn a_repeated_key_on_a_new_database_is_found_chunks_later() {
     );
 }
 
+/// A row of `ticket` (its sync key) whose payload is version `version` of it.
+fn versioned(line: i64, ticket: &str, version: u8) -> NewJob {
+    NewJob {
+        line,
+        sync_key: Some(crate::store::fixtures::key_of(ticket)),
+        payload: Some(format!("{{\"ticket_id\":\"{ticket}\",\"v\":{version}}}")),
+        payload_hash: Some([version; 16]),
+        ticket_id: Some(ticket.to_owned()),
+        invalid_reason: None,
+        raw_record: None,
+    }
+}
+
+/// Unchanged rows skipped, snapshot keys, superseding or not.
+fn snapshot_keys(supersede: bool) -> DeltaOptions {
+    DeltaOptions {
+        skip_unchanged: true,
+        supersede,
+        event_keys: false,
+    }
+}
+
 /// A key of a chunk that the rows just before it (the previous chunk, not committed yet) also
 /// hold is decided against those rows, not against the last commit: with a probe that ran on
 /// a snapshot of the last commit, k1's second row would be taken for changed and k3 would keep
@@ -290,20 +312,8 @@ async fn a_key_in_consecutive_chunks_is_decided_against_the_rows_just_written() 
     for supersede in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("k.db")).await.unwrap();
-        let row = |line: i64, ticket: &str, version: u8| NewJob {
-            line,
-            sync_key: Some(crate::store::fixtures::key_of(ticket)),
-            payload: Some(format!("{{\"ticket_id\":\"{ticket}\",\"v\":{version}}}")),
-            payload_hash: Some([version; 16]),
-            ticket_id: Some(ticket.to_owned()),
-            invalid_reason: None,
-            raw_record: None,
-        };
-        let options = DeltaOptions {
-            skip_unchanged: true,
-            supersede,
-            event_keys: false,
-        };
+        let row = versioned;
+        let options = snapshot_keys(supersede);
         let night1 = ["k1", "k2", "k3"].map(|t| row(2, t, 1)).to_vec();
         crate::store::fixtures::add_jobs(&store, "a", night1, Some(options)).await;
         // Rows 997-999 end the first chunk of 1000, rows 1000-1002 begin the second.
@@ -463,20 +473,8 @@ async fn keys_the_reader_cannot_see_yet_are_found_on_the_writer() {
     for supersede in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("k.db")).await.unwrap();
-        let row = |line: i64, ticket: &str, version: u8| NewJob {
-            line,
-            sync_key: Some(crate::store::fixtures::key_of(ticket)),
-            payload: Some(format!("{{\"ticket_id\":\"{ticket}\",\"v\":{version}}}")),
-            payload_hash: Some([version; 16]),
-            ticket_id: Some(ticket.to_owned()),
-            invalid_reason: None,
-            raw_record: None,
-        };
-        let options = DeltaOptions {
-            skip_unchanged: true,
-            supersede,
-            event_keys: false,
-        };
+        let row = versioned;
+        let options = snapshot_keys(supersede);
         crate::store::fixtures::add_jobs(&store, "a", vec![row(2, "k0", 1)], Some(options)).await;
         let (run, _) = store.get_or_create_run("b").await.unwrap();
         let SourceStart::New { source_id } = store
