@@ -294,6 +294,18 @@ fn versioned(line: i64, ticket: &str, version: u8) -> NewJob {
     }
 }
 
+/// `rows` rows of tickets `f0`, `f1`, ... (line = index + 2), except at each index given,
+/// where the row is `versioned(line, ticket, version)`.
+fn placed(rows: i64, at: &[(usize, &str, u8)]) -> Vec<NewJob> {
+    let mut jobs: Vec<NewJob> = (0..rows)
+        .map(|i| versioned(i + 2, &format!("f{i}"), 1))
+        .collect();
+    for &(index, ticket, version) in at {
+        jobs[index] = versioned(index as i64 + 2, ticket, version);
+    }
+    jobs
+}
+
 /// Unchanged rows skipped, snapshot keys, superseding or not.
 fn snapshot_keys(supersede: bool) -> DeltaOptions {
     DeltaOptions {
@@ -312,22 +324,21 @@ async fn a_key_in_consecutive_chunks_is_decided_against_the_rows_just_written() 
     for supersede in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("k.db")).await.unwrap();
-        let row = versioned;
         let options = snapshot_keys(supersede);
-        let night1 = ["k1", "k2", "k3"].map(|t| row(2, t, 1)).to_vec();
+        let night1 = ["k1", "k2", "k3"].map(|t| versioned(2, t, 1)).to_vec();
         crate::store::fixtures::add_jobs(&store, "a", night1, Some(options)).await;
         // Rows 997-999 end the first chunk of 1000, rows 1000-1002 begin the second.
-        let mut night2: Vec<NewJob> = (0..2000).map(|i| row(i + 2, &format!("f{i}"), 1)).collect();
-        for (index, ticket, version) in [
-            (997, "k1", 2),
-            (998, "k2", 1),
-            (999, "k3", 2),
-            (1000, "k1", 2),
-            (1001, "k2", 2),
-            (1002, "k3", 3),
-        ] {
-            night2[index] = row(index as i64 + 2, ticket, version);
-        }
+        let night2 = placed(
+            2000,
+            &[
+                (997, "k1", 2),
+                (998, "k2", 1),
+                (999, "k3", 2),
+                (1000, "k1", 2),
+                (1001, "k2", 2),
+                (1002, "k3", 3),
+            ],
+        );
         crate::store::fixtures::add_jobs(&store, "b", night2, Some(options)).await;
         let rows: Vec<(String, String, i64, String, Option<String>)> = sqlx::query_as(
             "SELECT r.name, j.ticket_id, j.line, j.state, j.error_message
@@ -473,9 +484,9 @@ async fn keys_the_reader_cannot_see_yet_are_found_on_the_writer() {
     for supersede in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("k.db")).await.unwrap();
-        let row = versioned;
         let options = snapshot_keys(supersede);
-        crate::store::fixtures::add_jobs(&store, "a", vec![row(2, "k0", 1)], Some(options)).await;
+        let night1 = vec![versioned(2, "k0", 1)];
+        crate::store::fixtures::add_jobs(&store, "a", night1, Some(options)).await;
         let (run, _) = store.get_or_create_run("b").await.unwrap();
         let SourceStart::New { source_id } = store
             .begin_source(run.id, "b.csv", "hb", "s", "csv")
@@ -487,21 +498,21 @@ async fn keys_the_reader_cannot_see_yet_are_found_on_the_writer() {
         let mut writer = store.ingest_writer(run.id, source_id).await.unwrap();
         writer.compare_with_earlier(options).await.unwrap();
         // Line = index + 2. Two transactions of 3,500 rows, written 700 at a time (as the
-        // ingest hands them over): t0 and t1 come back three chunks later in the same one; t2
-        // is written in the first and comes back in the second; k0 is run a's.
-        let mut rows: Vec<NewJob> = (0..7000).map(|i| row(i + 2, &format!("f{i}"), 1)).collect();
-        for (index, ticket, version) in [
-            (10, "t0", 1),
-            (20, "t1", 1),
-            (30, "t2", 1),
-            (2600, "t0", 1),
-            (2700, "t1", 2),
-            (3000, "k0", 1),
-            (3100, "k0", 1),
-            (6000, "t2", 1),
-        ] {
-            rows[index] = row(index as i64 + 2, ticket, version);
-        }
+        // ingest hands them over): t0 and t1 come back two chunks of 1,000 later in the same
+        // one; t2 is written in the first and comes back in the second; k0 is run a's.
+        let rows = placed(
+            7000,
+            &[
+                (10, "t0", 1),
+                (20, "t1", 1),
+                (30, "t2", 1),
+                (2600, "t0", 1),
+                (2700, "t1", 2),
+                (3000, "k0", 1),
+                (3100, "k0", 1),
+                (6000, "t2", 1),
+            ],
+        );
         let progress = |last: i64| SourceProgress {
             last_line: last + 1,
             rows_read: last,
