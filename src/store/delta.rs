@@ -152,8 +152,9 @@ pub(super) struct Context {
     /// filter may hold is probed, so a first ingest makes no probe for a key seen once.
     seen: Option<Seen>,
     /// The keys of the rows to send decided since the writer's transaction began: a reader's
-    /// connection does not see those rows, so their keys are probed on the writer's.
-    written: Seen,
+    /// connection does not see those rows, so their keys are probed on the writer's. Kept when
+    /// the table held rows (the writer then opens a reader), none for a first ingest.
+    written: Option<Seen>,
     /// The last id this writer inserted (or the table's last id when it started).
     last_id: i64,
     /// The sent rows of the chunk decided last, by key: it is inserted while the next chunk
@@ -172,7 +173,7 @@ impl Context {
             wide: false,
             run_names: HashMap::new(),
             seen: empty.then(|| Seen::new(seen::INGEST_BITS)),
-            written: Seen::new(seen::TRANSACTION_BITS),
+            written: (!empty).then(|| Seen::new(seen::TRANSACTION_BITS)),
             last_id: 0,
             recent: HashMap::new(),
         }
@@ -203,7 +204,9 @@ impl Context {
         self.failed_rows = failed;
         self.wide = runs >= probe::PACKED_RUNS;
         self.recent.clear();
-        self.written.clear();
+        if let Some(written) = &mut self.written {
+            written.clear();
+        }
         if last != self.last_id {
             self.seen = None;
         }
@@ -318,7 +321,9 @@ pub(super) fn decide(jobs: &[NewJob], probed: Probed, context: &mut Context) -> 
             }
         }
         decisions.rows.push((Kind::Pending, None));
-        context.written.insert(&key);
+        if let Some(written) = &mut context.written {
+            written.insert(&key);
+        }
         current.insert(
             key,
             Recent {

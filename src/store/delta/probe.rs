@@ -148,12 +148,9 @@ impl std::fmt::Debug for Reader {
 
 /// What the reader is asked.
 enum Request {
-    /// A probe statement, its three values, and where its answer goes.
+    /// A probe statement and where its answer goes.
     Probe {
-        sql: &'static str,
-        tickets: String,
-        keys: Vec<u8>,
-        since_ms: i64,
+        probe: Probe,
         answer: oneshot::Sender<Result<String, sqlx::Error>>,
     },
     /// The names of runs, by id (a JSON array).
@@ -164,46 +161,22 @@ enum Request {
 }
 
 impl Reader {
-    /// Opens the connection (reading only, with a page cache of `cache_pragma`) and starts
-    /// the task answering on it.
-    pub async fn open(
-        options: &SqliteConnectOptions,
-        cache_pragma: &str,
-    ) -> Result<Self, StoreError> {
+    /// Opens the connection (reading only, see [`READER_PRAGMAS`]) and starts the task
+    /// answering on it.
+    pub async fn open(options: &SqliteConnectOptions) -> Result<Self, StoreError> {
         let mut conn = options.connect().await?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "{cache_pragma}; PRAGMA query_only = ON"
-        )))
-        .execute(&mut conn)
-        .await?;
+        sqlx::raw_sql(READER_PRAGMAS).execute(&mut conn).await?;
         let (requests, mut asked) = mpsc::unbounded_channel();
         let task = tokio::spawn(async move {
             while let Some(request) = asked.recv().await {
+                // sqlx resets a statement once its answer is read, so the reader holds no
+                // snapshot (nor WAL frames from a checkpoint) between requests.
                 match request {
-                    Request::Probe {
-                        sql,
-                        tickets,
-                        keys,
-                        since_ms,
-                        answer,
-                    } => {
-                        let result = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql))
-                            .bind(tickets)
-                            .bind(keys)
-                            .bind(since_ms)
-                            // sqlx resets the statement once its rows are read, so the reader
-                            // holds no snapshot (nor WAL frames from a checkpoint) between probes.
-                            .fetch_all(&mut conn)
-                            .await
-                            .map(|rows| rows.into_iter().next().map(|(a,)| a).unwrap_or_default());
-                        let _ = answer.send(result);
+                    Request::Probe { probe, answer } => {
+                        let _ = answer.send(probe.run(&mut conn).await);
                     }
                     Request::Names { ids, answer } => {
-                        let result = sqlx::query_as(RUN_NAMES)
-                            .bind(ids)
-                            .fetch_all(&mut conn)
-                            .await;
-                        let _ = answer.send(result);
+                        let _ = answer.send(run_names(&mut conn, ids).await);
                     }
                 }
             }
@@ -219,21 +192,9 @@ impl Reader {
         let _ = self.task.await;
     }
 
-    fn probe(
-        &self,
-        sql: &'static str,
-        tickets: String,
-        keys: Vec<u8>,
-        since_ms: i64,
-    ) -> Answer<String> {
+    fn probe(&self, probe: Probe) -> Answer<String> {
         let (answer, receiver) = oneshot::channel();
-        let _ = self.requests.send(Request::Probe {
-            sql,
-            tickets,
-            keys,
-            since_ms,
-            answer,
-        });
+        let _ = self.requests.send(Request::Probe { probe, answer });
         receiver
     }
 
@@ -256,8 +217,22 @@ async fn answered<T>(answer: Answer<T>) -> Result<T, StoreError> {
     }
 }
 
+/// The reader's settings: a page cache of 2 MiB, and no writing. Its reads are index
+/// descents at random tickets and the rows they find; pages the cache misses come from the OS's
+/// cache, and a 32 MiB cache probed no faster (a 1M-row night on tmpfs), so the ingest's peak
+/// memory grows by this much only.
+const READER_PRAGMAS: &str = "PRAGMA cache_size = -2048; PRAGMA query_only = ON";
+
 /// The names of the runs whose ids are given as a JSON array.
-const RUN_NAMES: &str = "SELECT id, name FROM runs WHERE id IN (SELECT value FROM json_each(?))";
+async fn run_names(
+    conn: &mut SqliteConnection,
+    ids: String,
+) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT id, name FROM runs WHERE id IN (SELECT value FROM json_each(?))")
+        .bind(ids)
+        .fetch_all(conn)
+        .await
+}
 
 /// A chunk's keys, asked: those the writer's connection must answer (the rows of its open
 /// transaction may hold them), and the reader's probe of the others, under way.
@@ -302,10 +277,12 @@ pub(in crate::store) fn ask(
             // A first ingest: only this writer stored rows, and only it sees them all.
             Some(seen) if seen.may_contain(&key) => asked.writer.push(index),
             Some(_) => {}
-            None if reader.is_none() || context.written.may_contain(&key) => {
-                asked.writer.push(index);
-            }
-            None => keys.push((ticket, key, job.payload_hash, index)),
+            None => match (reader, &context.written) {
+                (Some(_), Some(written)) if !written.may_contain(&key) => {
+                    keys.push((ticket, key, job.payload_hash, index));
+                }
+                _ => asked.writer.push(index),
+            },
         }
     }
     // Rows earlier in this chunk are found by `decide`, not by the probe.
@@ -322,8 +299,7 @@ pub(in crate::store) fn ask(
         // In the index's order (SQLite compares text bytewise, as `str` does).
         keys.sort_unstable();
         let wide = context.wide;
-        let (tickets, blob) = arguments(&keys);
-        let answer = reader.probe(statement(context, wide), tickets, blob, context.since_ms);
+        let answer = reader.probe(Probe::new(&keys, context, wide));
         let rows = keys.iter().map(|&(.., index)| index).collect();
         asked.reader = Some((rows, wide, answer));
     }
@@ -346,7 +322,7 @@ pub(in crate::store) async fn answer_writer(
     keys.sort_unstable();
     let rows: Vec<usize> = keys.iter().map(|&(.., index)| index).collect();
     let wide = context.wide;
-    let answer = probe_keys(conn, &keys, context, wide).await?;
+    let answer = Probe::new(&keys, context, wide).run(conn).await?;
     settle(
         Via::Writer(conn),
         jobs,
@@ -396,22 +372,16 @@ impl Via<'_> {
         context: &Context,
         wide: bool,
     ) -> Result<String, StoreError> {
+        let probe = Probe::new(keys, context, wide);
         match self {
-            Via::Writer(conn) => probe_keys(conn, keys, context, wide).await,
-            Via::Reader(reader) => {
-                let (tickets, blob) = arguments(keys);
-                answered(reader.probe(statement(context, wide), tickets, blob, context.since_ms))
-                    .await
-            }
+            Via::Writer(conn) => Ok(probe.run(conn).await?),
+            Via::Reader(reader) => answered(reader.probe(probe)).await,
         }
     }
 
     async fn names(&mut self, ids: String) -> Result<Vec<(i64, String)>, StoreError> {
         match self {
-            Via::Writer(conn) => Ok(sqlx::query_as(RUN_NAMES)
-                .bind(ids)
-                .fetch_all(&mut **conn)
-                .await?),
+            Via::Writer(conn) => Ok(run_names(conn, ids).await?),
             Via::Reader(reader) => reader.names(ids).await,
         }
     }
@@ -487,42 +457,46 @@ fn lookups<'a>(jobs: &'a [NewJob], rows: &[usize]) -> Vec<Lookup<'a>> {
         .collect()
 }
 
-/// The probe statement for the writer's context (see [`PROBES`]).
-fn statement(context: &Context, wide: bool) -> &'static str {
-    PROBES[usize::from(context.options.event_keys)][usize::from(context.failed_rows)]
-        [usize::from(wide)]
-    .as_str()
+/// A probe statement for some keys (any number: they go in as three values), ready to run on
+/// either connection.
+struct Probe {
+    sql: &'static str,
+    /// The tickets as a JSON array (see [`PROBES`]).
+    tickets: String,
+    /// The sync keys and payload digests, 32 bytes a key.
+    keys: Vec<u8>,
+    since_ms: i64,
 }
 
-/// The probe's first two values: the tickets as a JSON array, and the sync keys and payload
-/// digests as one blob of 32 bytes a row.
-fn arguments(part: &[Lookup<'_>]) -> (String, Vec<u8>) {
-    let tickets: Vec<&str> = part.iter().map(|(ticket, ..)| *ticket).collect();
-    let mut keys = Vec::with_capacity(part.len() * 32);
-    for (_, key, hash, _) in part {
-        keys.extend_from_slice(key);
-        keys.extend_from_slice(&hash.unwrap_or_default());
+impl Probe {
+    fn new(part: &[Lookup<'_>], context: &Context, wide: bool) -> Self {
+        let tickets: Vec<&str> = part.iter().map(|(ticket, ..)| *ticket).collect();
+        let mut keys = Vec::with_capacity(part.len() * 32);
+        for (_, key, hash, _) in part {
+            keys.extend_from_slice(key);
+            keys.extend_from_slice(&hash.unwrap_or_default());
+        }
+        Self {
+            sql: PROBES[usize::from(context.options.event_keys)][usize::from(context.failed_rows)]
+                [usize::from(wide)]
+            .as_str(),
+            // A list of strings always serializes.
+            tickets: serde_json::to_string(&tickets).unwrap_or_default(),
+            keys,
+            since_ms: context.since_ms,
+        }
     }
-    // A list of strings always serializes.
-    (serde_json::to_string(&tickets).unwrap_or_default(), keys)
-}
 
-/// The probe statement for a chunk's rows (any number: they go in as three values); its text
-/// answer.
-async fn probe_keys(
-    conn: &mut SqliteConnection,
-    part: &[Lookup<'_>],
-    context: &Context,
-    wide: bool,
-) -> Result<String, StoreError> {
-    let (tickets, keys) = arguments(part);
-    let (answer,) = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(statement(context, wide)))
-        .bind(tickets)
-        .bind(keys)
-        .bind(context.since_ms)
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(answer)
+    /// The probe's text answer.
+    async fn run(self, conn: &mut SqliteConnection) -> Result<String, sqlx::Error> {
+        let (answer,) = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(self.sql))
+            .bind(self.tickets)
+            .bind(self.keys)
+            .bind(self.since_ms)
+            .fetch_one(conn)
+            .await?;
+        Ok(answer)
+    }
 }
 
 /// Reads a probe's answer (see [`PROBES`]) for its `rows` keys; `None` when it is not `rows`

@@ -32,12 +32,6 @@ use super::{NewJob, ROWS_PER_STATEMENT, SourceProgress};
 /// `synchronous=NORMAL` a commit in WAL mode never waited for a sync anyway.
 const INGEST_AUTOCHECKPOINT_PAGES: u32 = 16_384;
 
-/// The page cache of the connection probing sync keys beside the writer's, in KiB when
-/// negative: 2 MiB. Its reads are index descents at random tickets and the rows they find;
-/// pages the cache misses come from the OS's cache, and a 32 MiB cache probed no faster (a
-/// 1M-row night on tmpfs), so the ingest's peak memory grows by this much only.
-const READER_CACHE: &str = "PRAGMA cache_size = -2048";
-
 impl IngestWriter {
     /// Sets up `conn` to write the rows of one source file; `options` say how the pool
     /// connects, for the reader.
@@ -182,7 +176,7 @@ impl IngestWriter {
         let empty = delta::table_empty(&mut self.conn).await?;
         self.delta = Some(delta::Context::new(options, run_name, since_ms, empty));
         if !empty {
-            self.reader = Some(delta::Reader::open(&self.options, READER_CACHE).await?);
+            self.reader = Some(delta::Reader::open(&self.options).await?);
         }
         Ok(())
     }
